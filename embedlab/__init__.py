@@ -1,0 +1,2 @@
+"""embedlab."""
+__version__ = "0.1.0"

