@@ -86,7 +86,8 @@ def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_
               label: str | None = None):
     from .bench.store import ResultsStore
     from .evaluate.cache import EmbeddingCache
-    from .evaluate.runner import display_value, evaluate
+    from .bench.store import display_value
+    from .evaluate.runner import evaluate
     from .evaluate.tasks import parse_tasks
     from .text import Embedder
 

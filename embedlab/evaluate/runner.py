@@ -19,7 +19,7 @@ from .. import __version__
 from ..data import catalog
 from ..text import Embedder
 from .cache import EmbeddingCache
-from .geometry import geometry_report
+from . import geometry
 from .mteb_json import mteb_result, write_result
 from .retrieval import exact_search, score_run
 from .sts import sts_scores
@@ -98,10 +98,28 @@ def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: Em
 def run_geometry(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
     data = catalog.load_sts(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
     t0 = time.perf_counter()
-    report = geometry_report(model, data, batch_size=settings.batch_size, max_length=settings.max_length)
+    report = geometry_report(model, data, settings)
     scores = dict(report["scores"])
     scores["main_score"] = scores["uniformity"]
-    return TaskResult(task, scores, time.perf_counter() - t0, report.get("details", {}))
+    return TaskResult(task, scores, time.perf_counter() - t0, report["details"])
+
+
+def geometry_report(model: Embedder, data, settings: EvalSettings, token_sample: int = 1000, seed: int = 0) -> dict:
+    """Sentence geometry on an STS set (positives: pairs with gold > 4 on the 0-5 scale; uniformity and anisotropy
+    over all its distinct sentences) and token geometry on a seeded sample of ``token_sample`` of those sentences."""
+    sentences = list(dict.fromkeys(data.sentences1 + data.sentences2))
+    index = {s: i for i, s in enumerate(sentences)}
+    emb = _encode(model, sentences, settings)
+    positives = [p for p in data.pairs if p.score > 4.0]
+    scores = geometry.sentence_geometry(emb[[index[p.sentence1] for p in positives]],
+                                        emb[[index[p.sentence2] for p in positives]], emb)
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(sentences), min(token_sample, len(sentences)), replace=False).tolist())
+    tokens = model.encode_tokens([sentences[i] for i in pick], batch_size=settings.batch_size,
+                                 max_length=settings.max_length)
+    scores.update(geometry.token_geometry(tokens))
+    return {"scores": scores, "details": {"sentences": len(sentences), "positive_pairs": len(positives),
+                                          "token_sentences": len(pick)}}
 
 
 RUNNERS: dict[str, Callable[[Embedder, Task, EvalSettings, EmbeddingCache], TaskResult]] = {
@@ -146,7 +164,7 @@ def evaluate(
 
 
 def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, settings: EvalSettings) -> list[dict]:
-    from ..bench.store import current_git_commit
+    from ..bench.store import current_git_commit, display_value
 
     commit = current_git_commit()
     rows = []
@@ -163,8 +181,3 @@ def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, se
         })
     return rows
 
-
-def display_value(task_type: str, value: float) -> float:
-    """STS and retrieval scores are fractions in MTEB's JSON; tables and the results store show them x100.
-    Geometry metrics are not fractions and are stored as computed."""
-    return value * 100.0 if task_type in ("sts", "retrieval") else value
