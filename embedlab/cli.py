@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .errors import EmbedlabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, fuse and benchmark text-embedding models (CoDiEmb, CSE-SFP, MTEB-style evaluation).")
 console = Console()
 

@@ -32,8 +32,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedlab"
 
 
-def results_db_url() -> str:
-    env = os.environ.get("EMBEDLAB_RESULTS_DB")
-    if env:
-        return env if "://" in env else f"sqlite:///{Path(env).expanduser().resolve()}"
+def results_db_url(value: str | None = None) -> str:
+    """A SQLAlchemy URL from ``value`` (a URL or a plain file path, taken as SQLite), else from
+    EMBEDLAB_RESULTS_DB, else the default SQLite file in the working directory."""
+    chosen = value or os.environ.get("EMBEDLAB_RESULTS_DB")
+    if chosen:
+        return chosen if "://" in chosen else f"sqlite:///{Path(chosen).expanduser().resolve()}"
     return f"sqlite:///{(Path.cwd() / 'embedlab-results.sqlite').resolve()}"

@@ -39,9 +39,9 @@ def test_add_run_fills_provenance(store):
         assert r["created_at"].tzinfo is not None and r["created_at"].utcoffset() == dt.timedelta(0)
         assert abs(r["created_at"] - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
     assert rows[1]["extra"] == {"max_length": 128} and rows[1]["duration_s"] == 1.5
-    given = store.add_run([_row(run_id="abc", git_commit=None, model_path="/models/m", model_hash="h1")])
+    given = store.add_run([_row(run_id="abc", git_commit=None, model_path="models/m", model_hash="h1")])
     assert given == "abc" and store.query(run_id="abc")[0]["git_commit"] is None
-    assert store.query(run_id="abc")[0]["model_path"] == "/models/m"
+    assert store.query(run_id="abc")[0]["model_path"] == "models/m"
 
 
 def test_add_run_is_one_transaction(store):

@@ -34,6 +34,8 @@ It does not run evaluations, draw plots or migrate schemas (a changed schema nee
 """
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 import csv
 import datetime as dt
 import json
@@ -129,7 +131,11 @@ class Result(_Base):
 
 
 def _engine(url: str) -> Engine:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as e:  # sqlalchemy.exc.ArgumentError and friends: a user typo, not a bug
+        raise ConfigError(f"results store URL {url!r} is not a valid SQLAlchemy URL ({e}); give a URL such as "
+                          f"sqlite:///results.sqlite or postgresql://user@host/db, or a plain file path") from None
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     database = parsed.database or ""
@@ -152,7 +158,7 @@ class ResultsStore:
     """Rows of evaluation results in the database at ``url`` (any SQLAlchemy URL; tables are created if missing)."""
 
     def __init__(self, url: str | None = None):
-        self.url = url or results_db_url()
+        self.url = results_db_url(url)
         self.engine = _engine(self.url)
         _Base.metadata.create_all(self.engine)
 

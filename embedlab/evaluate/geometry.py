@@ -221,10 +221,20 @@ def spectrum_metrics(s: np.ndarray, shape: tuple[int, int]) -> dict[str, float]:
 
 
 def token_spectrum(token_reps: Sequence[Any], center: bool = True, method: str = "auto") -> dict[str, float]:
-    """Effective rank, SVD entropy and condition number of the stacked token matrix (see the module docstring)."""
-    s = singular_values(token_reps, center=center, method=method)
-    n_tokens = sum(len(r) for r in token_reps)
-    return spectrum_metrics(s, (n_tokens, int(np.shape(token_reps[0])[-1])))
+    """Effective rank and SVD entropy of the stacked token matrix (centred when ``center``), and its condition
+    number, always computed on the *uncentred* matrix.
+
+    Why the condition number is uncentred: the last layer of a BERT-like model ends in LayerNorm, so every token vector
+    is gamma * z + beta with z summing to zero, i.e. all tokens lie on one affine hyperplane. Centring moves that
+    hyperplane through the origin and leaves a matrix of rank dim - 1 exactly, whose condition number is inf for every
+    such model; uncentred, the offset beta keeps it finite and comparable between models."""
+    s = singular_values(token_reps, center=center, method=method)  # validates the input first
+    shape = (sum(len(r) for r in token_reps), int(np.shape(token_reps[0])[-1]))
+    metrics = spectrum_metrics(s, shape)
+    if center:
+        raw = spectrum_metrics(singular_values(token_reps, center=False, method=method), shape)
+        metrics["condition_number"] = raw["condition_number"]
+    return metrics
 
 
 def token_geometry(token_reps: Sequence[Any], center: bool = True) -> dict[str, float]:
