@@ -214,6 +214,23 @@ class Embedder(torch.nn.Module):
         """Embeddings for already-tokenised ``features`` with gradients (training path)."""
         features = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
         states = self._backbone_states(features, hidden_layer)
+        return self._pool_normalize(states, features)
+
+    def forward_layers(self, features: dict, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Pooled (and normalised) embeddings from several hidden layers of ONE forward pass, e.g. ``[-1, mid]``
+        for CoDiEmb's mid-layer loss. Index as ``hidden_states`` does: 0 = embeddings, -1 = last layer."""
+        features = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+        kwargs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if self.is_decoder:
+            kwargs["position_ids"] = (features["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.backbone(**kwargs, output_hidden_states=True).hidden_states
+        return [self._pool_normalize(hidden[i], features) for i in layers]
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.backbone.config.num_hidden_layers)
+
+    def _pool_normalize(self, states: torch.Tensor, features: dict) -> torch.Tensor:
         emb = pool(states, features["attention_mask"], self.pooling, features.get("prompt_length", 0))
         return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
