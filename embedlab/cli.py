@@ -174,6 +174,59 @@ def demo(
     console.print(f"report: {report}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    recipe: Path = typer.Argument(..., help="a recipe YAML (see recipes/)"),
+    no_resume: bool = typer.Option(False, "--no-resume", help="start fresh even if output_dir has checkpoints"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train with a recipe; extra arguments key.sub=value override the YAML (e.g. train.max_steps=200 seed=1)."""
+    from .config import load_recipe
+    from .train.trainer import Trainer
+
+    r = load_recipe(recipe, list(ctx.args))
+    final = Trainer(r, resume=not no_resume, show_progress=progress).train()
+    console.print(f"final model: {final}")
+
+
+@app.command()
+def convert(
+    out: Path = typer.Option(Path("runs/train-data"), "--out", help="folder for the training JSONL files"),
+    names: Optional[str] = typer.Option(None, "--names", help="comma-separated converters (default: all)"),
+) -> None:
+    """Build CoDiEmb training files (IR: FlagEmbedding JSONL, STS: sentence1/sentence2/score) from the local data."""
+    from .data.convert import convert_all
+
+    results = convert_all(out, names=names.split(",") if names else None)
+    console.print(_table(f"training files in {out}", ["name", "task", "rows", "reads", "dropped (eval overlap, ...)"],
+                         [[r.name, r.task, r.rows, ", ".join(r.reads), r.dropped or ""] for r in results]))
+
+
+@app.command()
+def mine(
+    input: Path = typer.Argument(..., help="IR training JSONL (query/pos/neg)"),
+    out: Path = typer.Option(..., "--out"),
+    model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model"),
+    rank_range: str = typer.Option("10,50", "--rank-range", help="candidate ranks start,end (0-based, end exclusive)"),
+    n_negatives: int = typer.Option(4, "--n"),
+    margin: Optional[float] = typer.Option(None, "--margin", help="drop candidates scoring above margin x positive"),
+    seed: int = typer.Option(0, "--seed"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+) -> None:
+    """Mine hard negatives with a model (resumable; deterministic with --seed)."""
+    from .errors import ConfigError
+    from .mining import mine_file
+
+    try:
+        lo, hi = (int(x) for x in rank_range.split(","))
+    except ValueError:
+        raise ConfigError(f"--rank-range must be two integers like 10,50; got {rank_range!r}") from None
+    stats = mine_file(input, out, model, rank_range=(lo, hi), n_negatives=n_negatives, margin=margin, seed=seed,
+                      max_length=max_length)
+    console.print(f"wrote {out}: {stats}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

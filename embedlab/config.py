@@ -1,0 +1,181 @@
+"""Recipe configuration: pydantic schemas, YAML in, clear errors out, ``key.sub=value`` overrides.
+
+A recipe is one YAML file (see ``recipes/``) validated against ``Recipe``. Unknown keys are errors (a typo must not be
+silently ignored), and every error names the file and the dotted key path. Overrides from the command line are
+applied to the raw YAML before validation, so they are checked exactly like file values:
+
+    embedlab train recipes/codiemb.yaml train.max_steps=200 sampler.policy=round_robin model.name=smollm2
+
+This module only describes and validates configuration; it does not load data or models.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pooling: str | None = None  # None: the model's own (mean for all-MiniLM-L6-v2, last_token for decoders)
+    include_prompt: bool = False  # CoDiEmb: instruction tokens are excluded from the mean
+    normalize: bool = True
+    max_length: int = Field(128, gt=0)
+
+
+class SourceConfig(_Strict):
+    """One training file: a sub-dataset with one task type."""
+
+    name: str
+    path: str  # relative to data.root, or absolute
+    task: Literal["ir", "sts"]
+    instruction: str | None = None
+    score_range: tuple[float, float] | None = None  # STS only: the declared label range, scaled to [0, 1]
+    max_examples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _sts_needs_range(self):
+        if self.task == "sts" and self.score_range is None:
+            raise ValueError(f"source {self.name!r}: an sts source needs score_range (e.g. [0, 5])")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"source {self.name!r}: score_range must be [low, high] with low < high")
+        return self
+
+
+class DataConfig(_Strict):
+    root: str = "runs/train-data"
+    sources: list[SourceConfig]
+    n_positives: int = Field(2, ge=1)  # P: positives per query (fewer are resampled with repetition)
+    n_negatives: int = Field(4, ge=0)  # N: hard negatives per query
+    query_template: str = "Instruction: {instruction} Query: "  # CoDiEmb's prompt; {instruction} filled per source
+
+
+class SamplerConfig(_Strict):
+    kind: Literal["single_task", "mixed"] = "single_task"
+    policy: Literal["proportional", "round_robin", "temperature", "ratio"] = "proportional"
+    batch_size: dict[str, int] = Field(default_factory=lambda: {"ir": 32, "sts": 32})  # global batch per task
+    temperature: float = Field(2.0, gt=0)
+    ratio: dict[str, float] | None = None
+    sts_threshold: float = 0.8  # naive baseline: STS pairs with scaled score >= this become positives
+
+
+class ObjectiveConfig(_Strict):
+    kind: Literal["codiemb", "naive", "cosent", "mnrl_cosent"] = "codiemb"
+    ir_temperature: float = Field(0.02, gt=0)
+    ir_symmetric: bool = False
+    ir_joint_softmax: bool = False
+    cross_device_negatives: bool = True
+    sts_weights: dict[str, float] = Field(default_factory=lambda: {"mid_nce": 1.0, "pro": 0.5, "pearson": 2.0,
+                                                                   "rank_kl": 5.0})
+    sts_gather: bool = False
+    # Mid-layer InfoNCE anchors: pairs whose *scaled* label is >= this (0.8 = 4.0 on STS-B's 0-5 scale). The paper's
+    # code uses 1.0 on a label scale it does not state; 0.8 keeps the same "clearly similar" pairs on [0, 1] labels.
+    mid_threshold: float = Field(0.8, ge=0, le=1)
+    cosent_temperature: float = Field(0.05, gt=0)
+
+
+class TrainConfig(_Strict):
+    lr: float = Field(5e-5, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # None: epochs x steps per epoch
+    epochs: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = 1.0
+    grad_accum: int = Field(1, ge=1)
+    grad_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradcache_chunk: int | None = Field(None, gt=0)  # GradCache: embed in chunks of this size without graphs
+    log_every: int = Field(10, gt=0)
+    save_every: int | None = Field(None, gt=0)
+    keep: int = Field(3, ge=1)
+    eval_every: int | None = Field(None, gt=0)
+    select_on: list[str] = Field(default_factory=lambda: ["stsb-dev"])  # dev tasks for best-checkpoint selection
+    num_threads: int | None = None
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 49
+    output_dir: str = "runs/{name}"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("output_dir is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _objective_matches_sampler(self):
+        if (self.objective.kind == "naive") != (self.sampler.kind == "mixed"):
+            raise ValueError("objective.kind 'naive' goes with sampler.kind 'mixed' (and only it): got "
+                             f"objective.kind={self.objective.kind!r}, sampler.kind={self.sampler.kind!r}")
+        return self
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings to a nested dict; values are parsed as YAML (``3`` -> int, ``[1,2]`` -> list)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return raw
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{where}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; every problem raises ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, str(path))) from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return recipe.model_dump(mode="json")

@@ -1,0 +1,264 @@
+"""The one training loop every embedding recipe uses (CoDiEmb, naive co-training, CoSENT, single-task specialists).
+
+    trainer = Trainer(load_recipe("recipes/codiemb.yaml"))
+    trainer.train()            # resumes from the newest checkpoint in output_dir if there is one
+
+What it does: seeds everything; loads and validates every training source before the first step; builds the sampler
+(single-task or mixed batches); AdamW with linear warmup/decay; gradient clipping, accumulation and checkpointing; bf16 /
+fp16 autocast on a GPU; checkpoints every ``save_every`` steps with exact resume (model, optimizer, scheduler, sampler
+position, RNG); dev evaluation and best-checkpoint selection; a JSONL log of losses, learning rate and throughput; a
+progress bar with ETA. Multi-process runs (``torchrun --nproc_per_node N -m embedlab train ...``) initialise the
+process group from the environment, give every rank the same steps, gather IR negatives across ranks in the loss and
+average gradients with one all-reduce per step.
+
+What it does not do: the losses (embedlab.objectives), the batch order (embedlab.data.samplers) and the per-step
+batch assembly (steps.py) live elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..atomic import write_json
+from ..config import Recipe, recipe_to_dict
+from ..data.training import TrainingSource, load_sources
+from ..errors import ConfigError
+from ..text import Embedder, PoolingConfig
+from . import checkpoint as ckpt
+from .steps import StepContext, make_sampler, run_step
+
+log = logging.getLogger("embedlab.train")
+
+
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world_size); initialises the default process group when launched by torchrun with >1 process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks with a single flattened all-reduce (what DDP does, without its hooks)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        g.copy_(synced)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resume: bool = True, show_progress: bool = True):
+        self.recipe = recipe
+        self.resume = resume
+        self.show_progress = show_progress
+        self.output_dir = recipe.resolved_output_dir()
+        self.rank, self.world = _init_distributed()
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
+                                   else "cpu")
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        r = self.recipe
+        torch.manual_seed(r.seed)
+        if r.train.num_threads:
+            torch.set_num_threads(r.train.num_threads)
+        if r.train.mixed_precision != "no" and self.device.type != "cuda":
+            log.warning("mixed_precision=%s needs a CUDA GPU; training in fp32 on %s", r.train.mixed_precision,
+                        self.device)
+        root = Path(r.data.root)
+        sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
+                                  task=s.task, instruction=s.instruction, score_range=s.score_range)
+                   for s in r.data.sources]
+        self.sources = load_sources(sources)  # validates every row before any model work
+        for cfg, loaded in zip(r.data.sources, self.sources):
+            if cfg.max_examples is not None:
+                loaded.examples = loaded.examples[: cfg.max_examples]
+        self.model = Embedder.load(r.model.name, max_length=r.model.max_length, normalize=r.model.normalize)
+        pooling = r.model.pooling or self.model.pooling.mode
+        self.model.pooling = PoolingConfig(pooling, include_prompt=r.model.include_prompt,
+                                           token_position=self.model.pooling.token_position)
+        self.model.to(self.device)
+        if r.train.grad_checkpointing:
+            self.model.backbone.gradient_checkpointing_enable()
+        self.sampler = make_sampler(r, self.sources, self.rank, self.world)
+        steps_per_epoch = len(self.sampler)
+        if steps_per_epoch == 0:
+            raise ConfigError("the sampler has no full batch: the training files are smaller than the batch size")
+        self.total_steps = r.train.max_steps or steps_per_epoch * r.train.epochs
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=r.train.lr, weight_decay=r.train.weight_decay)
+        warmup = int(round(r.train.warmup_ratio * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(warmup, self.total_steps))
+        self.ctx = StepContext(recipe=r, model=self.model, sources=self.sources, device=self.device,
+                               world=self.world, rank=self.rank)
+        self.scaler = torch.amp.GradScaler("cuda") if (r.train.mixed_precision == "fp16"
+                                                       and self.device.type == "cuda") else None
+        if self.rank == 0:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.output_dir / "recipe.json", {"embedlab": __version__, **recipe_to_dict(r)})
+        if self.resume:
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        last = ckpt.latest_checkpoint(self.output_dir)
+        if last is None:
+            return
+        from safetensors.torch import load_file
+
+        weights = load_file(str(last / "model.safetensors"))
+        self.model.backbone.load_state_dict(weights, strict=False)
+        state = ckpt.load_state(last)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        log.info("resumed from %s (step %d)", last, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, stop_after: int | None = None) -> Path | None:
+        """Run to ``total_steps`` (resuming if possible); returns the folder of the final model.
+
+        ``stop_after=k`` stops after step k with a checkpoint, as an interruption would (used to size runs to a time
+        box and by the resume test); running again continues from there."""
+        if not hasattr(self, "model"):
+            self.setup()
+        r = self.recipe
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress or self.rank != 0,
+                   desc=r.name, unit="step", dynamic_ncols=True)
+        log_path = self.output_dir / "train_log.jsonl"
+        batches = self._batches()
+        self.model.train()
+        t_last, examples_since = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            comps_total: dict[str, float] = {}
+            task = ""
+            for _ in range(r.train.grad_accum):
+                batch = next(batches)
+                with self._autocast():
+                    loss, comps, task, n_examples = run_step(self.ctx, batch, self.step)
+                scaled = loss / r.train.grad_accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                examples_since += n_examples
+                for k, v in comps.items():
+                    comps_total[k] = comps_total.get(k, 0.0) + v / r.train.grad_accum
+            _average_gradients(self.params, self.world)
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, r.train.grad_clip)
+                         if r.train.grad_clip else None)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % r.train.log_every == 0 or self.step == self.total_steps:
+                now = time.perf_counter()
+                record = {"step": self.step, "task": task, "lr": self.scheduler.get_last_lr()[0],
+                          "examples_per_s": examples_since / max(now - t_last, 1e-9),
+                          "grad_norm": float(grad_norm) if grad_norm is not None else None, **comps_total}
+                t_last, examples_since = now, 0
+                bar.set_postfix(loss=f"{comps_total.get('loss', float('nan')):.4f}", task=task)
+                if self.rank == 0:
+                    with open(log_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+            if r.train.eval_every and self.step % r.train.eval_every == 0:
+                self._evaluate_dev()
+            saved = False
+            if r.train.save_every and self.step % r.train.save_every == 0 and self.step < self.total_steps:
+                self._save()
+                saved = True
+            if stop_after is not None and self.step >= stop_after and self.step < self.total_steps:
+                if not saved:
+                    self._save()
+                bar.close()
+                return None
+        bar.close()
+        if r.train.eval_every and self.step % r.train.eval_every != 0:
+            self._evaluate_dev()
+        final = self._save()
+        if self.rank == 0:
+            self.model.save(self.output_dir / "final")
+            if self.best is not None:
+                write_json(self.output_dir / "best.json", self.best)
+        return self.output_dir / "final"
+
+    def _batches(self):
+        """Endless stream of this rank's batches; the sampler's own state makes it resumable mid-epoch."""
+        while True:
+            yield from self.sampler
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+
+    def _autocast(self):
+        import contextlib
+
+        mp = self.recipe.train.mixed_precision
+        if mp == "no" or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+
+    def _save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "sampler": self.sampler.state_dict(), "best": self.best}
+        path = ckpt.save_checkpoint(self.output_dir, self.step, self.model, state,
+                                    {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev")})
+        protect = Path(self.best["checkpoint"]) if self.best and self.best.get("checkpoint") else None
+        ckpt.prune(self.output_dir, self.recipe.train.keep, protect)
+        return path
+
+    def _evaluate_dev(self) -> None:
+        """Score the dev tasks; the best step (mean main score) is saved as a checkpoint and recorded."""
+        if self.rank != 0 or not self.recipe.train.select_on:
+            return
+        from ..evaluate.cache import EmbeddingCache
+        from ..evaluate.runner import evaluate
+
+        was_training = self.model.training
+        results = evaluate(self.model, self.recipe.train.select_on, cache=EmbeddingCache(enabled=False))
+        self.model.train(was_training)
+        scores = {r.task.name: r.main_score * 100 for r in results}
+        mean = sum(scores.values()) / len(scores)
+        with open(self.output_dir / "dev_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": self.step, "mean": mean, **scores}) + "\n")
+        if self.best is None or mean > self.best["mean"]:
+            self.best = {"step": self.step, "mean": mean, "scores": scores, "checkpoint": None}
+            path = self._save()
+            self.best["checkpoint"] = str(path)
+            self.model.save(self.output_dir / "best")
+        if self.best is not None:
+            self.best["last_dev"] = scores
+
+
+def _linear_schedule(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
