@@ -200,7 +200,7 @@ def convert(
 
     results = convert_all(out, names=names.split(",") if names else None)
     console.print(_table(f"training files in {out}", ["name", "task", "rows", "reads", "dropped (eval overlap, ...)"],
-                         [[r.name, r.task, r.rows, ", ".join(r.reads), r.dropped or ""] for r in results]))
+                         [[r.name, r.task, r.rows, ", ".join(r.source_files), r.dropped or ""] for r in results]))
 
 
 @app.command()
@@ -225,6 +225,26 @@ def mine(
     stats = mine_file(input, out, model, rank_range=(lo, hi), n_negatives=n_negatives, margin=margin, seed=seed,
                       max_length=max_length)
     console.print(f"wrote {out}: {stats}")
+
+
+@app.command()
+def experiment(
+    spec: Path = typer.Argument(..., help="experiment YAML (see experiments/)"),
+    only: Optional[str] = typer.Option(None, "--only", help="comma-separated run names"),
+    table_only: bool = typer.Option(False, "--table-only", help="re-render the table from the recorded JSON"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train and evaluate every run of an experiment (resumable), record scores as JSON, render the table."""
+    from .atomic import write_text
+    from .bench.experiment import _load_records, load_experiment, render_table, run_experiment
+
+    if table_only:
+        s = load_experiment(spec)
+        write_text(s.table, render_table(s, _load_records(Path(s.results))))
+        console.print(f"table: {s.table}")
+        return
+    path = run_experiment(spec, only=only.split(",") if only else None, show_progress=progress)
+    console.print(f"records: {path}")
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ What each converter reads (and, as important, what it does not):
 | medquad       | ir   | MedQuAD question -> answer                                | (no split is an eval set here)           |
 | wikiqa        | ir   | WikiQASent-train: label-1 sentences pos, label-0 neg      | WikiQA dev/test                          |
 | pubmedqa      | ir   | PQA-L question -> [long answer, contexts joined]          | the 500 PMIDs of test_ground_truth.json  |
-| mediqa-rqe    | ir   | RQE TrainingSet (AMIA 2016): pairs labelled true          | RQE validation and test sets             |
+| mediqa-rqe    | ir   | RQE TrainingSet (AMIA 2016): pairs labelled true, minus   | RQE validation and test sets             |
+|               |      | pairs whose two questions are the same text               |                                          |
 | nli           | ir   | SNLI dev+test triplets, XNLI-en triplets: anchor ->       | (SNLI/XNLI are not embedlab eval sets)   |
 |               |      | entailment, contradiction as hard negative                 |                                          |
 | mrpc          | ir   | msr_paraphrase_train.txt, Quality 1 pairs                 | msr_paraphrase_test.txt                  |
@@ -26,9 +27,9 @@ What each converter reads (and, as important, what it does not):
 | sick-train    | sts  | SICK_train.txt, relatedness 1-5                           | SICK_trial.txt (dev), SICK test          |
 
 The leakage guard (``EvalGuard``). Reading the right file is not enough: STS-B's train split was assembled from the
-STS 2012-2014 evaluation sets (about 1,000 of its pairs are STS12 pairs and 600 STS13 pairs) and shares a few pairs
-with its own dev/test, SICK train shares pairs with SICK trial, and two SciFact train queries have the text of a test
-query. So every converter's output is filtered against the text of every evaluation split registered in the catalog
+STS 2012-2014 evaluation sets (1,011 of its pairs are STS12 pairs and 597 STS13 pairs) and shares 12/17 pairs with its
+own dev/test; STS12's MSRpar subset is MRPC pairs (375 of MRPC train's paraphrases); SICK train shares pairs with SICK
+trial; two SciFact train queries have the text of a test query. So every converter's output is filtered against the text of every evaluation split registered in the catalog
 and present under the data root (every split except ``train`` of the ``sts`` and ``retrieval`` datasets; kept-back
 splits count as soon as their files appear):
 - an STS training pair is dropped when the same unordered pair of texts is an evaluation pair;
@@ -38,7 +39,8 @@ Texts are compared after case folding and removing everything but letters and di
 "a man plays ." (tokenised copies of the same sentence). What was dropped is counted in each result and the manifest.
 
 SciFact dev slice: ``SCIFACT_DEV_SIZE`` train queries (a seeded, fixed choice; ``scifact_dev_query_ids``) are held out
-of scifact-train for checkpoint selection; ``load_scifact_dev`` returns them as a RetrievalSet over the full corpus.
+of scifact-train, by text, for checkpoint selection; ``load_scifact_dev`` returns them as a RetrievalSet over the full
+corpus with their train qrels.
 
 It does not mine negatives (``embedlab.mining``), download data (``catalog.fetch``), tokenise or shuffle: records
 keep file order, grouped by query in first-seen order.
@@ -325,18 +327,17 @@ def load_scifact_dev(data_root: str | Path | None = None, size: int = SCIFACT_DE
            instruction="Given a scientific claim, retrieve documents that support or refute the claim")
 def _scifact_train(root: Path, dropped: Counter) -> list[IRExample]:
     data = load_beir(root / SCIFACT, "train")
-    dev = set(scifact_dev_query_ids(root))
-    examples = []
+    # Held out by text, not id: SciFact repeats a few claims under two ids.
+    dev = {normalise(data.queries[q]) for q in scifact_dev_query_ids(root)}
+    rows = []
     for qid, judged in data.qrels.items():
-        if qid in dev:
+        if normalise(data.queries[qid]) in dev:
             dropped["dev_slice"] += 1
             continue
-        pos = tuple(data.corpus[d].full_text() for d, grade in judged.items() if grade > 0)
-        if pos:
-            examples.append(IRExample(data.queries[qid], pos))
-        else:
+        rows.extend((data.queries[qid], data.corpus[d].full_text(), None) for d, grade in judged.items() if grade > 0)
+        if not any(grade > 0 for grade in judged.values()):
             dropped["no_positive"] += 1
-    return examples
+    return _group(rows, dropped)
 
 
 # --------------------------------------------------------------------------------------------------- medical QA

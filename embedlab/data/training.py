@@ -266,6 +266,9 @@ def sources_from_manifest(
         entries = json.loads(check_file(manifest).read_text(encoding="utf-8"))["sources"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"not a convert_all manifest ({type(exc).__name__}: {exc})", manifest) from None
+    missing = [(i, key) for i, e in enumerate(entries) for key in ("name", "task", "path") if key not in e]
+    if missing:
+        raise DataError(f"source #{missing[0][0] + 1} lacks {missing[0][1]!r} (expected name, task, path)", manifest)
     by_name = {e["name"]: e for e in entries}
     if names is not None:
         unknown = [n for n in names if n not in by_name]

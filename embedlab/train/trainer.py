@@ -79,9 +79,8 @@ class Trainer:
         torch.manual_seed(r.seed)
         if r.train.num_threads:
             torch.set_num_threads(r.train.num_threads)
-        if r.train.mixed_precision != "no" and self.device.type != "cuda":
-            log.warning("mixed_precision=%s needs a CUDA GPU; training in fp32 on %s", r.train.mixed_precision,
-                        self.device)
+        if r.train.mixed_precision == "fp16" and self.device.type != "cuda":
+            log.warning("mixed_precision=fp16 needs a CUDA GPU; training in fp32 on %s", self.device)
         root = Path(r.data.root)
         sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
                                   task=s.task, instruction=s.instruction, score_range=s.score_range)
@@ -217,9 +216,11 @@ class Trainer:
         import contextlib
 
         mp = self.recipe.train.mixed_precision
-        if mp == "no" or self.device.type != "cuda":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+        if mp == "bf16":  # CUDA, and CPUs with AVX-512 BF16 (about 2x faster matmuls here; weights stay fp32)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if mp == "fp16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def _save(self) -> Path | None:
         if self.rank != 0:

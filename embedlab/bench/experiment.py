@@ -1,0 +1,161 @@
+"""Experiments: a YAML list of runs (recipe x seeds, or an untrained model) -> train, evaluate, record, tabulate.
+
+    embedlab experiment experiments/codiemb.yaml            # resumable: finished runs and evaluations are skipped
+
+Each run trains with the embedlab trainer (``output_dir = <workdir>/<run>-s<seed>``; an existing ``final/`` is reused,
+a partial run resumes from its newest checkpoint), is evaluated on the experiment's tasks, and every score becomes one
+record ``{name, task, split, metric, value, seed, steps, train_seconds, ...}`` in the experiment's JSON (written
+atomically after each evaluation, so an interrupted experiment keeps what it finished). The Markdown table is rendered
+from that JSON alone (``render_table``), so a reader can check every cell against the records.
+
+It does not define losses or tasks; it calls the trainer and the evaluation runner.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..atomic import write_json, write_text
+from ..errors import ConfigError
+
+log = logging.getLogger("embedlab.experiment")
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    recipe: str | None = None  # None: evaluate ``model`` as it is (a baseline row)
+    model: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [49])
+    overrides: list[str] = Field(default_factory=list)
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    workdir: str = "runs/experiments/{name}"
+    results: str  # JSON records
+    table: str  # generated Markdown
+    tasks: list[str]
+    averages: dict[str, list[str]] = Field(default_factory=dict)
+    common_overrides: list[str] = Field(default_factory=list)
+    eval_bf16: bool = False
+    eval_batch_size: int = 32
+    runs: list[RunSpec]
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return ExperimentSpec.model_validate(raw)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: experiment file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except ValidationError as e:
+        raise ConfigError("\n".join(f"{path}: {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+
+
+def _load_records(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["records"] if path.is_file() else []
+
+
+def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True) -> Path:
+    import torch
+
+    from ..config import load_recipe
+    from ..evaluate.cache import EmbeddingCache
+    from ..evaluate.runner import EvalSettings, evaluate
+    from ..text import Embedder
+    from ..train.trainer import Trainer
+
+    spec = load_experiment(spec_path)
+    workdir = Path(spec.workdir.format(name=spec.name))
+    results_path = Path(spec.results)
+    records = _load_records(results_path)
+    done = {(r["name"], r["seed"], r["task"]) for r in records}
+    settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
+                            autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None)
+    for run in spec.runs:
+        if only and run.name not in only:
+            continue
+        for seed in run.seeds:
+            todo = [t for t in spec.tasks if (run.name, seed, t) not in done]
+            if not todo:
+                continue
+            info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0}
+            if run.recipe is None:
+                model_path = run.model or "sentence-transformers/all-MiniLM-L6-v2"
+            else:
+                out = workdir / f"{run.name}-s{seed}"
+                overrides = [*spec.common_overrides, *run.overrides, f"seed={seed}", f"output_dir={out}"]
+                if run.model:
+                    overrides.append(f"model.name={run.model}")
+                recipe = load_recipe(run.recipe, overrides)
+                if not (out / "final" / "modules.json").is_file():
+                    t0 = time.perf_counter()
+                    trainer = Trainer(recipe, show_progress=show_progress)
+                    trainer.train()
+                    write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0,
+                                                         "steps": trainer.step,
+                                                         "resumed_from": None})
+                timing = json.loads((out / "train_time.json").read_text()) if (out / "train_time.json").is_file() \
+                    else {}
+                info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"),
+                        "recipe": run.recipe, "overrides": overrides}
+                model_path = str(out / "final")
+            model = Embedder.load(model_path)
+            for task in todo:
+                result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
+                                  model_label=f"{run.name}-s{seed}")[0]
+                scale = 100.0 if result.task.type in ("sts", "retrieval") else 1.0
+                records.append({"name": run.name, "seed": seed, "task": task, "split": result.task.split,
+                                "metric": "main_score", "value": result.main_score * scale,
+                                "eval_bf16": spec.eval_bf16, **info})
+                write_json(results_path, {"experiment": spec.name, "tasks": spec.tasks, "records": records})
+                log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
+    write_text(Path(spec.table), render_table(spec, records))
+    return results_path
+
+
+def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
+    """Mean ± std over seeds per (run, task), the averages, and the mean training time — from the records only."""
+    names = list(dict.fromkeys(r["name"] for r in records))
+    header = ["run", "seeds"] + spec.tasks + list(spec.averages) + ["steps", "train min"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        rows = [r for r in records if r["name"] == name]
+        seeds = sorted({r["seed"] for r in rows})
+        cells = [name, str(len(seeds))]
+        per_seed_avg: dict[str, list[float]] = {a: [] for a in spec.averages}
+        for task in spec.tasks:
+            vals = [r["value"] for r in rows if r["task"] == task]
+            cells.append(_fmt(vals))
+        for avg, members in spec.averages.items():
+            for seed in seeds:
+                vals = [r["value"] for r in rows if r["seed"] == seed and r["task"] in members]
+                if len(vals) == len(members):
+                    per_seed_avg[avg].append(sum(vals) / len(vals))
+            cells.append(_fmt(per_seed_avg[avg]))
+        steps = {r.get("steps") for r in rows}
+        secs = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+        cells.append("/".join(str(s) for s in sorted(x for x in steps if x is not None)) or "0")
+        cells.append(f"{statistics.mean(secs) / 60:.1f}" if secs else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
