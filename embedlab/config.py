@@ -91,7 +91,7 @@ class TrainConfig(_Strict):
     grad_clip: float | None = 1.0
     grad_accum: int = Field(1, ge=1)
     grad_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # "fp32", not "no": YAML reads a bare no as false
     gradcache_chunk: int | None = Field(None, gt=0)  # GradCache: embed in chunks of this size without graphs
     log_every: int = Field(10, gt=0)
     save_every: int | None = Field(None, gt=0)

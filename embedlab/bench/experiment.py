@@ -68,6 +68,21 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["records"] if path.is_file() else []
 
 
+def _append_record(path: Path, spec: ExperimentSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add one record to the JSON under an exclusive lock, re-reading the file first: several experiment processes
+    (e.g. two runs side by side, one core each) may write the same file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = [r for r in _load_records(path)
+                   if (r["name"], r["seed"], r["task"]) != (record["name"], record["seed"], record["task"])]
+        records.append(record)
+        write_json(path, {"experiment": spec.name, "tasks": spec.tasks, "records": records})
+    return records
+
+
 def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True) -> Path:
     import torch
 
@@ -117,10 +132,9 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
                 scale = 100.0 if result.task.type in ("sts", "retrieval") else 1.0
-                records.append({"name": run.name, "seed": seed, "task": task, "split": result.task.split,
-                                "metric": "main_score", "value": result.main_score * scale,
-                                "eval_bf16": spec.eval_bf16, **info})
-                write_json(results_path, {"experiment": spec.name, "tasks": spec.tasks, "records": records})
+                records = _append_record(results_path, spec, {
+                    "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
+                    "value": result.main_score * scale, "eval_bf16": spec.eval_bf16, **info})
                 log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
     write_text(Path(spec.table), render_table(spec, records))
     return results_path
