@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from ..registry import Registry
 from . import distributed
-from .distributed import gather_with_grad, is_distributed, rank, rank_offset, world_size
+from .distributed import gather_sizes, gather_with_grad, is_distributed, rank, rank_offset, world_size
 from .ir import ir_infonce_loss
 from .sts import (
     STS_COMPONENTS,
@@ -85,5 +85,5 @@ __all__ = [
     "LOSSES", "LossSpec", "INPUT_KINDS", "STS_COMPONENTS", "STS_PAPER_WEIGHTS",
     "ir_infonce_loss", "codiemb_sts_loss", "cosent_sts_loss", "infonce_loss", "naive_infonce_loss",
     "pearson_loss", "rank_kl_loss", "pro_loss", "cosent_loss", "mid_infonce_loss",
-    "gather_with_grad", "is_distributed", "world_size", "rank", "rank_offset", "distributed",
+    "gather_with_grad", "gather_sizes", "is_distributed", "world_size", "rank", "rank_offset", "distributed",
 ]

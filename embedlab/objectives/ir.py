@@ -9,16 +9,18 @@ unless ``normalize=True``):
     q    [b, d]      queries
     pos  [b, P, d]   P positives per query ([b, d] is read as P = 1)
     neg  [b, N, d]   N hard negatives per query (None or N = 0: in-batch negatives only)
-Global batch: B = world_size · b queries when ``gather=True`` (else B = b). s(x, y) = x·y, τ = ``tau`` (default 0.02).
+Global batch: B = Σ_ranks b queries with ``gather=True`` (world_size · b for equal shards), else B = b.
+s(x, y) = x·y, τ = ``tau`` (default 0.02).
 
 Default (``joint_softmax=False``, the paper): one softmax per positive slot j = 1..P, averaged over slots.
     C_j  = {d⁺_{k,j} : k = 1..B}  ∪  {d⁻_{k,n} : k = 1..B, n = 1..N}          (B + B·N candidates)
     L_j  = −(1/B) Σ_i log[ exp(s(q_i, d⁺_{i,j})/τ) / Σ_{c∈C_j} exp(s(q_i, c)/τ) ]
     L    = (1/P) Σ_j L_j
   Column layout of C_j: [the B j-th positives in global query order | the B·N hard negatives, query-major]. The label of
-  local query i is column ``rank_offset(b) + i`` — its *own* j-th positive. (The classic bug is a label that indexes a
-  flattened [B·P + B·N] list without the slot/offset arithmetic, which silently trains queries towards other queries'
-  documents or their own hard negatives; tests/test_objectives_ir.py and the 2-process test guard it.)
+  local query i is column offset + i (offset = the queries on lower ranks, ``rank_offset``): its *own* j-th positive.
+  (The classic bug is a label that indexes a flattened [B·P + B·N] list without the slot/offset arithmetic, which
+  silently trains queries towards other queries' documents or their own hard negatives; tests/test_objectives_ir.py
+  and the 2-process test guard it.)
 
 ``joint_softmax=True``: one softmax per query over every positive and hard negative of the global batch, all P own
 positives in the numerator (the "multi-positive" / SupCon-style form, Khosla et al. 2020):
@@ -42,8 +44,9 @@ False-negative masking (a masked candidate is removed from the denominator; the 
     d⁺_{i,j}'s id is among query k's positive ids.
 
 ``gather=True`` all-gathers pos/neg (and q when symmetric) with gradients and computes this rank's query rows against
-the global candidates; the value returned is the global-batch loss, the gradient follows the convention in
-``embedlab.objectives.distributed`` (W × the global gradient, so DDP's average is exact). No-op without a process group.
+the global candidates (ranks may hold different numbers of queries); the value returned is the global-batch loss, the
+gradient follows the convention in ``embedlab.objectives.distributed`` (W × the global gradient, so DDP's average is
+exact). No-op without a process group.
 
 Returns ``(loss, components)``: components are floats — ``loss``, ``q2d``, ``d2q`` (symmetric only), ``acc`` (share of
 rows whose top-scored candidate is a positive), ``masked`` (mean masked candidates per row, masking only).
@@ -54,7 +57,16 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .distributed import gather_nograd, gather_with_grad, mean_over_ranks, rank_offset, with_global_value, world_size
+from .distributed import (
+    gather_nograd,
+    gather_sizes,
+    gather_with_grad,
+    rank_offset,
+    row_mean,
+    sum_over_ranks,
+    with_global_value,
+    world_size,
+)
 
 
 def _logit_dtype(x: torch.Tensor) -> torch.Tensor:
@@ -116,42 +128,42 @@ def ir_infonce_loss(
         if tuple(neg_ids.shape) != (b, N):
             raise ValueError(f"neg_ids must be [b={b}, N={N}], got {tuple(neg_ids.shape)}")
 
-    # Candidates come from every rank; anchors (rows) stay local. Labels are offset by this rank's first global row.
+    # Candidates come from every rank; anchors (rows) stay local. Labels are offset by the lower ranks' queries.
     gathering = gather and world_size() > 1
-    pos_all = gather_with_grad(pos) if gathering else pos
-    neg_all = gather_with_grad(neg) if gathering else neg
-    B = pos_all.shape[0]
-    offset = rank_offset(b) if gathering else 0
+    sizes = gather_sizes(b, q.device) if gathering else [b]
+    B = sum(sizes)  # queries in the global batch
+    offset = rank_offset(sizes) if gathering else 0
+    pos_all = gather_with_grad(pos, sizes) if gathering else pos
+    neg_all = gather_with_grad(neg, sizes) if gathering else neg
     rows = torch.arange(b, device=q.device) + offset  # own query index among the B global queries
     if use_ids:
-        pos_ids_all = gather_nograd(pos_ids) if gathering else pos_ids
-        neg_ids_all = gather_nograd(neg_ids) if gathering else neg_ids
+        pos_ids_all = gather_nograd(pos_ids, sizes) if gathering else pos_ids
+        neg_ids_all = gather_nograd(neg_ids, sizes) if gathering else neg_ids
 
+    # Sums over this rank's rows; row_mean / _finish turn them into global means (see distributed.py).
     s_neg = q @ neg_all.reshape(B * N, d).T  # [b, B·N], query-major: column k·N + n = d⁻_{k,n}
-    masked_count = None
+    parts: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (local sum, global number of rows)
 
     if not joint_softmax:
         s_pos = torch.einsum("id,kjd->ijk", q, pos_all)  # [b, P, B]: s(q_i, d⁺_{k,j})
         logits = _logit_dtype(torch.cat([s_pos, s_neg.unsqueeze(1).expand(b, P, B * N)], dim=-1))  # [b, P, C]
         label_col = rows.view(b, 1, 1).expand(b, P, 1)
-        mask = None
         if fn_margin is not None or use_ids:
             with torch.no_grad():
                 mask = torch.zeros_like(logits, dtype=torch.bool)
                 if fn_margin is not None:
-                    label_score = logits.gather(-1, label_col)
-                    mask |= logits > label_score + fn_margin
+                    mask |= logits > logits.gather(-1, label_col) + fn_margin
                 if use_ids:
                     # candidate ids per slot j: [the j-th positives' ids of all queries | all negatives' ids]
                     cand_ids = torch.cat([pos_ids_all.T, neg_ids_all.reshape(1, -1).expand(P, -1)], dim=1)  # [P, C]
                     mask |= (cand_ids.view(1, P, -1, 1) == pos_ids.view(b, 1, 1, P)).any(-1)
                 mask.scatter_(-1, label_col, False)
             logits = logits.masked_fill(mask, float("-inf"))
-            masked_count = mask.sum(-1).float().mean()
+            parts["masked"] = (mask.sum().to(logits.dtype), B * P)
         flat = logits.reshape(b * P, -1) / tau
-        labels = rows.repeat_interleave(P)
-        q2d = F.cross_entropy(flat, labels)
-        acc = (flat.argmax(-1) == labels).float().mean()
+        labels = rows.repeat_interleave(P)  # row i·P + j is (query i, slot j); its label is query i's column
+        parts["q2d"] = (F.cross_entropy(flat, labels, reduction="sum"), B * P)
+        parts["acc"] = ((flat.argmax(-1) == labels).sum().to(flat.dtype), B * P)
     else:
         s_pos = q @ pos_all.reshape(B * P, d).T  # [b, B·P], column k·P + j = d⁺_{k,j}
         logits = _logit_dtype(torch.cat([s_pos, s_neg], dim=-1))  # [b, C]
@@ -169,15 +181,15 @@ def ir_infonce_loss(
                     mask |= (cand_ids.view(1, -1, 1) == pos_ids.view(b, 1, P)).any(-1)
                 mask &= ~own
             logits = logits.masked_fill(mask, float("-inf"))
-            masked_count = mask.sum(-1).float().mean()
+            parts["masked"] = (mask.sum().to(logits.dtype), B)
         z = logits / tau
-        q2d = (z.logsumexp(-1) - z.masked_fill(~own, float("-inf")).logsumexp(-1)).mean()
-        acc = own.gather(1, z.argmax(-1, keepdim=True)).float().mean()
+        parts["q2d"] = ((z.logsumexp(-1) - z.masked_fill(~own, float("-inf")).logsumexp(-1)).sum(), B)
+        parts["acc"] = (own.gather(1, z.argmax(-1, keepdim=True)).sum().to(z.dtype), B)
 
-    total = q2d
-    d2q = None
+    total = row_mean(*parts["q2d"], gathering)
+    weights = {"q2d": 1.0}
     if symmetric:
-        q_all = gather_with_grad(q) if gathering else q
+        q_all = gather_with_grad(q, sizes) if gathering else q
         s_dq = _logit_dtype(torch.einsum("ijd,kd->ijk", pos, q_all))  # [b, P, B]: s(d⁺_{i,j}, q_k)
         label_col = rows.view(b, 1, 1).expand(b, P, 1)
         if fn_margin is not None or use_ids:
@@ -189,23 +201,23 @@ def ir_infonce_loss(
                     mask |= (pos_ids.view(b, P, 1, 1) == pos_ids_all.view(1, 1, B, P)).any(-1)
                 mask.scatter_(-1, label_col, False)
             s_dq = s_dq.masked_fill(mask, float("-inf"))
-        d2q = F.cross_entropy(s_dq.reshape(b * P, B) / tau, rows.repeat_interleave(P))
-        total = 0.5 * (q2d + d2q)
-
-    parts = {"loss": total, "q2d": q2d, "acc": acc}
-    if d2q is not None:
-        parts["d2q"] = d2q
-    if masked_count is not None:
-        parts["masked"] = masked_count
-    return _finish(total, parts, gathering)
+        parts["d2q"] = (F.cross_entropy(s_dq.reshape(b * P, B) / tau, rows.repeat_interleave(P), reduction="sum"),
+                        B * P)
+        total = 0.5 * (total + row_mean(*parts["d2q"], gathering))
+        weights = {"q2d": 0.5, "d2q": 0.5}
+    return _finish(total, parts, weights, gathering)
 
 
-def _finish(total: torch.Tensor, parts: dict[str, torch.Tensor], gathering: bool):
-    """Average the per-rank row means over ranks (one all-reduce) — every rank holds the same number of rows, so the
-    mean of the means is the global mean — and return the global value with the local gradient."""
+def _finish(total: torch.Tensor, parts: dict[str, tuple[torch.Tensor, int]], weights: dict[str, float],
+            gathering: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """Global means of every part (one all-reduce of the local sums), the loss value Σ weights · means, and the loss
+    tensor carrying that value with the local gradient (``total`` = the same combination of ``row_mean`` terms)."""
     names = list(parts)
-    local = torch.stack([parts[k].detach().to(torch.float64) for k in names])
-    glob = mean_over_ranks(local) if gathering else local
-    comps = {k: float(v) for k, v in zip(names, glob.tolist())}
-    loss = with_global_value(total, glob[names.index("loss")]) if gathering else total
-    return loss, comps
+    local = torch.stack([parts[k][0].detach().to(torch.float64) for k in names])
+    sums = sum_over_ranks(local) if gathering else local
+    comps = {k: float(v) / max(parts[k][1], 1) for k, v in zip(names, sums.tolist())}
+    value = sum(w * comps[k] for k, w in weights.items())
+    if not gathering:
+        return total, {"loss": float(total.detach()), **comps}
+    loss = with_global_value(total, torch.tensor(value, dtype=total.dtype, device=total.device))
+    return loss, {"loss": value, **comps}

@@ -22,7 +22,9 @@ With B = world_size · b (gathered) or b:
 
 Not handled: duplicate texts inside a batch (two anchors with the same positive are each other's false negatives; the
 IR loss has id-based masking for that). ``gather=True``: candidates from every rank, this rank's anchors as rows,
-labels offset by rank; value = global loss, gradient per ``embedlab.objectives.distributed`` (W × global).
+labels offset by the lower ranks' anchor counts (which may differ between ranks, as may the number of negatives);
+value = global loss, gradient per ``embedlab.objectives.distributed`` (W × global). 0 anchors in the whole batch
+gives a loss of 0.
 Returns ``(loss, {"loss", "a2p", "p2a" (symmetric), "acc"})``.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather_with_grad, rank_offset, world_size
+from .distributed import gather_sizes, gather_with_grad, rank_offset, row_mean, world_size
 from .ir import _check_tau, _finish, _logit_dtype
 
 
@@ -55,20 +57,31 @@ def naive_infonce_loss(
         negatives = F.normalize(negatives, dim=-1) if negatives is not None else None
     b = anchor.shape[0]
     gathering = gather and world_size() > 1
-    cands = gather_with_grad(positive) if gathering else positive  # [B, d]; column k = positive of global anchor k
-    if negatives is not None and negatives.shape[0]:
-        cands = torch.cat([cands, gather_with_grad(negatives) if gathering else negatives])
-    labels = torch.arange(b, device=anchor.device) + (rank_offset(b) if gathering else 0)
+    # Anchor counts may differ between ranks here (a mixed batch keeps only the STS pairs above a threshold), so the
+    # label offset and the mean use every rank's actual count, not rank · b.
+    sizes = gather_sizes(b, anchor.device) if gathering else [b]
+    B = sum(sizes)
+    if B == 0:  # no pair anywhere (every rank sees the same sizes, so every rank returns here: no collective skipped)
+        zero = (anchor.sum() + positive.sum()) * 0.0
+        return zero, {"loss": 0.0, "a2p": 0.0, "acc": 0.0}
+    if negatives is None:  # an empty block, so that every rank makes the same collective calls
+        negatives = anchor.new_zeros(0, anchor.shape[1])
+    cands = gather_with_grad(positive, sizes) if gathering else positive  # [B, d]; column k = positive of anchor k
+    cands = torch.cat([cands, gather_with_grad(negatives) if gathering else negatives])
+    labels = torch.arange(b, device=anchor.device) + (rank_offset(sizes) if gathering else 0)
 
     logits = _logit_dtype(anchor @ cands.T) / tau
-    a2p = F.cross_entropy(logits, labels)
-    parts = {"loss": a2p, "a2p": a2p, "acc": (logits.argmax(-1) == labels).float().mean()}
+    parts = {"a2p": (F.cross_entropy(logits, labels, reduction="sum"), B),
+             "acc": ((logits.argmax(-1) == labels).sum().to(logits.dtype), B)}
+    total = row_mean(*parts["a2p"], gathering)
+    weights = {"a2p": 1.0}
     if symmetric:
-        anchors_all = gather_with_grad(anchor) if gathering else anchor
-        p2a = F.cross_entropy(_logit_dtype(positive @ anchors_all.T) / tau, labels)
-        parts["p2a"] = p2a
-        parts["loss"] = 0.5 * (a2p + p2a)
-    return _finish(parts["loss"], parts, gathering)
+        anchors_all = gather_with_grad(anchor, sizes) if gathering else anchor
+        p2a = F.cross_entropy(_logit_dtype(positive @ anchors_all.T) / tau, labels, reduction="sum")
+        parts["p2a"] = (p2a, B)
+        total = 0.5 * (total + row_mean(p2a, B, gathering))
+        weights = {"a2p": 0.5, "p2a": 0.5}
+    return _finish(total, parts, weights, gathering)
 
 
 def infonce_loss(
