@@ -12,7 +12,6 @@ Results go to docs/results/encode.json (raw numbers) and are summarised in docs/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

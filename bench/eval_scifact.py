@@ -50,7 +50,7 @@ def main() -> None:
         cold = evaluate(ours, ["scifact"], settings=EvalSettings(), cache=cache)[0]
         t_cold = time.perf_counter() - t0
         t0 = time.perf_counter()
-        warm = evaluate(ours, ["scifact"], settings=EvalSettings(), cache=cache)[0]
+        evaluate(ours, ["scifact"], settings=EvalSettings(), cache=cache)[0]
         t_warm = time.perf_counter() - t0
     print(f"embedlab cold {t_cold:.1f}s nDCG@10 {cold.main_score * 100:.2f}; warm cache {t_warm:.1f}s", flush=True)
 

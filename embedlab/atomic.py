@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file in the destination folder, then rename over the target.
+"""Atomic file output: write to a temporary file (or folder) next to the target, then rename over it.
 
 An interrupted run therefore leaves either the old file or the new one, never half of one. Used for every result,
 cache and report file embedlab writes.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,3 +42,16 @@ def write_text(target: str | Path, text: str) -> Path:
 
 def write_json(target: str | Path, obj: Any) -> Path:
     return write_text(target, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def replace_dir(staging: str | Path, target: str | Path) -> None:
+    """Swap a finished folder into place: rename is atomic per folder, so the old folder is moved aside first and
+    removed only once the new one is in place (a crash leaves the old or the new folder, never a mix)."""
+    staging, target = Path(staging), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

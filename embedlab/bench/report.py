@@ -33,7 +33,7 @@ def render_markdown(model_label: str, results: Sequence, settings: dict, title: 
              f"- model: `{model_label}`",
              f"- embedlab {__version__}, torch {torch.__version__}, {platform.machine()}, "
              f"{torch.get_num_threads()} threads",
-             f"- settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+             "- settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
              f"- written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
              "| task | split | main score | other | published | size | seconds |",
              "|---|---|---:|---|---:|---|---:|"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .. import settings
+from ..atomic import replace_dir
 from ..errors import ConfigError, DataError, UnknownChoiceError
 from ..registry import Registry
 from . import pairs as pairs_loaders
@@ -394,7 +395,7 @@ def fetch(name: str, root: str | Path | None = None, *, force: bool = False, tim
             shutil.copytree(target, staging, dirs_exist_ok=True)
         for download in spec.downloads:
             _download_into(download, staging, timeout)
-        _swap_in(staging, target)
+        replace_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -447,12 +448,3 @@ def _extract(archive: Path, pattern: re.Pattern[str], staging: Path) -> int:
     return written
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    # Rename is atomic per folder; the old folder is moved aside first and removed only once the new one is in place.
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic import replace_dir
 from ..errors import ConfigError, ModelError
 from .pooling import PoolingConfig, pool
 from .resolve import ResolvedModel, resolve, unknown_model_message
@@ -359,7 +359,7 @@ class Embedder(torch.nn.Module):
             })
             _dump(staging / "embedlab.json", {"embedlab_version": __version__, "pooling": self.pooling.to_dict(),
                                               "is_decoder": self.is_decoder, "name": self.name})
-            _replace_dir(staging, path)
+            replace_dir(staging, path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -369,17 +369,6 @@ class Embedder(torch.nn.Module):
 # ---------------------------------------------------------------------- helpers
 def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Swap a finished folder into place; an old folder at ``target`` is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress(total: int, enabled: bool, desc: str):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -199,7 +198,7 @@ class Trainer:
         bar.close()
         if r.train.eval_every and self.step % r.train.eval_every != 0:
             self._evaluate_dev()
-        final = self._save()
+        self._save()
         if self.rank == 0:
             self.model.save(self.output_dir / "final")
             if self.best is not None:
