@@ -123,7 +123,8 @@ def test_spectrum_known_values(method):
     one = g.token_spectrum([rank1[:12], rank1[12:]], center=False, method=method)
     assert one["effective_rank"] == pytest.approx(1.0, abs=1e-6)
     assert one["svd_entropy"] == pytest.approx(0.0, abs=1e-6)
-    assert one["condition_number"] == math.inf
+    # Rank 1: the non-degenerate spectrum is one singular value, so its condition number is 1.
+    assert one["numerical_rank"] == 1 and one["condition_number"] == pytest.approx(1.0)
 
 
 def test_svd_and_gram_paths_agree_and_equal_numpy():
@@ -142,7 +143,7 @@ def test_svd_and_gram_paths_agree_and_equal_numpy():
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-6)
     full = g.token_geometry(reps)
-    assert set(full) == {"token_cosine", "effective_rank", "svd_entropy", "condition_number"}
+    assert set(full) == {"token_cosine", "effective_rank", "svd_entropy", "condition_number", "numerical_rank"}
 
 
 def test_spectrum_rejects_bad_input():

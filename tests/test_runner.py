@@ -126,3 +126,23 @@ def test_bf16_autocast_stays_close_to_fp32(minilm):
     bf16 = minilm.encode(texts, autocast_dtype=torch.bfloat16)
     assert bf16.dtype == np.float32
     assert (fp32 * bf16).sum(1).min() > 0.99
+
+
+def test_cache_keeps_bf16_and_fp32_corpus_embeddings_apart(tiny_root, tiny_model, tmp_path):
+    """Regression: a bf16-autocast evaluation must not fill the cache entry an fp32 evaluation reads."""
+    import torch
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    evaluate(tiny_model, ["scifact"], settings=EvalSettings(autocast_dtype=torch.bfloat16), cache=cache)
+    calls = []
+    original = tiny_model.encode
+
+    def counting_encode(texts, **kw):
+        calls.append(len(texts))
+        return original(texts, **kw)
+
+    tiny_model.encode = counting_encode
+    evaluate(tiny_model, ["scifact"], cache=cache)
+    del tiny_model.encode
+    assert calls == [5, 2]  # the 5 documents were embedded again in fp32, then the 2 queries
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2

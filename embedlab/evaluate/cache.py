@@ -1,4 +1,4 @@
-"""On-disk cache of corpus embeddings, keyed by (model hash, dataset, max length, prompt).
+"""On-disk cache of corpus embeddings, keyed by (model hash, dataset, max length, prompt, precision).
 
 A retrieval corpus is the expensive half of an evaluation (SciFact: 5183 documents at 256 tokens); queries are
 cheap and never cached. Entries are a float32 .npy plus a JSON sidecar holding the document ids and the key, both
@@ -26,8 +26,8 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else cache_dir() / "embeddings"
         self.enabled = enabled
 
-    def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str) -> str:
-        raw = json.dumps([model_hash, dataset, int(max_length), prompt])
+    def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str, precision: str) -> str:
+        raw = json.dumps([model_hash, dataset, int(max_length), prompt, precision])
         return hashlib.sha1(raw.encode()).hexdigest()[:24]
 
     def get_or_compute(
@@ -38,11 +38,13 @@ class EmbeddingCache:
         ids: Sequence[str],
         compute: Callable[[], np.ndarray],
         prompt: str = "",
+        precision: str = "fp32",
     ) -> np.ndarray:
         """The cached embeddings for ``ids`` if present and valid, else ``compute()`` (stored for next time)."""
         if not self.enabled:
             return compute()
-        key = self._key(model_hash, dataset, max_length, prompt)
+        # precision is part of the key: bf16-autocast embeddings must never be served to an fp32 evaluation.
+        key = self._key(model_hash, dataset, max_length, prompt, precision)
         npy, meta = self.root / f"{key}.npy", self.root / f"{key}.json"
         if npy.is_file() and meta.is_file():
             try:
@@ -59,5 +61,5 @@ class EmbeddingCache:
             with open(tmp, "wb") as f:
                 np.save(f, emb)
         write_json(meta, {"model_hash": model_hash, "dataset": dataset, "max_length": int(max_length),
-                          "prompt": prompt, "ids": list(ids)})
+                          "prompt": prompt, "precision": precision, "ids": list(ids)})
         return emb

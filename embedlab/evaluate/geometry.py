@@ -32,8 +32,8 @@ Token level, on a list of [n_tokens, dim] arrays (one per sentence, padding alre
 | token_spectrum        | singular values s of the stacked token matrix, mean-centred by default     |
 |   effective_rank      | exp(H(p)), p = s / sum(s) (Roy & Vetterli 2007), between 1 and min(N, dim) |
 |   svd_entropy         | H(p) = -sum p log p, natural log                                           |
-|   condition_number    | s_max / s_min over all min(N, dim) singular values; inf when the matrix is |
-|                       | numerically rank-deficient                                                 |
+|   condition_number    | s_max / s_min over the singular values above numpy's rank tolerance        |
+|   numerical_rank      | how many singular values are above that tolerance                          |
 
 Centring (``center=True``) subtracts the mean token first: the shared offset that makes representations anisotropic
 would otherwise appear as one dominant singular value and the effective rank would mostly measure that offset,
@@ -212,12 +212,17 @@ def spectrum_metrics(s: np.ndarray, shape: tuple[int, int]) -> dict[str, float]:
     """effective_rank, svd_entropy and condition_number from singular values ``s`` of a matrix of ``shape``."""
     s = np.asarray(s, dtype=np.float64)
     if s.size == 0 or s.max() <= 0:
-        return {"effective_rank": 0.0, "svd_entropy": 0.0, "condition_number": float("inf")}
+        return {"effective_rank": 0.0, "svd_entropy": 0.0, "condition_number": float("inf"), "numerical_rank": 0.0}
     h = float(entropy(s / s.sum()))  # scipy: natural log, 0 log 0 = 0
-    # numpy.linalg.matrix_rank's tolerance: below it a singular value is numerically zero.
+    # numpy.linalg.matrix_rank's tolerance: below it a singular value is numerically zero. The condition number is
+    # taken over the numerically non-zero spectrum (sigma_max / smallest sigma above the tolerance): real encoders have
+    # a few dead hidden dimensions (all-MiniLM-L6-v2: 2 singular values ~1e-16 of the largest), which would make the
+    # plain sigma_max / sigma_min infinite for every model and useless for comparisons. numerical_rank says how many
+    # singular values that spectrum has.
     tol = s.max() * max(shape) * np.finfo(np.float64).eps
-    cond = float(s.max() / s.min()) if s.min() > tol else float("inf")
-    return {"effective_rank": float(np.exp(h)), "svd_entropy": h, "condition_number": cond}
+    nonzero = s[s > tol]
+    return {"effective_rank": float(np.exp(h)), "svd_entropy": h,
+            "condition_number": float(nonzero.max() / nonzero.min()), "numerical_rank": float(nonzero.size)}
 
 
 def token_spectrum(token_reps: Sequence[Any], center: bool = True, method: str = "auto") -> dict[str, float]:

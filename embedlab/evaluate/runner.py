@@ -85,6 +85,7 @@ def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: Em
         model.model_hash(), f"{task.dataset}/corpus", max_length, doc_ids,
         lambda: _encode(model, doc_texts, settings, prompt_name=doc_prompt),
         prompt=model.resolve_prompt(doc_prompt) if doc_prompt else "",
+        precision=str(settings.autocast_dtype).replace("torch.", "") if settings.autocast_dtype else "fp32",
     )
     corpus_time = time.perf_counter() - hits_before
     query_emb = _encode(model, [queries[q] for q in query_ids], settings, prompt_name="query")
