@@ -17,8 +17,7 @@ from ..atomic import write_text
 
 # The published MTEB numbers for the bundled model, shown next to ours as a sanity check.
 REFERENCE = {
-    "sentence-transformers/all-MiniLM-L6-v2": {"stsb": 82.03, "sts12": 72.37, "sts13": 80.60, "scifact": 64.51,
-                                               "msmarco-sample": 79.66},
+    "sentence-transformers/all-MiniLM-L6-v2": {"stsb": 82.03, "sts12": 72.37, "sts13": 80.60, "scifact": 64.51},
 }
 
 _COLUMNS = {
