@@ -1,6 +1,8 @@
 """Retrieval: exact search (faiss = torch = brute force) and MTEB metrics (= pytrec_eval = sentence-transformers)."""
 from __future__ import annotations
 
+from lookup_model import LookupModel
+
 import math
 
 import numpy as np
@@ -36,23 +38,7 @@ def _brute_force(queries, corpus, k, score):
     return [list(np.lexsort((np.arange(len(c)), -row))[:k]) for row in sims]
 
 
-class _LookupModel:
-    """A stand-in SentenceTransformer: 'texts' are keys into a table of precomputed embeddings."""
-
-    class _Card:
-        def set_evaluation_metrics(self, *args, **kwargs):
-            pass
-
-    def __init__(self, table):
-        self.table = table
-        self.model_card_data = self._Card()
-
-    def encode(self, sentences, convert_to_tensor=False, **kwargs):
-        out = np.stack([self.table[s] for s in sentences])
-        return torch.from_numpy(out) if convert_to_tensor else out
-
-    encode_query = encode
-    encode_document = encode
+_LookupModel = LookupModel
 
 
 # -------------------------------------------------------------------------------------------------- search

@@ -1,6 +1,8 @@
 """STS scoring equals scipy on the same similarities and sentence-transformers' EmbeddingSimilarityEvaluator."""
 from __future__ import annotations
 
+from lookup_model import LookupModel
+
 import numpy as np
 import pytest
 import torch
@@ -22,25 +24,7 @@ def _pairs(n=200, dim=16, seed=0):
     return a.astype(np.float32), b.astype(np.float32), gold
 
 
-class _LookupModel:
-    """A stand-in SentenceTransformer whose encode() returns precomputed vectors for the given 'sentences'
-    (which are just keys), so the evaluator scores exactly our embeddings."""
-
-    class _Card:
-        def set_evaluation_metrics(self, *args, **kwargs):
-            pass
-
-    def __init__(self, table: dict[str, np.ndarray], similarity_fn_name: str = "cosine"):
-        self.table = table
-        self.similarity_fn_name = similarity_fn_name
-        self.model_card_data = self._Card()
-
-    def encode(self, sentences, convert_to_tensor=False, **kwargs):
-        out = np.stack([self.table[s] for s in sentences])
-        return torch.from_numpy(out) if convert_to_tensor else out
-
-    encode_query = encode
-    encode_document = encode
+_LookupModel = LookupModel
 
 
 def test_keys_scale_and_main_score():
