@@ -183,10 +183,10 @@ def train(
 ) -> None:
     """Train with a recipe; extra arguments key.sub=value override the YAML (e.g. train.max_steps=200 seed=1)."""
     from .config import load_recipe
-    from .train.trainer import Trainer
+    from .train import train_recipe
 
     r = load_recipe(recipe, list(ctx.args))
-    final = Trainer(r, resume=not no_resume, show_progress=progress).train()
+    final, _ = train_recipe(r, resume=not no_resume, show_progress=progress)
     console.print(f"final model: {final}")
 
 

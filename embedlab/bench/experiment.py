@@ -90,7 +90,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     from ..evaluate.cache import EmbeddingCache
     from ..evaluate.runner import EvalSettings, evaluate
     from ..text import Embedder
-    from ..train.trainer import Trainer
+    from ..train import train_recipe
 
     spec = load_experiment(spec_path)
     workdir = Path(spec.workdir.format(name=spec.name))
@@ -117,10 +117,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 recipe = load_recipe(run.recipe, overrides)
                 if not (out / "final" / "modules.json").is_file():
                     t0 = time.perf_counter()
-                    trainer = Trainer(recipe, show_progress=show_progress)
-                    trainer.train()
-                    write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0,
-                                                         "steps": trainer.step,
+                    _, steps = train_recipe(recipe, show_progress=show_progress)
+                    write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0, "steps": steps,
                                                          "resumed_from": None})
                 timing = json.loads((out / "train_time.json").read_text()) if (out / "train_time.json").is_file() \
                     else {}

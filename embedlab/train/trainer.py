@@ -37,6 +37,19 @@ from .steps import StepContext, make_sampler, run_step
 log = logging.getLogger("embedlab.train")
 
 
+def load_recipe_sources(r: Recipe) -> list:
+    """The recipe's training files, loaded and validated in full, each cut to its ``max_examples``."""
+    root = Path(r.data.root)
+    sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
+                              task=s.task, instruction=s.instruction, score_range=s.score_range)
+               for s in r.data.sources]
+    loaded = load_sources(sources)
+    for cfg, src in zip(r.data.sources, loaded):
+        if cfg.max_examples is not None:
+            src.examples = src.examples[: cfg.max_examples]
+    return loaded
+
+
 def _init_distributed() -> tuple[int, int]:
     """(rank, world_size); initialises the default process group when launched by torchrun with >1 process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -80,14 +93,7 @@ class Trainer:
             torch.set_num_threads(r.train.num_threads)
         if r.train.mixed_precision == "fp16" and self.device.type != "cuda":
             log.warning("mixed_precision=fp16 needs a CUDA GPU; training in fp32 on %s", self.device)
-        root = Path(r.data.root)
-        sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
-                                  task=s.task, instruction=s.instruction, score_range=s.score_range)
-                   for s in r.data.sources]
-        self.sources = load_sources(sources)  # validates every row before any model work
-        for cfg, loaded in zip(r.data.sources, self.sources):
-            if cfg.max_examples is not None:
-                loaded.examples = loaded.examples[: cfg.max_examples]
+        self.sources = load_recipe_sources(r)  # validates every row before any model work
         self.model = Embedder.load(r.model.name, max_length=r.model.max_length, normalize=r.model.normalize)
         pooling = r.model.pooling or self.model.pooling.mode
         self.model.pooling = PoolingConfig(pooling, include_prompt=r.model.include_prompt,
