@@ -75,3 +75,11 @@ def tiny_llama():
     cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256)
     return LlamaModel(cfg).eval(), tok
+
+
+@pytest.fixture
+def train_root(tmp_path, tiny_bert):
+    """tmp_path holding tiny training files and a tiny saved model (see tests/tiny_training.py)."""
+    from tiny_training import make_train_root
+
+    return make_train_root(tmp_path, tiny_bert)

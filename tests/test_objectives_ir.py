@@ -128,7 +128,7 @@ def test_column_order_guard():
 def test_label_points_at_own_positive_per_slot():
     """Each query's positives are copies of the query: loss ≈ 0 and accuracy 1 only if the label of every (i, j) row
     is its own positive (a label offset by one query, or into the hard negatives, scores ~0 instead of 1)."""
-    B, P, N, d = 5, 2, 4, 32
+    B, N, d = 5, 4, 32
     q = unit(B, d, seed=9).detach()
     pos = torch.stack([q, q], dim=1).clone()  # both slots hold the query itself
     neg = unit(B, N, d, seed=10).detach()

@@ -15,10 +15,10 @@ from embedlab.train import train_recipe
 from embedlab.train.st_peer import _datasets, per_task_batch_sampler
 from embedlab.train.trainer import load_recipe_sources
 
-from test_train import _recipe_file, train_root  # noqa: F401  (fixture)
+from tiny_training import recipe_file as _recipe_file
 
 
-def test_datasets_follow_the_sources(train_root):  # noqa: F811
+def test_datasets_follow_the_sources(train_root):
     recipe = load_recipe(_recipe_file(train_root, objective="mnrl_cosent"))
     sources = load_recipe_sources(recipe)
     datasets, tasks = _datasets(recipe, sources)
@@ -45,7 +45,7 @@ def test_per_task_batch_sizes():
     assert [len(b) for b in make(sts, batch_size=32, drop_last=False, generator=g)] == [6, 6]
 
 
-def test_short_peer_run_trains_and_loads(train_root):  # noqa: F811
+def test_short_peer_run_trains_and_loads(train_root):
     tmp = train_root
     recipe = load_recipe(_recipe_file(tmp, objective="mnrl_cosent"),
                          ["train.max_steps=3", "train.save_every=null", f"output_dir={tmp / 'peer'}"])
@@ -62,7 +62,7 @@ def test_short_peer_run_trains_and_loads(train_root):  # noqa: F811
     assert train_recipe(recipe, show_progress=False)[0] == final
 
 
-def test_peer_refuses_other_samplers(train_root):  # noqa: F811
+def test_peer_refuses_other_samplers(train_root):
     recipe = load_recipe(_recipe_file(train_root, objective="mnrl_cosent"), ["sampler.policy=round_robin"])
     with pytest.raises(ConfigError, match="proportional"):
         train_recipe(recipe, show_progress=False)

@@ -3,7 +3,6 @@ run on a tiny model improves its dev metric."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
@@ -15,56 +14,7 @@ from embedlab.text import Embedder
 from embedlab.train import checkpoint as ckpt
 from embedlab.train.trainer import Trainer
 
-WORDS = ("cat dog bird fish horse cow sheep goat mouse lion tiger bear wolf fox deer frog snake eagle owl bee "
-         "red blue green small big old new fast slow happy sad warm cold bright dark").split()
-
-
-def _sentence(rng: random.Random, n: int = 6) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-@pytest.fixture
-def train_root(tmp_path, tiny_bert):
-    rng = random.Random(0)
-    root = tmp_path / "train-data"
-    root.mkdir()
-    with open(root / "ir.jsonl", "w") as f:
-        for _ in range(24):
-            q = _sentence(rng)
-            f.write(json.dumps({"query": q, "pos": [q + " " + _sentence(rng, 2), _sentence(rng)],
-                                "neg": [_sentence(rng) for _ in range(3)]}) + "\n")
-    with open(root / "sts.jsonl", "w") as f:
-        for _ in range(24):
-            a = _sentence(rng)
-            f.write(json.dumps({"sentence1": a, "sentence2": a if rng.random() < 0.5 else _sentence(rng),
-                                "score": round(rng.uniform(0, 5), 2)}) + "\n")
-    backbone, tok = tiny_bert
-    Embedder(backbone, tok, max_length=32, name="tiny").save(tmp_path / "tiny-model")
-    return tmp_path
-
-
-def _recipe_file(tmp_path, extra: str = "", objective: str = "codiemb", sampler: str = "single_task") -> str:
-    text = f"""
-name: t
-seed: 3
-output_dir: {tmp_path / 'out'}
-model: {{name: {tmp_path / 'tiny-model'}, max_length: 32}}
-data:
-  root: {tmp_path / 'train-data'}
-  n_positives: 2
-  n_negatives: 2
-  sources:
-    - {{name: ir, path: ir.jsonl, task: ir, instruction: "find it"}}
-    - {{name: sts, path: sts.jsonl, task: sts, score_range: [0, 5]}}
-sampler: {{kind: {sampler}, batch_size: {{ir: 4, sts: 4}}}}
-objective: {{kind: {objective}}}
-train: {{lr: 1.0e-3, max_steps: 6, save_every: 3, log_every: 1, select_on: []}}
-{extra}
-"""
-    path = tmp_path / "recipe.yaml"
-    path.write_text(text)
-    return str(path)
-
+from tiny_training import recipe_file as _recipe_file
 
 def _weights(folder):
     return load_file(str(folder / "model.safetensors"))

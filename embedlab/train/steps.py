@@ -16,7 +16,7 @@ other queries of the same source. This module does not own the loop, the optimiz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -36,6 +36,9 @@ class StepContext:
     device: torch.device
     world: int = 1
     rank: int = 0
+    # GradCache needs to run the loss's backward inside the step; the trainer passes how (scaling for accumulation
+    # and fp16). None: steps never run backward themselves and GradCache is off.
+    backward: Callable[[torch.Tensor], None] | None = None
 
 
 def make_sampler(recipe: Recipe, sources: Sequence, rank: int, world: int):
@@ -73,6 +76,66 @@ def _embed(ctx: StepContext, texts: list[str], prompt: str = "", layers: Sequenc
     return ctx.model.forward_layers(features, layers)
 
 
+Spec = tuple  # (texts, prompt, layers or None): one group of texts embedded the same way
+
+
+def _embed_and_loss(ctx: StepContext, specs: Sequence[Spec], loss_fn) -> tuple[torch.Tensor, dict, bool]:
+    """Embed every group, apply ``loss_fn(outputs) -> (loss, components)``; -> (loss, components, backward_done).
+
+    With ``train.gradcache_chunk`` (and a trainer-supplied ``ctx.backward``) this is GradCache (Gao et al., 2021):
+    embed in chunks without graphs, backpropagate the loss to the embeddings only, then re-embed chunk by chunk with
+    graphs and push the cached embedding gradients through. Activation memory is one chunk's, whatever the batch,
+    and the gradients equal the plain path's (dropout masks are replayed by restoring the RNG state per chunk)."""
+    chunk = ctx.recipe.train.gradcache_chunk
+    if not chunk or ctx.backward is None:
+        loss, comps = loss_fn([_embed(ctx, texts, prompt, layers) for texts, prompt, layers in specs])
+        return loss, comps, False
+    return _gradcache(ctx, specs, loss_fn, chunk)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+
+def _gradcache(ctx: StepContext, specs: Sequence[Spec], loss_fn, chunk: int):
+    # Pass 1: no graphs; remember the RNG state before every chunk so pass 2 draws the same dropout masks.
+    leaves, replay = [], []
+    for texts, prompt, layers in specs:
+        pieces = []
+        for i in range(0, len(texts), chunk):
+            replay.append((len(leaves), texts[i:i + chunk], prompt, layers, i, _rng_state(ctx.device)))
+            with torch.no_grad():
+                pieces.append(_as_tuple(_embed(ctx, texts[i:i + chunk], prompt, layers)))
+        group = tuple(torch.cat([p[k] for p in pieces]).detach().requires_grad_() for k in range(len(pieces[0])))
+        leaves.append(group)
+    after = _rng_state(ctx.device)
+    outputs = [g if layers is not None else g[0] for g, (_, _, layers) in zip(leaves, specs)]
+    loss, comps = loss_fn(outputs)
+    ctx.backward(loss)  # gradients of the loss w.r.t. the embeddings only (the leaves)
+    # Pass 2: re-embed each chunk with a graph and push its slice of the cached gradients into the model.
+    for group_index, texts, prompt, layers, start, state in replay:
+        grads = [leaf.grad[start:start + len(texts)] if leaf.grad is not None else None
+                 for leaf in leaves[group_index]]
+        if all(g is None for g in grads):
+            continue
+        _set_rng_state(state, ctx.device)
+        outs = _as_tuple(_embed(ctx, texts, prompt, layers))
+        pairs = [(o, g.to(o.dtype)) for o, g in zip(outs, grads) if g is not None]
+        torch.autograd.backward([o for o, _ in pairs], grad_tensors=[g for _, g in pairs])
+    _set_rng_state(after, ctx.device)
+    return loss.detach(), comps, True
+
+
 def ir_step(ctx: StepContext, source_index: int, indices: Sequence[int], gen: torch.Generator):
     r = ctx.recipe
     source = ctx.sources[source_index]
@@ -87,15 +150,18 @@ def ir_step(ctx: StepContext, source_index: int, indices: Sequence[int], gen: to
             others = torch.randint(len(source), (max(N * 4, 8),), generator=gen).tolist()
             pool = [d for j in others for d in source[j].pos if d not in ex.pos][: max(N, 1)] or list(ex.pos)
         neg.extend(_draw(pool, N, gen))
-    q = _embed(ctx, [ex.query for ex in examples], prompt=_prompt(ctx, source_index))
-    docs = _embed(ctx, pos + neg)
     b = len(examples)
-    d_pos = docs[: b * P].view(b, P, -1)
-    d_neg = docs[b * P:].view(b, N, -1) if N else None
-    loss, comps = ir_infonce_loss(q, d_pos, d_neg, tau=r.objective.ir_temperature,
-                                  joint_softmax=r.objective.ir_joint_softmax, symmetric=r.objective.ir_symmetric,
-                                  gather=r.objective.cross_device_negatives and ctx.world > 1)
-    return loss, comps
+
+    def loss_fn(outs):
+        q, docs = outs
+        d_pos = docs[: b * P].view(b, P, -1)
+        d_neg = docs[b * P:].view(b, N, -1) if N else None
+        return ir_infonce_loss(q, d_pos, d_neg, tau=r.objective.ir_temperature,
+                               joint_softmax=r.objective.ir_joint_softmax, symmetric=r.objective.ir_symmetric,
+                               gather=r.objective.cross_device_negatives and ctx.world > 1)
+
+    return _embed_and_loss(ctx, [([ex.query for ex in examples], _prompt(ctx, source_index), None),
+                                 (pos + neg, "", None)], loss_fn)
 
 
 def sts_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
@@ -104,23 +170,21 @@ def sts_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
     pairs: list[STSPair] = [source[i] for i in indices]
     labels = torch.tensor([p.score for p in pairs], dtype=torch.float32, device=ctx.device)
     prompt = _prompt(ctx, source_index)
+    gather = r.objective.sts_gather and ctx.world > 1
+    s1, s2 = [p.sentence1 for p in pairs], [p.sentence2 for p in pairs]
     if r.objective.kind == "cosent":
-        e1 = _embed(ctx, [p.sentence1 for p in pairs], prompt)
-        e2 = _embed(ctx, [p.sentence2 for p in pairs], prompt)
-        return cosent_sts_loss(e1, e2, labels, tau=r.objective.cosent_temperature, gather=r.objective.sts_gather
-                               and ctx.world > 1)
+        return _embed_and_loss(ctx, [(s1, prompt, None), (s2, prompt, None)], lambda outs: cosent_sts_loss(
+            outs[0], outs[1], labels, tau=r.objective.cosent_temperature, gather=gather))
     weights = r.objective.sts_weights
     mid = (ctx.model.num_layers + 1) // 2  # hidden_states has num_layers + 1 entries; CoDiEmb takes len // 2
-    if weights.get("mid_nce", 0):
-        e1, m1 = _embed(ctx, [p.sentence1 for p in pairs], prompt, layers=[-1, mid])
-        e2, m2 = _embed(ctx, [p.sentence2 for p in pairs], prompt, layers=[-1, mid])
-    else:
-        e1 = _embed(ctx, [p.sentence1 for p in pairs], prompt)
-        e2 = _embed(ctx, [p.sentence2 for p in pairs], prompt)
-        m1 = m2 = None
-    return codiemb_sts_loss(e1, e2, labels, mid1=m1, mid2=m2, weights=weights,
-                            mid_threshold=r.objective.mid_threshold,
-                            gather=r.objective.sts_gather and ctx.world > 1)
+    layers = [-1, mid] if weights.get("mid_nce", 0) else None
+
+    def loss_fn(outs):
+        (e1, m1), (e2, m2) = outs if layers else ((outs[0], None), (outs[1], None))
+        return codiemb_sts_loss(e1, e2, labels, mid1=m1, mid2=m2, weights=weights,
+                                mid_threshold=r.objective.mid_threshold, gather=gather)
+
+    return _embed_and_loss(ctx, [(s1, prompt, layers), (s2, prompt, layers)], loss_fn)
 
 
 def naive_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Generator):
@@ -142,25 +206,36 @@ def naive_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Ge
         p.append(positive)
     if not groups:
         raise ConfigError("a mixed batch held no usable pair: lower sampler.sts_threshold or add IR data")
-    anchors, positives = [], []
+    specs = []
     for key, (a, p) in groups.items():
         prompt, doc_prompt = key.split("\x00")
-        anchors.append(_embed(ctx, a, prompt))
-        positives.append(_embed(ctx, p, doc_prompt))
-    return infonce_loss(torch.cat(anchors), torch.cat(positives), tau=r.objective.ir_temperature,
-                        gather=r.objective.cross_device_negatives and ctx.world > 1)
+        specs += [(a, prompt, None), (p, doc_prompt, None)]
+
+    def loss_fn(outs):
+        return infonce_loss(torch.cat(outs[0::2]), torch.cat(outs[1::2]), tau=r.objective.ir_temperature,
+                            gather=r.objective.cross_device_negatives and ctx.world > 1)
+
+    return _embed_and_loss(ctx, specs, loss_fn)
 
 
-def run_step(ctx: StepContext, batch, step: int):
-    """-> (loss, components, task name, examples in this rank's batch)."""
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    components: dict
+    task: str  # "ir:<source>", "sts:<source>" or "mixed"
+    examples: int  # in this rank's batch
+    backward_done: bool  # GradCache ran the backward inside the step
+
+
+def run_step(ctx: StepContext, batch, step: int) -> StepResult:
     gen = torch.Generator().manual_seed(hash((ctx.recipe.seed, step, ctx.rank)) & 0x7FFF_FFFF)
     if ctx.recipe.sampler.kind == "mixed":
-        loss, comps = naive_step(ctx, batch, gen)
-        return loss, comps, "mixed", len(batch)
+        loss, comps, done = naive_step(ctx, batch, gen)
+        return StepResult(loss, comps, "mixed", len(batch), done)
     source_index, indices = batch.source, [i for _, i in batch]
     task = ctx.sources[source_index].task
     if task == "ir":
-        loss, comps = ir_step(ctx, source_index, indices, gen)
+        loss, comps, done = ir_step(ctx, source_index, indices, gen)
     else:
-        loss, comps = sts_step(ctx, source_index, indices)
-    return loss, comps, f"{task}:{ctx.sources[source_index].name}", len(indices)
+        loss, comps, done = sts_step(ctx, source_index, indices)
+    return StepResult(loss, comps, f"{task}:{ctx.sources[source_index].name}", len(indices), done)

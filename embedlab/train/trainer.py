@@ -111,7 +111,7 @@ class Trainer:
         warmup = int(round(r.train.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(warmup, self.total_steps))
         self.ctx = StepContext(recipe=r, model=self.model, sources=self.sources, device=self.device,
-                               world=self.world, rank=self.rank)
+                               world=self.world, rank=self.rank, backward=self._backward)
         self.scaler = torch.amp.GradScaler("cuda") if (r.train.mixed_precision == "fp16"
                                                        and self.device.type == "cuda") else None
         if self.rank == 0:
@@ -161,11 +161,12 @@ class Trainer:
             for _ in range(r.train.grad_accum):
                 batch = next(batches)
                 with self._autocast():
-                    loss, comps, task, n_examples = run_step(self.ctx, batch, self.step)
-                scaled = loss / r.train.grad_accum
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                examples_since += n_examples
-                for k, v in comps.items():
+                    result = run_step(self.ctx, batch, self.step)
+                if not result.backward_done:  # GradCache runs its backward inside the step
+                    self._backward(result.loss)
+                task = result.task
+                examples_since += result.examples
+                for k, v in result.components.items():
                     comps_total[k] = comps_total.get(k, 0.0) + v / r.train.grad_accum
             _average_gradients(self.params, self.world)
             if self.scaler:
@@ -210,6 +211,11 @@ class Trainer:
             if self.best is not None:
                 write_json(self.output_dir / "best.json", self.best)
         return self.output_dir / "final"
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch's loss, scaled for accumulation (and by the fp16 grad scaler)."""
+        scaled = loss / self.recipe.train.grad_accum
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
 
     def _batches(self):
         """Endless stream of this rank's batches; the sampler's own state makes it resumable mid-epoch."""
