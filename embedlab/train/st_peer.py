@@ -75,8 +75,9 @@ def per_task_batch_sampler(sizes: dict[str, int]):
     return make
 
 
-def train_st_peer(recipe: Recipe, show_progress: bool = True) -> Path:
-    """Train ``recipe`` with SentenceTransformerTrainer; returns ``<output_dir>/final``. Reuses a finished run."""
+def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | None = None) -> Path:
+    """Train ``recipe`` with SentenceTransformerTrainer; returns ``<output_dir>/final``. Reuses a finished run.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (bench/train_step.py times steps with one)."""
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -143,7 +144,8 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True) -> Path:
         use_cpu=not torch.cuda.is_available(),
         **({"gradient_checkpointing": True} if t.grad_checkpointing else {}),
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets, loss=losses)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets, loss=losses,
+                                         callbacks=callbacks)
     resume = any((out / "st-checkpoints").glob("checkpoint-*")) if (out / "st-checkpoints").is_dir() else False
     trainer.train(resume_from_checkpoint=True if resume else None)
     out.mkdir(parents=True, exist_ok=True)
