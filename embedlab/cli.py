@@ -161,16 +161,20 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out"),
     model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model"),
     tasks: str = typer.Option("stsb,sts12,sts13,scifact,msmarco-sample,nfcorpus-pp,geometry", "--tasks"),
+    train: bool = typer.Option(True, "--train/--no-train", help="train a short CoDiEmb run and evaluate it too"),
 ) -> None:
-    """The main job on the embedded defaults: evaluate the bundled model on every local STS and retrieval set and
-    write a Markdown report plus MTEB-format JSON under OUT."""
-    from .bench.report import write_report
+    """The main job on the embedded defaults: evaluate the bundled model on every local STS and retrieval set, train
+    a short CoDiEmb run from it (recipes/codiemb_demo.yaml), evaluate that, and write OUT/report.md."""
+    from .demo import run_demo
 
     settings = _settings(32, None, None, None, False, True, False)
     db = f"sqlite:///{(out / 'results.sqlite').resolve()}"
-    out.mkdir(parents=True, exist_ok=True)
-    _, res = _run_eval(model, tasks, out / "json", db, False, settings)
-    report = write_report(out / "report.md", model, res, {"batch_size": 32, "max_length": "model default (256)"})
+
+    def evaluate_fn(model_name, task_names, json_dir, label):
+        return _run_eval(model_name, task_names, json_dir, db, False, settings, label=label)[1]
+
+    report = run_demo(out, evaluate_fn, train=train, tasks=tasks, model=model,
+                      log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"report: {report}")
 
 
