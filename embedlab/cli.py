@@ -217,6 +217,11 @@ def mine(
     margin: Optional[float] = typer.Option(None, "--margin", help="drop candidates scoring above margin x positive"),
     seed: int = typer.Option(0, "--seed"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="BEIR corpus.jsonl or one passage a line (default: "
+                                          "every positive and negative text of INPUT)"),
+    keep_existing: bool = typer.Option(False, "--keep-existing", help="append to the file's negatives"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="keep corpus embeddings here for later runs"),
 ) -> None:
     """Mine hard negatives with a model (resumable; deterministic with --seed)."""
     from .errors import ConfigError
@@ -227,7 +232,8 @@ def mine(
     except ValueError:
         raise ConfigError(f"--rank-range must be two integers like 10,50; got {rank_range!r}") from None
     stats = mine_file(input, out, model, rank_range=(lo, hi), n_negatives=n_negatives, margin=margin, seed=seed,
-                      max_length=max_length)
+                      max_length=max_length, corpus_path=corpus, keep_existing=keep_existing, num_threads=threads,
+                      cache_dir=cache_dir)
     console.print(f"wrote {out}: {stats}")
 
 

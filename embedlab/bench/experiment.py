@@ -35,6 +35,7 @@ class RunSpec(BaseModel):
     model: str | None = None
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
+    group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
 
 
 class ExperimentSpec(BaseModel):
@@ -48,6 +49,7 @@ class ExperimentSpec(BaseModel):
     common_overrides: list[str] = Field(default_factory=list)
     eval_bf16: bool = False
     eval_batch_size: int = 32
+    reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
     runs: list[RunSpec]
 
 
@@ -139,30 +141,51 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
 
 
 def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
-    """Mean ± std over seeds per (run, task), the averages, and the mean training time — from the records only."""
+    """One Markdown table per run group: mean ± std over seeds per (run, task), the averages, the mean training
+    time — computed from the records only. Every group other than "main" starts with the ``reference`` run,
+    restricted to the seeds that group's runs used, so ablation rows are compared at equal seeds."""
+    group_of = {run.name: run.group for run in spec.runs}
     names = list(dict.fromkeys(r["name"] for r in records))
+    groups = list(dict.fromkeys([group_of.get(n, "main") for n in names]))
+    if "main" in groups:
+        groups.remove("main")
+        groups.insert(0, "main")
     header = ["run", "seeds"] + spec.tasks + list(spec.averages) + ["steps", "train min"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in names:
-        rows = [r for r in records if r["name"] == name]
-        seeds = sorted({r["seed"] for r in rows})
-        cells = [name, str(len(seeds))]
-        per_seed_avg: dict[str, list[float]] = {a: [] for a in spec.averages}
-        for task in spec.tasks:
-            vals = [r["value"] for r in rows if r["task"] == task]
-            cells.append(_fmt(vals))
-        for avg, members in spec.averages.items():
-            for seed in seeds:
-                vals = [r["value"] for r in rows if r["seed"] == seed and r["task"] in members]
-                if len(vals) == len(members):
-                    per_seed_avg[avg].append(sum(vals) / len(vals))
-            cells.append(_fmt(per_seed_avg[avg]))
-        steps = {r.get("steps") for r in rows}
-        secs = [r["train_seconds"] for r in rows if r.get("train_seconds")]
-        cells.append("/".join(str(s) for s in sorted(x for x in steps if x is not None)) or "0")
-        cells.append(f"{statistics.mean(secs) / 60:.1f}" if secs else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    out: list[str] = []
+    for group in groups:
+        members = [n for n in names if group_of.get(n, "main") == group]
+        rows_of = {n: [r for r in records if r["name"] == n] for n in members}
+        if group != "main" and spec.reference and spec.reference not in members:
+            seeds = {r["seed"] for n in members for r in rows_of[n]}
+            ref_rows = [r for r in records if r["name"] == spec.reference and r["seed"] in seeds]
+            if ref_rows:
+                rows_of = {spec.reference: ref_rows, **rows_of}
+        if out:
+            out.append("")
+        if len(groups) > 1:
+            out += [f"**{group}**", ""]
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(_row(spec, name, rows)) + " |" for name, rows in rows_of.items()]
+    return "\n".join(out) + "\n"
+
+
+def _row(spec: ExperimentSpec, name: str, rows: list[dict[str, Any]]) -> list[str]:
+    seeds = sorted({r["seed"] for r in rows})
+    cells = [name, str(len(seeds))]
+    for task in spec.tasks:
+        cells.append(_fmt([r["value"] for r in rows if r["task"] == task]))
+    for members in spec.averages.values():
+        per_seed = []
+        for seed in seeds:
+            vals = [r["value"] for r in rows if r["seed"] == seed and r["task"] in members]
+            if len(vals) == len(members):
+                per_seed.append(sum(vals) / len(vals))
+        cells.append(_fmt(per_seed))
+    steps = {r.get("steps") for r in rows}
+    secs = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+    cells.append("/".join(str(s) for s in sorted(x for x in steps if x is not None)) or "0")
+    cells.append(f"{statistics.mean(secs) / 60:.1f}" if secs else "-")
+    return cells
 
 
 def _fmt(vals: list[float]) -> str:

@@ -1,0 +1,72 @@
+"""The experiment runner: records -> tables (mean ± std over seeds, per-seed averages, ablation groups with the
+reference run at equal seeds), a tiny end-to-end run that trains, evaluates and resumes, and bad specs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from embedlab.bench.experiment import ExperimentSpec, load_experiment, render_table, run_experiment
+from embedlab.errors import ConfigError
+
+from tiny_training import recipe_file
+
+
+def _spec(**kw) -> ExperimentSpec:
+    base = {"name": "x", "results": "r.json", "table": "t.md", "tasks": ["a", "b", "c"],
+            "averages": {"AB": ["a", "b"]}, "reference": "full",
+            "runs": [{"name": "full", "recipe": "r.yaml", "seeds": [1, 2]},
+                     {"name": "minus", "recipe": "r.yaml", "group": "ablation"}]}
+    base.update(kw)
+    return ExperimentSpec.model_validate(base)
+
+
+def _rec(name, seed, task, value, **kw):
+    return {"name": name, "seed": seed, "task": task, "value": value, "steps": 10, "train_seconds": 60.0, **kw}
+
+
+def test_table_means_stds_averages_and_groups():
+    records = [_rec("full", 1, "a", 80.0), _rec("full", 1, "b", 60.0), _rec("full", 1, "c", 1.0),
+               _rec("full", 2, "a", 82.0), _rec("full", 2, "b", 64.0), _rec("full", 2, "c", 3.0),
+               _rec("minus", 1, "a", 70.0), _rec("minus", 1, "b", 50.0)]
+    table = render_table(_spec(), records)
+    main, ablation = table.split("**ablation**")
+    # full: a = mean(80, 82) ± stdev; the AB average is per seed (70, 73) then mean ± std.
+    assert "| full | 2 | 81.00 ± 1.41 | 62.00 ± 2.83 | 2.00 ± 1.41 | 71.50 ± 2.12 | 10 | 1.0 |" in main
+    # The ablation table starts with the reference run at the ablation's seed only (seed 1).
+    lines = [line for line in ablation.splitlines() if line.startswith("| ")]
+    assert lines[1] == "| full | 1 | 80.00 | 60.00 | 1.00 | 70.00 | 10 | 1.0 |"
+    # A run without task c still shows its other cells; "-" where there is nothing.
+    assert lines[2] == "| minus | 1 | 70.00 | 50.00 | - | 60.00 | 10 | 1.0 |"
+
+
+def test_bad_spec_names_the_key(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "results": "r", "table": "t", "tasks": ["stsb"], "runz": []}))
+    with pytest.raises(ConfigError, match=r"e.yaml: runz"):
+        load_experiment(path)
+
+
+def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, monkeypatch):
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    recipe = recipe_file(tmp)
+    spec = {"name": "tiny", "workdir": str(tmp / "work"), "results": str(tmp / "res.json"),
+            "table": str(tmp / "table.md"), "tasks": ["stsb-dev"], "averages": {"STS": ["stsb-dev"]},
+            "common_overrides": ["train.max_steps=2", "train.save_every=null"],
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
+                     {"name": "trained", "recipe": recipe, "seeds": [1, 2]}]}
+    (tmp / "e.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(tmp / "e.yaml", show_progress=False)
+    records = json.loads((tmp / "res.json").read_text())["records"]
+    assert sorted((r["name"], r["seed"]) for r in records) == [("trained", 1), ("trained", 2), ("untrained", 49)]
+    trained = [r for r in records if r["name"] == "trained"]
+    assert all(r["steps"] == 2 and r["split"] == "dev" and f"seed={r['seed']}" in r["overrides"] for r in trained)
+    assert trained[0]["value"] != trained[1]["value"]  # two seeds, two models
+    assert "| trained | 2 |" in (tmp / "table.md").read_text()
+    # Run again: nothing is retrained or re-evaluated (the records are unchanged, the models untouched).
+    stamp = (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns
+    run_experiment(tmp / "e.yaml", show_progress=False)
+    assert json.loads((tmp / "res.json").read_text())["records"] == records
+    assert (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
