@@ -1,7 +1,7 @@
 """The ``embedlab`` command line: a thin typer layer over the same functions Python users call.
 
-Verbs: models, datasets, list, eval, results, demo. A user-facing failure (EmbedlabError) prints one or two lines and
-exits with status 2; anything else is a bug and keeps its traceback.
+Verbs: models, datasets, list, eval, results, demo, train, convert, mine, experiment. A user-facing failure
+(EmbedlabError) prints one or two lines and exits with status 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -241,6 +241,7 @@ def mine(
 def experiment(
     spec: Path = typer.Argument(..., help="experiment YAML (see experiments/)"),
     only: Optional[str] = typer.Option(None, "--only", help="comma-separated run names"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: each run's own)"),
     table_only: bool = typer.Option(False, "--table-only", help="re-render the table from the recorded JSON"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -253,7 +254,11 @@ def experiment(
         write_text(s.table, render_table(s, _load_records(Path(s.results))))
         console.print(f"table: {s.table}")
         return
-    path = run_experiment(spec, only=only.split(",") if only else None, show_progress=progress)
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise typer.BadParameter(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    path = run_experiment(spec, only=only.split(",") if only else None, show_progress=progress, seeds=seed_list)
     console.print(f"records: {path}")
 
 

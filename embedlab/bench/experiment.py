@@ -85,7 +85,9 @@ def _append_record(path: Path, spec: ExperimentSpec, record: dict[str, Any]) -> 
     return records
 
 
-def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True) -> Path:
+def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
+                   seeds: list[int] | None = None) -> Path:
+    """Run (or finish) the experiment's runs — only those named in ``only`` and the ``seeds`` given, if set."""
     import torch
 
     from ..config import load_recipe
@@ -105,6 +107,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
         if only and run.name not in only:
             continue
         for seed in run.seeds:
+            if seeds and seed not in seeds:
+                continue
             todo = [t for t in spec.tasks if (run.name, seed, t) not in done]
             if not todo:
                 continue
