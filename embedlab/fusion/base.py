@@ -1,0 +1,93 @@
+"""The merge-method registry and the per-tensor contract every method follows.
+
+A merge method combines ONE tensor at a time (the same named tensor of every input), so the merge can stream:
+
+    fn(base, tensors, weights, params, gen) -> merged tensor
+      base     the pre-trained tensor θ0 (fp32) or None for methods that do not use it
+      tensors  [θ_1 .. θ_K] (fp32, same shape), one per checkpoint
+      weights  tensor [K] of the user's model weights (uniform 1/K by default)
+      params   the method's parameters, defaults filled in, unknown names rejected before any tensor is read
+      gen      a torch.Generator seeded per tensor (seed, tensor name): random methods are reproducible and do not
+               depend on the order tensors are visited
+
+Δ_k = θ_k − θ0 throughout. Methods see only float tensors; integer buffers are copied by the merge driver.
+It does not read or write files (merge.py) or evaluate models (greedy.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    needs_base: bool
+    min_models: int = 1
+    max_models: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # name -> default
+    per_model_params: tuple[str, ...] = ()  # params that may also be given per model (a list of K values)
+    summary: str = ""
+    needs_score: bool = False  # driven by dev scores (greedy_soup): run through greedy.greedy_soup, not fuse()
+
+    def resolve_params(self, given: dict[str, Any] | None, n_models: int) -> dict[str, Any]:
+        """Defaults filled in; an unknown name or a per-model list of the wrong length is a ConfigError."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            valid = ", ".join(sorted(self.params)) or "none"
+            raise ConfigError(f"merge method {self.name!r} has no parameter {', '.join(map(repr, unknown))} "
+                              f"(its parameters: {valid})")
+        out = {**self.params, **given}
+        for key, value in out.items():
+            if isinstance(value, (list, tuple)):
+                if key not in self.per_model_params:
+                    raise ConfigError(f"merge method {self.name!r}: parameter {key!r} takes one value, got a list")
+                if len(value) != n_models:
+                    raise ConfigError(f"merge method {self.name!r}: parameter {key!r} has {len(value)} values for "
+                                      f"{n_models} models")
+        return out
+
+    def check_count(self, n_models: int) -> None:
+        if n_models < self.min_models or (self.max_models is not None and n_models > self.max_models):
+            want = (f"exactly {self.min_models}" if self.max_models == self.min_models else
+                    f"at least {self.min_models}" if self.max_models is None else
+                    f"{self.min_models} to {self.max_models}")
+            raise ConfigError(f"merge method {self.name!r} takes {want} models, got {n_models}")
+
+
+MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
+
+
+def register(name: str, needs_base: bool, summary: str, params: dict[str, Any] | None = None,
+             per_model_params: tuple[str, ...] = (), min_models: int = 1, max_models: int | None = None,
+             needs_score: bool = False):
+    """Decorator: ``@register("ties", needs_base=True, summary=..., params={"density": 0.2})``."""
+
+    def decorator(fn):
+        MERGE_METHODS.add(name, MergeMethod(name, fn, needs_base, min_models, max_models, dict(params or {}),
+                                            per_model_params, summary, needs_score))
+        return fn
+
+    return decorator
+
+
+def per_model(value: Any, n: int, like: torch.Tensor) -> torch.Tensor:
+    """A parameter given once or per model, as a [K, 1, 1, ...] tensor broadcastable against stacked tensors."""
+    values = torch.as_tensor(value if isinstance(value, (list, tuple)) else [value] * n, dtype=like.dtype)
+    return values.view(n, *([1] * (like.dim() - 1)))
+
+
+def stack_deltas(base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Δ stacked: [K, *shape]."""
+    return torch.stack([t - base for t in tensors])
+
+
+def broadcast_weights(weights: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
+    return weights.to(stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))

@@ -1,0 +1,50 @@
+"""``greedy_soup`` (Wortsman et al., 2022): rank checkpoints by a dev score, then add them to the soup in that order,
+keeping each one only if the uniform soup's dev score does not drop.
+
+    soup = [best];  for m in the rest, best first:  if score(uniform_soup(soup + [m])) >= score(soup): soup += [m]
+
+The score is any callable on a model folder (the CLI's: the mean main score of dev tasks such as ``stsb-dev`` and
+``scifact-dev`` — dev splits only, never test). Candidate soups are written next to the output and removed at the end;
+the final soup goes to ``out`` with every score in its ``fusion.json``. The base model is not used.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .base import register
+from .linear import linear
+from .merge import FusionResult, fuse
+
+
+@register("greedy_soup", needs_base=False, summary="add checkpoints by dev score while the soup's score holds",
+          needs_score=True)
+def _greedy_soup_tensor(base, tensors, weights, params, gen):
+    return linear(base, tensors, weights, {"normalize": True}, gen)
+
+
+def greedy_soup(models: Sequence[str | Path], score_fn: Callable[[str], float], out: str | Path, seed: int = 0,
+                show_progress: bool = True, log: Callable[[str], None] = lambda m: None) -> FusionResult:
+    out = Path(out)
+    work = out.parent / f".{out.name}.greedy"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        scores = {str(m): score_fn(str(m)) for m in models}
+        order = sorted(scores, key=lambda m: -scores[m])
+        soup, best = [order[0]], scores[order[0]]
+        steps = [{"model": order[0], "soup_score": best, "kept": True}]
+        log(f"greedy soup: start with {order[0]} ({best:.4f})")
+        for i, candidate in enumerate(order[1:]):
+            trial = fuse(soup + [candidate], "linear", out=work / f"trial-{i}", seed=seed, show_progress=False)
+            score = score_fn(str(trial.out))
+            kept = score >= best
+            steps.append({"model": candidate, "soup_score": score, "kept": kept})
+            log(f"greedy soup: + {candidate} -> {score:.4f} ({'kept' if kept else 'dropped'})")
+            if kept:
+                soup, best = soup + [candidate], score
+        return fuse(soup, "linear", out=out, seed=seed, show_progress=show_progress,
+                    extra={"greedy_soup": {"individual_scores": scores, "steps": steps, "soup": soup,
+                                           "soup_score": best}})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

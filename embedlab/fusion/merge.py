@@ -1,0 +1,169 @@
+"""The fusion driver: validate, merge tensor by tensor, write a sentence-transformers folder atomically.
+
+    fuse(["runs/a/final", "runs/b/final"], method="delta_guided", base="sentence-transformers/all-MiniLM-L6-v2",
+         out="runs/fused")                      # what `embedlab fuse` runs
+
+Streaming (the default): for each weight tensor, the base's and every checkpoint's copy are read, combined by the
+method (in fp32), cast back to the checkpoints' dtype and kept; nothing else is held. Peak memory is therefore about
+one model (the output) plus one tensor per input, whatever the number of checkpoints. ``streaming=False`` loads every
+state dict first (the naive merge, kept for the benchmark and the equality test).
+
+Non-float tensors (position ids, other integer buffers) are copied from the first checkpoint, never averaged. The
+output folder is the first checkpoint's folder (tokenizer, pooling, configs) with the merged weights and a
+``fusion.json`` recording method, parameters, weights, inputs and seed; it is written to a temporary folder and renamed
+into place. Random methods (DARE) draw from a generator seeded with (seed, tensor name).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .. import __version__
+from ..atomic import replace_dir, write_json
+from ..errors import ConfigError
+from .base import MERGE_METHODS
+from .checkpoints import Checkpoint, check_compatible, open_checkpoint
+
+log = logging.getLogger("embedlab.fusion")
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "trainer_state.pt",
+                 "fusion.json")
+
+
+@dataclass
+class FusionResult:
+    out: Path
+    method: str
+    params: dict[str, Any]
+    weights: list[float]
+    models: list[str]
+    base: str | None
+    seed: int
+    merged_tensors: int = 0
+    copied_tensors: int = 0
+    seconds: float = 0.0
+    streaming: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tensor_seed(seed: int, key: str) -> int:
+    return (zlib.crc32(key.encode()) ^ (seed * 0x9E3779B1)) & 0x7FFF_FFFF
+
+
+def _weights(weights: Sequence[float] | None, n: int, method: str) -> torch.Tensor:
+    if weights is None:
+        return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if len(weights) != n:
+        raise ConfigError(f"{len(weights)} weights for {n} models: give one weight per model")
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    if not torch.isfinite(w).all():
+        raise ConfigError(f"weights must be finite numbers, got {list(weights)}")
+    if method in ("linear", "delta_guided") and (w < 0).any():
+        raise ConfigError(f"{method}: weights must be >= 0, got {list(weights)}")
+    if w.sum() == 0:
+        raise ConfigError("the weights sum to 0")
+    return w
+
+
+def merge_tensors(method: str, models: list[Checkpoint], base: Checkpoint | None, weights: torch.Tensor,
+                  params: dict[str, Any], seed: int, streaming: bool = True,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], int, int]:
+    """-> (merged state dict, merged count, copied count)."""
+    spec = MERGE_METHODS.get(method)
+    first = models[0]
+    keys = list(first.key_files)
+    if streaming:
+        read_model = [m.read for m in models]
+        read_base = base.read if base is not None else None
+    else:  # the naive merge: every state dict in memory first
+        states = [{k: m.read(k) for k in keys} for m in models]
+        base_state = {k: base.read(k) for k in keys if k in base.key_files} if base is not None else None
+        read_model = [s.__getitem__ for s in states]
+        read_base = base_state.__getitem__ if base_state is not None else None
+    out: dict[str, torch.Tensor] = {}
+    merged = copied = 0
+    for i, key in enumerate(keys):
+        if not first.is_float(key):
+            out[key] = read_model[0](key).clone()
+            copied += 1
+        else:
+            tensors = [read(key) for read in read_model]
+            dtype = tensors[0].dtype
+            theta0 = read_base(key).float() if (spec.needs_base and read_base is not None) else None
+            gen = torch.Generator().manual_seed(_tensor_seed(seed, key))
+            result = spec.fn(theta0, [t.float() for t in tensors], weights.float(), params, gen)
+            out[key] = result.to(dtype).contiguous()
+            merged += 1
+            del tensors, theta0, result
+        if progress is not None:
+            progress(i + 1, len(keys))
+    return out, merged, copied
+
+
+def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, record: dict[str, Any]) -> Path:
+    """The first checkpoint's folder with ``state`` as its weights, written atomically to ``out``."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.fusing"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(first.path, staging, ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "checkpoints", "optimizer*",
+                                                                            ".*"))
+        save_file(state, str(staging / first.weights_rel / "model.safetensors"), metadata={"format": "pt"})
+        write_json(staging / "fusion.json", record)
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | Path = "runs/fused",
+         base: str | Path | None = None, weights: Sequence[float] | None = None,
+         params: dict[str, Any] | None = None, seed: int = 0, streaming: bool = True,
+         show_progress: bool = True, extra: dict[str, Any] | None = None) -> FusionResult:
+    """Merge ``models`` with a registered method and write the result to ``out`` (see the module docstring)."""
+    spec = MERGE_METHODS.get(method)
+    if spec.needs_score:
+        raise ConfigError(f"merge method {method!r} chooses models by dev score: give dev tasks (embedlab fuse "
+                          f"--dev-tasks stsb-dev,scifact-dev) or call embedlab.fusion.greedy.greedy_soup")
+    if not models:
+        raise ConfigError("no models to fuse")
+    spec.check_count(len(models))
+    params = spec.resolve_params(params, len(models))  # unknown parameters fail before any file is read
+    w = _weights(weights, len(models), method)
+    if spec.needs_base and base is None:
+        raise ConfigError(f"merge method {method!r} needs the base model the checkpoints were trained from "
+                          f"(--base / base_model)")
+    t0 = time.perf_counter()
+    ckpts = [open_checkpoint(m) for m in models]
+    base_ckpt = open_checkpoint(base) if base is not None else None
+    check_compatible(ckpts, base_ckpt if spec.needs_base else None)
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ckpts[0].key_files), desc=f"fuse ({method})", unit="tensor")
+    state, merged, copied = merge_tensors(method, ckpts, base_ckpt, w, params, seed, streaming,
+                                          progress=(lambda i, n: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    result = FusionResult(Path(out), method, params, [float(x) for x in w], [str(m) for m in models],
+                          str(base) if base is not None else None, seed, merged, copied, 0.0, streaming,
+                          dict(extra or {}))
+    result.seconds = time.perf_counter() - t0
+    record = {"embedlab": __version__, **{k: (str(v) if isinstance(v, Path) else v)
+                                          for k, v in asdict(result).items()}}
+    write_merged(ckpts[0], state, Path(out), record)
+    log.info("fused %d models with %s into %s (%d tensors merged, %d copied)", len(models), method, out, merged,
+             copied)
+    return result
