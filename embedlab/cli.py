@@ -1,6 +1,6 @@
 """The ``embedlab`` command line: a thin typer layer over the same functions Python users call.
 
-Verbs: models, datasets, list, eval, results, demo, train, convert, mine, experiment. A user-facing failure
+Verbs: models, datasets, list, eval, results, demo, train, convert, mine, experiment, fuse. A user-facing failure
 (EmbedlabError) prints one or two lines and exits with status 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -70,6 +70,11 @@ def list_registered() -> None:
     console.print("pooling modes: " + ", ".join(POOLING.names()))
     console.print("datasets: " + ", ".join(s.name for s in catalog.list_datasets()))
     console.print("local models: " + ", ".join(LOCAL_MODELS))
+    from .fusion import MERGE_METHODS
+
+    console.print(_table("merge methods (embedlab fuse)", ["name", "needs base", "parameters", "what it does"],
+                         [[n, "yes" if m.needs_base else "no", ", ".join(f"{k}={v}" for k, v in m.params.items()),
+                           m.summary] for n, m in MERGE_METHODS.items()]))
 
 
 def _settings(batch_size, max_length, token_budget, threads, bf16, progress, skip_bad_rows):
@@ -260,6 +265,87 @@ def experiment(
         raise typer.BadParameter(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     path = run_experiment(spec, only=only.split(",") if only else None, show_progress=progress, seeds=seed_list)
     console.print(f"records: {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def fuse(ctx: typer.Context) -> None:
+    """Merge checkpoints of one base model (embedlab fuse --help for the options).
+
+    embedlab fuse --base BASE --method delta_guided --models A B C [--weights .5 .3 .2] [--param k=v] --out DIR
+    embedlab fuse --config merge.yaml --out DIR          (mergekit keys: merge_method, base_model, models, parameters)
+    """
+    import argparse
+
+    import yaml
+
+    from .errors import ConfigError
+    from .fusion import MERGE_METHODS
+    from .fusion.config import load_fusion_config
+    from .fusion.merge import fuse as run_fuse
+
+    methods = ", ".join(f"{n} ({m.summary})" for n, m in MERGE_METHODS.items())
+    parser = argparse.ArgumentParser(prog="embedlab fuse", description="Merge checkpoints of one base model into "
+                                     f"one model (sentence-transformers layout). Methods: {methods}.")
+    parser.add_argument("--config", help="mergekit-style YAML (then --method/--models/--base/--weights override it)")
+    parser.add_argument("--method", help="merge method (default: delta_guided)")
+    parser.add_argument("--base", help="the pre-trained model the checkpoints were trained from")
+    parser.add_argument("--models", nargs="+", help="checkpoint folders (or package model names)")
+    parser.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="method parameter, e.g. density=0.5 or variant=softmax (repeatable)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, help="seed of random methods (DARE)")
+    parser.add_argument("--in-memory", action="store_true", help="load every state dict first (the naive merge)")
+    parser.add_argument("--dev-tasks", default="stsb-dev,scifact-dev",
+                        help="greedy_soup: dev tasks whose mean main score ranks the soups (dev splits only)")
+    parser.add_argument("--bf16", action="store_true", help="greedy_soup: bf16 autocast for the dev evaluations")
+    args = parser.parse_args(list(ctx.args))
+    kw = load_fusion_config(args.config) if args.config else {"models": None, "method": "delta_guided", "base": None,
+                                                              "weights": None, "params": {}, "seed": 0}
+    for key in ("method", "base", "models", "weights", "seed"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    for item in args.param:
+        if "=" not in item:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        kw["params"][key.strip()] = yaml.safe_load(value)
+    if not kw["models"]:
+        raise ConfigError("no models: give --models A B ... or a --config with models")
+    if MERGE_METHODS.get(kw["method"]).needs_score:
+        from .fusion.greedy import greedy_soup
+
+        score = _dev_scorer(args.dev_tasks, args.bf16)
+        result = greedy_soup(kw["models"], score, out=args.out, seed=kw["seed"],
+                             log=lambda m: console.print(m))
+    else:
+        result = run_fuse(kw["models"], kw["method"], out=args.out, base=kw["base"], weights=kw["weights"],
+                          params=kw["params"], seed=kw["seed"], streaming=not args.in_memory)
+    console.print(f"fused {len(result.models)} models with {result.method} {result.params} -> {result.out} "
+                  f"({result.merged_tensors} tensors merged, {result.copied_tensors} copied, {result.seconds:.1f}s)")
+
+
+def _dev_scorer(tasks: str, bf16: bool):
+    """Model folder -> mean main score over dev tasks (no cache: every soup is a new model)."""
+    import torch
+
+    from .evaluate.cache import EmbeddingCache
+    from .evaluate.runner import EvalSettings, evaluate
+    from .errors import ConfigError
+    from .evaluate.tasks import parse_tasks
+    from .text import Embedder
+
+    names = parse_tasks(tasks)
+    for t in names:
+        if t.split == "test":
+            raise ConfigError(f"--dev-tasks: {t.name} is a test split; select models on dev splits only")
+    settings = EvalSettings(show_progress=False, autocast_dtype=torch.bfloat16 if bf16 else None)
+
+    def score(path: str) -> float:
+        results = evaluate(Embedder.load(path), tasks, settings=settings, cache=EmbeddingCache(enabled=False))
+        return sum(r.main_score for r in results) / len(results)
+
+    return score
 
 
 def main() -> None:

@@ -111,6 +111,14 @@ def _beir(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> Retrieva
                                        skip_bad_rows=bad)
 
 
+def _scifact(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> RetrievalSet:
+    if split == "dev":  # not a BEIR split: 100 train queries held out of our training file (data/convert.py)
+        from .convert import load_scifact_dev
+
+        return load_scifact_dev(folder.parents[1])
+    return _beir(folder, split, spec, bad)
+
+
 def _ir_examples(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> list[IRExample]:
     return pairs_loaders.load_ir_examples(folder / spec.files[split][0], bad)
 
@@ -180,10 +188,12 @@ register_dataset(DatasetSpec(
 ))
 
 register_dataset(DatasetSpec(
-    name="scifact", kind="retrieval", path="retrieval/scifact", splits=("train", "test"), default_split="test",
-    files={s: ("corpus.jsonl", "queries.jsonl", f"qrels/{s}.tsv") for s in ("train", "test")},
-    loader=_beir,
-    description="SciFact (BEIR): 5183 abstracts; 300 test queries / 339 qrels, 809 train queries / 919 qrels",
+    name="scifact", kind="retrieval", path="retrieval/scifact", splits=("train", "dev", "test"), default_split="test",
+    files={s: ("corpus.jsonl", "queries.jsonl", f"qrels/{'train' if s == 'dev' else s}.tsv")
+           for s in ("train", "dev", "test")},
+    loader=_scifact,
+    description="SciFact (BEIR): 5183 abstracts; 300 test queries / 339 qrels, 809 train queries / 919 qrels; "
+                "dev = 100 train queries held out of the scifact-train training file (embedlab's split)",
     licence="CC BY-NC 2.0",
     source=f"{BEIR_URL.format('scifact')}; hub: mteb/scifact",
     downloads=(Download(BEIR_URL.format("scifact"),

@@ -36,6 +36,8 @@ for _task in [
     Task("scifact", "retrieval", "scifact", "test", "SciFact", "SciFact, 5183 docs, 300 test queries"),
     Task("scifact-train", "retrieval", "scifact", "train", "SciFact",
          "SciFact train queries (809): a dev set for selection; never evaluate a model trained on them"),
+    Task("scifact-dev", "retrieval", "scifact", "dev", "SciFact",
+         "100 SciFact train queries held out of the scifact-train training file: checkpoint selection, fusion sweeps"),
     Task("msmarco-sample", "retrieval", "msmarco-sample", "test", "MSMARCO-sample",
          "5000 MS MARCO passages, 43 TREC-DL-2019 queries, graded qrels (an easy subset)"),
     Task("nfcorpus-pp", "retrieval", "nfcorpus-pp", "test", "NFCorpus-preprocessed",

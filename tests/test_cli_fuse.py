@@ -1,0 +1,53 @@
+"""`embedlab fuse` from the command line: flags in the issue's form, a mergekit config, and clear errors."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from embedlab.cli import app
+from embedlab.errors import ConfigError, UnknownChoiceError
+from embedlab.text import Embedder
+
+
+def _save(tiny_bert, path, shift):
+    import copy
+
+    import torch
+
+    backbone, tok = tiny_bert
+    model = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(shift)
+    Embedder(model, tok, max_length=32, name="tiny").save(path)
+    return str(path)
+
+
+def test_fuse_flags_and_config(tmp_path, tiny_bert):
+    base = _save(tiny_bert, tmp_path / "base", 0.0)
+    a, b = _save(tiny_bert, tmp_path / "a", 0.01), _save(tiny_bert, tmp_path / "b", -0.02)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fuse", "--base", base, "--method", "ties", "--models", a, b, "--weights", "0.7",
+                              "0.3", "--param", "density=0.5", "--out", str(tmp_path / "ties")])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "ties" / "fusion.json").read_text())
+    assert record["method"] == "ties" and record["params"]["density"] == 0.5 and record["weights"] == [0.7, 0.3]
+    cfg = tmp_path / "merge.yaml"
+    cfg.write_text(f"merge_method: delta_guided\nbase_model: {base}\nmodels:\n  - model: {a}\n  - model: {b}\n"
+                   "parameters: {variant: softmax, temperature: 0.5}\n")
+    res = runner.invoke(app, ["fuse", "--config", str(cfg), "--out", str(tmp_path / "dg")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "dg" / "fusion.json").read_text())["params"]["variant"] == "softmax"
+
+
+def test_fuse_errors_name_the_problem(tmp_path, tiny_bert):
+    a = _save(tiny_bert, tmp_path / "a", 0.01)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fuse", "--method", "ties", "--models", a, a, "--param", "densty=0.5", "--out",
+                              str(tmp_path / "x")])
+    # (main() prints an EmbedlabError in one line and exits 2; the app itself raises it)
+    assert isinstance(res.exception, ConfigError) and "no parameter 'densty'" in str(res.exception)
+    res = runner.invoke(app, ["fuse", "--method", "soup", "--models", a, "--out", str(tmp_path / "x")])
+    assert isinstance(res.exception, UnknownChoiceError) and "soup" in str(res.exception)
+    assert not (tmp_path / "x").exists()
