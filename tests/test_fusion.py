@@ -24,7 +24,7 @@ def run(method, base, tensors, weights=None, **params):
     spec = MERGE_METHODS.get(method)
     k = len(tensors)
     w = torch.tensor(weights if weights is not None else [1.0 / k] * k)
-    return spec.fn(base, tensors, w, spec.resolve_params(params, k), torch.Generator().manual_seed(0))
+    return spec.fn(base, tensors, w, spec.resolve_params(params, k), 0)
 
 
 # ------------------------------------------------------------------------------------------ methods, by hand

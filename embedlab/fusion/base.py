@@ -2,13 +2,16 @@
 
 A merge method combines ONE tensor at a time (the same named tensor of every input), so the merge can stream:
 
-    fn(base, tensors, weights, params, gen) -> merged tensor
+    fn(base, tensors, weights, params, seed) -> merged tensor
       base     the pre-trained tensor θ0 (fp32) or None for methods that do not use it
-      tensors  [θ_1 .. θ_K] (fp32, same shape), one per checkpoint
+      tensors  a sequence of K checkpoints' copies: ``len(tensors)`` and ``tensors[k]`` (fp32). In a streaming merge
+               ``tensors[k]`` reads the tensor from disk each time it is indexed, so a method that visits the models
+               one at a time, accumulating into a few buffers of one tensor's size, uses memory independent of K
+               (every method here does; TIES, DARE-TIES and some delta-guided variants make two passes)
       weights  tensor [K] of the user's model weights (uniform 1/K by default)
       params   the method's parameters, defaults filled in, unknown names rejected before any tensor is read
-      gen      a torch.Generator seeded per tensor (seed, tensor name): random methods are reproducible and do not
-               depend on the order tensors are visited
+      seed     an integer derived from (merge seed, tensor name): random methods seed a generator per (seed, k), so
+               results are reproducible and do not depend on the order tensors or models are visited
 
 Δ_k = θ_k − θ0 throughout. Methods see only float tensors; integer buffers are copied by the merge driver.
 It does not read or write files (merge.py) or evaluate models (greedy.py).
@@ -78,16 +81,11 @@ def register(name: str, needs_base: bool, summary: str, params: dict[str, Any] |
     return decorator
 
 
-def per_model(value: Any, n: int, like: torch.Tensor) -> torch.Tensor:
-    """A parameter given once or per model, as a [K, 1, 1, ...] tensor broadcastable against stacked tensors."""
-    values = torch.as_tensor(value if isinstance(value, (list, tuple)) else [value] * n, dtype=like.dtype)
-    return values.view(n, *([1] * (like.dim() - 1)))
+def per_model(value: Any, n: int) -> list[float]:
+    """A parameter given once or per model, as K floats."""
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * n
 
 
-def stack_deltas(base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Δ stacked: [K, *shape]."""
-    return torch.stack([t - base for t in tensors])
-
-
-def broadcast_weights(weights: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
-    return weights.to(stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
+def generator(seed: int, k: int) -> torch.Generator:
+    """The generator of model k for one tensor (see ``seed`` above)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + k) & 0x7FFF_FFFF)

@@ -6,36 +6,41 @@ Then
     dare_linear:  θ* = θ0 + λ Σ_k w_k Δ̃_k                      (task arithmetic on the sparsified deltas)
     dare_ties:    θ* = θ0 + λ · disjoint_mean(sign election over Δ̃)   (TIES steps 2-3, see ties.py)
 
-The masks come from the per-tensor generator (seed, tensor name), so a merge is reproducible and streaming and
-in-memory merges agree.
+The mask of model k comes from a generator seeded with (tensor seed, k), so a merge is reproducible, the two TIES
+passes see the same mask, and streaming and in-memory merges agree.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import broadcast_weights, per_model, register, stack_deltas
+from ..errors import ConfigError
+from .base import generator, per_model, register
 from .ties import sign_elect_disjoint_mean
 
 
-def drop_and_rescale(deltas: torch.Tensor, density, gen: torch.Generator) -> torch.Tensor:
-    p = per_model(density, deltas.shape[0], deltas)
-    if bool((p <= 0).any() or (p > 1).any()):
-        from ..errors import ConfigError
-
+def drop_and_rescale(delta: torch.Tensor, density: float, gen: torch.Generator) -> torch.Tensor:
+    if not 0 < density <= 1:
         raise ConfigError(f"dare: density must be in (0, 1], got {density}")
-    keep = torch.rand(deltas.shape, generator=gen, dtype=deltas.dtype) < p
-    return deltas * keep / p
+    if density == 1:
+        return delta
+    keep = torch.rand(delta.shape, generator=gen, dtype=delta.dtype) < density
+    return delta * keep / density
 
 
 @register("dare_linear", needs_base=True, summary="random drop + rescale, then task arithmetic",
           params={"density": 0.5, "lambda": 1.0}, per_model_params=("density",))
-def dare_linear(base, tensors, weights, params, gen):
-    deltas = drop_and_rescale(stack_deltas(base, tensors), params["density"], gen)
-    return base + params["lambda"] * (broadcast_weights(weights, deltas) * deltas).sum(0)
+def dare_linear(base, tensors, weights, params, seed):
+    density = per_model(params["density"], len(tensors))
+    acc = torch.zeros_like(base)
+    for k in range(len(tensors)):
+        acc.add_(drop_and_rescale(tensors[k] - base, density[k], generator(seed, k)), alpha=float(weights[k]))
+    return base + params["lambda"] * acc
 
 
 @register("dare_ties", needs_base=True, summary="random drop + rescale, then TIES sign election",
           params={"density": 0.5, "lambda": 1.0}, per_model_params=("density",))
-def dare_ties(base, tensors, weights, params, gen):
-    deltas = drop_and_rescale(stack_deltas(base, tensors), params["density"], gen)
-    return base + params["lambda"] * sign_elect_disjoint_mean(deltas, weights)
+def dare_ties(base, tensors, weights, params, seed):
+    density = per_model(params["density"], len(tensors))
+    delta = sign_elect_disjoint_mean(
+        lambda k: drop_and_rescale(tensors[k] - base, density[k], generator(seed, k)), weights, len(tensors))
+    return base + params["lambda"] * delta

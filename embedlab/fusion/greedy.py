@@ -20,8 +20,8 @@ from .merge import FusionResult, fuse
 
 @register("greedy_soup", needs_base=False, summary="add checkpoints by dev score while the soup's score holds",
           needs_score=True)
-def _greedy_soup_tensor(base, tensors, weights, params, gen):
-    return linear(base, tensors, weights, {"normalize": True}, gen)
+def _greedy_soup_tensor(base, tensors, weights, params, seed):
+    return linear(base, tensors, weights, {"normalize": True}, seed)
 
 
 def greedy_soup(models: Sequence[str | Path], score_fn: Callable[[str], float], out: str | Path, seed: int = 0,

@@ -94,17 +94,31 @@ def merge_tensors(method: str, models: list[Checkpoint], base: Checkpoint | None
             out[key] = read_model[0](key).clone()
             copied += 1
         else:
-            tensors = [read(key) for read in read_model]
-            dtype = tensors[0].dtype
             theta0 = read_base(key).float() if (spec.needs_base and read_base is not None) else None
-            gen = torch.Generator().manual_seed(_tensor_seed(seed, key))
-            result = spec.fn(theta0, [t.float() for t in tensors], weights.float(), params, gen)
-            out[key] = result.to(dtype).contiguous()
+            result = spec.fn(theta0, _Models(read_model, key), weights.float(), params, _tensor_seed(seed, key))
+            out[key] = result.to(_DTYPES.get(first.dtypes[key], torch.float32)).contiguous()
             merged += 1
-            del tensors, theta0, result
+            del theta0, result
         if progress is not None:
             progress(i + 1, len(keys))
     return out, merged, copied
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class _Models(Sequence):
+    """The K copies of one tensor, read (and cast to fp32) only when indexed: methods that visit the models one at a
+    time hold one copy at a time."""
+
+    def __init__(self, readers: list, key: str):
+        self.readers, self.key = readers, key
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+    def __getitem__(self, k: int) -> torch.Tensor:  # type: ignore[override]
+        return self.readers[k](self.key).float()
 
 
 def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, record: dict[str, Any]) -> Path:

@@ -16,8 +16,8 @@ from .base import register
 
 @register("slerp", needs_base=False, summary="spherical interpolation of two models (t)", params={"t": 0.5},
           min_models=2, max_models=2)
-def slerp(base, tensors, weights, params, gen):
-    a, b = tensors
+def slerp(base, tensors, weights, params, seed):
+    a, b = tensors[0], tensors[1]
     t = float(params["t"])
     fa, fb = a.flatten().double(), b.flatten().double()
     na, nb = fa.norm(), fb.norm()

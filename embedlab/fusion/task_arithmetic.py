@@ -6,10 +6,14 @@ With the default uniform weights w_k = 1/K and λ = 1 this equals the uniform so
 """
 from __future__ import annotations
 
-from .base import broadcast_weights, register, stack_deltas
+import torch
+
+from .base import register
 
 
 @register("task_arithmetic", needs_base=True, summary="θ0 + λ Σ w_k Δ_k", params={"lambda": 1.0})
-def task_arithmetic(base, tensors, weights, params, gen):
-    deltas = stack_deltas(base, tensors)
-    return base + params["lambda"] * (broadcast_weights(weights, deltas) * deltas).sum(0)
+def task_arithmetic(base, tensors, weights, params, seed):
+    acc = torch.zeros_like(base)
+    for k in range(len(tensors)):
+        acc.add_(tensors[k] - base, alpha=float(weights[k]))
+    return base + params["lambda"] * acc

@@ -8,44 +8,54 @@ For each tensor, with Δ_k = θ_k − θ0:
 3. disjoint mean over the models that agree with γ:
           δ = Σ_k w_k Δ̂_k [sign(Δ̂_k) = γ] / Σ_k w_k [sign(Δ̂_k) = γ]      (0 where no model agrees)
           θ* = θ0 + λ δ
+
+Two passes over the models (election, then the mean), each holding one model's Δ̂ at a time.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
-from .base import broadcast_weights, per_model, register, stack_deltas
+from .base import per_model, register
 
 
-def trim_to_density(deltas: torch.Tensor, density) -> torch.Tensor:
-    """Keep the top ⌈density·n⌉ magnitudes of each Δ_k (per model), zero the rest."""
-    k_models, n = deltas.shape[0], deltas[0].numel()
-    dens = per_model(density, k_models, deltas).flatten().tolist()
-    out = torch.zeros_like(deltas)
-    for k in range(k_models):
-        keep = min(n, math.ceil(dens[k] * n))
-        if keep == 0:
-            continue
-        flat = deltas[k].flatten()
+def trim_to_density(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the top ⌈density·n⌉ magnitudes of one Δ, zero the rest."""
+    n = delta.numel()
+    keep = min(n, math.ceil(density * n))
+    if keep >= n:
+        return delta
+    out = torch.zeros_like(delta)
+    if keep > 0:
+        flat = delta.flatten()
         idx = flat.abs().topk(keep, sorted=False).indices
-        out[k].view(-1)[idx] = flat[idx]
+        out.view(-1)[idx] = flat[idx]
     return out
 
 
-def sign_elect_disjoint_mean(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Steps 2 and 3 above on (already sparsified) deltas [K, *shape] -> δ [*shape]."""
-    w = broadcast_weights(weights, deltas)
-    weighted = w * deltas
-    elected = torch.sign(weighted.sum(0))
-    agree = (torch.sign(deltas) == elected) & (deltas != 0)
-    mass = (weighted * agree).sum(0)
-    norm = (w * agree).sum(0)
+def sign_elect_disjoint_mean(delta_of: Callable[[int], torch.Tensor], weights: torch.Tensor, n: int) -> torch.Tensor:
+    """Steps 2 and 3 above; ``delta_of(k)`` returns model k's (sparsified) Δ and must return the same each call."""
+    total = None
+    for k in range(n):
+        term = delta_of(k) * weights[k]
+        total = term if total is None else total.add_(term)
+    elected = torch.sign(total)
+    del total
+    mass = torch.zeros_like(elected)
+    norm = torch.zeros_like(elected)
+    for k in range(n):
+        d = delta_of(k)
+        agree = ((torch.sign(d) == elected) & (d != 0)).to(d.dtype)
+        mass.add_(d * agree, alpha=float(weights[k]))
+        norm.add_(agree, alpha=float(weights[k]))
     return torch.where(norm != 0, mass / torch.where(norm != 0, norm, torch.ones_like(norm)), torch.zeros_like(mass))
 
 
 @register("ties", needs_base=True, summary="trim to density, elect sign, disjoint mean",
           params={"density": 0.2, "lambda": 1.0}, per_model_params=("density",))
-def ties(base, tensors, weights, params, gen):
-    deltas = trim_to_density(stack_deltas(base, tensors), params["density"])
-    return base + params["lambda"] * sign_elect_disjoint_mean(deltas, weights)
+def ties(base, tensors, weights, params, seed):
+    density = per_model(params["density"], len(tensors))
+    delta = sign_elect_disjoint_mean(lambda k: trim_to_density(tensors[k] - base, density[k]), weights, len(tensors))
+    return base + params["lambda"] * delta
