@@ -313,9 +313,9 @@ def fuse(ctx: typer.Context) -> None:
     if not kw["models"]:
         raise ConfigError("no models: give --models A B ... or a --config with models")
     if MERGE_METHODS.get(kw["method"]).needs_score:
-        from .fusion.greedy import greedy_soup
+        from .fusion.greedy import dev_scorer, greedy_soup
 
-        score = _dev_scorer(args.dev_tasks, args.bf16)
+        score = dev_scorer(args.dev_tasks, args.bf16)
         result = greedy_soup(kw["models"], score, out=args.out, seed=kw["seed"],
                              log=lambda m: console.print(m))
     else:
@@ -323,29 +323,6 @@ def fuse(ctx: typer.Context) -> None:
                           params=kw["params"], seed=kw["seed"], streaming=not args.in_memory)
     console.print(f"fused {len(result.models)} models with {result.method} {result.params} -> {result.out} "
                   f"({result.merged_tensors} tensors merged, {result.copied_tensors} copied, {result.seconds:.1f}s)")
-
-
-def _dev_scorer(tasks: str, bf16: bool):
-    """Model folder -> mean main score over dev tasks (no cache: every soup is a new model)."""
-    import torch
-
-    from .evaluate.cache import EmbeddingCache
-    from .evaluate.runner import EvalSettings, evaluate
-    from .errors import ConfigError
-    from .evaluate.tasks import parse_tasks
-    from .text import Embedder
-
-    names = parse_tasks(tasks)
-    for t in names:
-        if t.split == "test":
-            raise ConfigError(f"--dev-tasks: {t.name} is a test split; select models on dev splits only")
-    settings = EvalSettings(show_progress=False, autocast_dtype=torch.bfloat16 if bf16 else None)
-
-    def score(path: str) -> float:
-        results = evaluate(Embedder.load(path), tasks, settings=settings, cache=EmbeddingCache(enabled=False))
-        return sum(r.main_score for r in results) / len(results)
-
-    return score
 
 
 def main() -> None:

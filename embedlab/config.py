@@ -101,6 +101,20 @@ class TrainConfig(_Strict):
     num_threads: int | None = None
 
 
+class FusionStepConfig(_Strict):
+    """A fusion run after training (rank 0): ``embedlab fuse`` on this run's checkpoints and/or other models."""
+
+    method: str = "delta_guided"
+    # "checkpoints": this run's kept checkpoints (points along the trajectory); "final": its final model; or paths
+    # (other runs' final models: other seeds, task ratios, loss weights).
+    models: list[str] = Field(default_factory=lambda: ["checkpoints"])
+    base: str | None = None  # default: model.name (the initialization the run started from)
+    weights: list[float] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    out: str = "fused"  # relative to output_dir
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str
     seed: int = 49
@@ -110,6 +124,7 @@ class Recipe(_Strict):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    fusion: FusionStepConfig | None = None
 
     @field_validator("output_dir")
     @classmethod

@@ -279,3 +279,25 @@ def test_greedy_soup_keeps_only_what_does_not_hurt(checkpoints, tmp_path):
     assert not (tmp_path / ".greedy.greedy").exists()
     with pytest.raises(ConfigError, match="dev score"):
         fuse(ckpts, "greedy_soup", out=tmp_path / "x", show_progress=False)
+
+
+def test_recipe_ends_with_a_fusion_of_its_checkpoints(train_root):
+    from embedlab.config import load_recipe
+    from embedlab.train import checkpoint as ckpt
+    from embedlab.train.trainer import Trainer
+
+    from tiny_training import recipe_file
+
+    tmp = train_root
+    recipe = load_recipe(recipe_file(tmp), ["train.save_every=2", "train.keep=3",
+                                            "fusion={method: linear, models: [checkpoints], out: soup}"])
+    Trainer(recipe, show_progress=False).train()
+    out = tmp / "out"
+    points = ckpt.list_checkpoints(out)
+    assert [p.name for p in points] == ["step-000002", "step-000004", "step-000006"]
+    record = json.loads((out / "soup" / "fusion.json").read_text())
+    assert record["models"] == [str(p) for p in points]
+    soup = _weights_of(out / "soup")
+    states = [_weights_of(p) for p in points]
+    key = next(iter(soup))
+    assert torch.allclose(soup[key], sum(s[key] for s in states) / 3, atol=1e-6)

@@ -48,3 +48,26 @@ def greedy_soup(models: Sequence[str | Path], score_fn: Callable[[str], float], 
                                            "soup_score": best}})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def dev_scorer(tasks: str | list[str], bf16: bool = False) -> Callable[[str], float]:
+    """Model folder -> mean main score over dev tasks (no embedding cache: every soup is a new model). Test splits
+    are refused: soups are selected on dev data only."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..evaluate.cache import EmbeddingCache
+    from ..evaluate.runner import EvalSettings, evaluate
+    from ..evaluate.tasks import parse_tasks
+    from ..text import Embedder
+
+    for t in parse_tasks(tasks):
+        if t.split == "test":
+            raise ConfigError(f"dev tasks: {t.name} is a test split; select models on dev splits only")
+    settings = EvalSettings(show_progress=False, autocast_dtype=torch.bfloat16 if bf16 else None)
+
+    def score(path: str) -> float:
+        results = evaluate(Embedder.load(path), tasks, settings=settings, cache=EmbeddingCache(enabled=False))
+        return sum(r.main_score for r in results) / len(results)
+
+    return score

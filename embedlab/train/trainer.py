@@ -50,6 +50,27 @@ def load_recipe_sources(r: Recipe) -> list:
     return loaded
 
 
+def fuse_after_training(r: Recipe, output_dir: Path):
+    """The recipe's ``fusion:`` step: merge this run's checkpoints (and/or other models) into ``output_dir/<out>``."""
+    from ..fusion import fuse
+    from ..fusion.greedy import dev_scorer, greedy_soup
+
+    cfg = r.fusion
+    models: list[str] = []
+    for entry in cfg.models:
+        if entry == "checkpoints":
+            models += [str(p) for p in ckpt.list_checkpoints(output_dir)]
+        elif entry == "final":
+            models.append(str(output_dir / "final"))
+        else:
+            models.append(entry)
+    out = output_dir / cfg.out
+    if cfg.method == "greedy_soup":
+        return greedy_soup(models, dev_scorer(r.train.select_on or ["stsb-dev"]), out, seed=cfg.seed)
+    return fuse(models, cfg.method, out=out, base=cfg.base or r.model.name, weights=cfg.weights, params=cfg.params,
+                seed=cfg.seed)
+
+
 def _init_distributed() -> tuple[int, int]:
     """(rank, world_size); initialises the default process group when launched by torchrun with >1 process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -210,6 +231,8 @@ class Trainer:
             self.model.save(self.output_dir / "final")
             if self.best is not None:
                 write_json(self.output_dir / "best.json", self.best)
+            if r.fusion is not None:
+                fuse_after_training(r, self.output_dir)
         return self.output_dir / "final"
 
     def _backward(self, loss: torch.Tensor) -> None:
