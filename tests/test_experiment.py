@@ -56,11 +56,21 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
             "table": str(tmp / "table.md"), "tasks": ["stsb-dev"], "averages": {"STS": ["stsb-dev"]},
             "common_overrides": ["train.max_steps=2", "train.save_every=null"],
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
-                     {"name": "trained", "recipe": recipe, "seeds": [1, 2]}]}
+                     {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
+                     {"name": "fused", "seeds": [0], "fuse": {
+                         "method": "delta_guided", "base": str(tmp / "tiny-model"),
+                         "models": ["{workdir}/trained-s1/final", "{workdir}/trained-s2/final"],
+                         "sweep": {"variant": ["magnitude", "inverse"]}, "select_on": ["stsb-dev"]}}]}
     (tmp / "e.yaml").write_text(yaml.safe_dump(spec))
     run_experiment(tmp / "e.yaml", show_progress=False)
     records = json.loads((tmp / "res.json").read_text())["records"]
-    assert sorted((r["name"], r["seed"]) for r in records) == [("trained", 1), ("trained", 2), ("untrained", 49)]
+    assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
+                                                               ("untrained", 49)]
+    fused = next(r for r in records if r["name"] == "fused")
+    tried = fused["sweep"]["candidates"]
+    assert [c["params"]["variant"] for c in tried] == ["magnitude", "inverse"]
+    assert fused["params"]["variant"] == max(tried, key=lambda c: c["dev"])["params"]["variant"]
+    assert fused["models"] == [str(tmp / "work" / f"trained-s{i}" / "final") for i in (1, 2)]
     trained = [r for r in records if r["name"] == "trained"]
     assert all(r["steps"] == 2 and r["split"] == "dev" and f"seed={r['seed']}" in r["overrides"] for r in trained)
     assert trained[0]["value"] != trained[1]["value"]  # two seeds, two models

@@ -28,11 +28,29 @@ from ..errors import ConfigError
 log = logging.getLogger("embedlab.experiment")
 
 
+class FuseSpec(BaseModel):
+    """A fused model as a row: ``embedlab fuse`` on other runs' models, optionally sweeping parameters on dev data.
+
+    ``models`` may use ``{workdir}`` (e.g. ``{workdir}/../codiemb/codiemb-s49/final``). With ``sweep`` (parameter ->
+    values), every combination is fused and scored on ``select_on`` (dev tasks only; mean main score) and the best
+    is kept and evaluated; the scores go to ``<run folder>/sweep.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str
+    models: list[str]
+    base: str | None = None
+    weights: list[float] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    select_on: list[str] = Field(default_factory=lambda: ["stsb-dev", "scifact-dev"])
+
+
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    recipe: str | None = None  # None: evaluate ``model`` as it is (a baseline row)
+    recipe: str | None = None  # None: evaluate ``model`` as it is (a baseline row), or the ``fuse`` result
     model: str | None = None
+    fuse: FuseSpec | None = None
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
     group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
@@ -113,7 +131,9 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             if not todo:
                 continue
             info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0}
-            if run.recipe is None:
+            if run.fuse is not None:
+                model_path, info = _fused_model(run, seed, workdir, spec.eval_bf16)
+            elif run.recipe is None:
                 model_path = run.model or "sentence-transformers/all-MiniLM-L6-v2"
             else:
                 out = workdir / f"{run.name}-s{seed}"
@@ -142,6 +162,48 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
     write_text(Path(spec.table), render_table(spec, records))
     return results_path
+
+
+def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[str, dict[str, Any]]:
+    """Fuse (sweeping on dev data if asked) into ``<workdir>/<run>-s<seed>``; resumable through sweep.json."""
+    import itertools
+
+    from ..fusion import fuse
+    from ..fusion.greedy import dev_scorer, greedy_soup
+
+    f = run.fuse
+    out = workdir / f"{run.name}-s{seed}"
+    models = [m.format(workdir=workdir) for m in f.models]
+    info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0, "fusion": f.method, "models": models}
+    if (out / "fusion.json").is_file():
+        record = json.loads((out / "fusion.json").read_text())
+        return str(out), {**info, "params": record.get("params"), **record.get("extra", {})}
+    if f.method == "greedy_soup":
+        result = greedy_soup(models, dev_scorer(f.select_on, bf16), out, seed=seed)
+        return str(out), {**info, "params": {}, **result.extra}
+    combos = [dict(zip(f.sweep, values)) for values in itertools.product(*f.sweep.values())] or [{}]
+    if len(combos) == 1:
+        result = fuse(models, f.method, out=out, base=f.base, weights=f.weights, params={**f.params, **combos[0]},
+                      seed=seed)
+        return str(out), {**info, "params": result.params}
+    log_path = workdir / f"{run.name}-s{seed}.sweep.json"
+    tried = json.loads(log_path.read_text())["candidates"] if log_path.is_file() else []
+    score = dev_scorer(f.select_on, bf16)
+    for i, combo in enumerate(combos):
+        if any(c["params"] == combo for c in tried):
+            continue
+        cand = workdir / f".{run.name}-s{seed}.candidate"
+        fuse(models, f.method, out=cand, base=f.base, weights=f.weights, params={**f.params, **combo}, seed=seed)
+        tried.append({"params": combo, "dev": score(str(cand))})
+        write_json(log_path, {"select_on": f.select_on, "candidates": tried})
+        log.info("%s sweep %s: dev %.4f", run.name, combo, tried[-1]["dev"])
+    best = max(tried, key=lambda c: c["dev"])
+    result = fuse(models, f.method, out=out, base=f.base, weights=f.weights, params={**f.params, **best["params"]},
+                  seed=seed, extra={"sweep": {"select_on": f.select_on, "candidates": tried, "chosen": best}})
+    import shutil
+
+    shutil.rmtree(workdir / f".{run.name}-s{seed}.candidate", ignore_errors=True)
+    return str(out), {**info, "params": result.params, "sweep": result.extra["sweep"]}
 
 
 def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
