@@ -44,7 +44,15 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     recipe = load_recipe(recipe_path, [f"data.root={data_root}", f"output_dir={out / 'codiemb'}",
                                        f"model.name={model}"])
     names = sorted({Path(s.path).stem for s in recipe.data.sources})
-    if not all((data_root / s.path).is_file() for s in recipe.data.sources):
+    from .data.convert import check_current
+    from .errors import ConfigError
+
+    try:
+        check_current(data_root)
+        current = all((data_root / s.path).is_file() for s in recipe.data.sources)
+    except ConfigError:
+        current = False  # built by other converter code: rebuild (seconds)
+    if not current:
         log(f"2/3 building training files ({', '.join(names)}) in {data_root}")
         convert_all(data_root, names=names)
     final = out / "codiemb" / "final"

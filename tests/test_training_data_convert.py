@@ -156,3 +156,15 @@ def test_unknown_converter_and_missing_file(tmp_path):
         convert("stsb-train", tmp_path / "x.jsonl", data_root=tmp_path)
     assert "sts/stsb/sts-train.csv" in str(err.value) and "file not found" in str(err.value)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_training_files_from_other_converter_code_stop_training(tmp_path):
+    from embedlab.data.convert import check_current, converter_hash
+    from embedlab.errors import ConfigError
+
+    check_current(tmp_path)  # no manifest: not converter output, not checked
+    (tmp_path / "manifest.json").write_text(json.dumps({"converter_hash": converter_hash()}))
+    check_current(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"converter_hash": "0123456789abcdef"}))
+    with pytest.raises(ConfigError, match="other converter code.*embedlab convert --out"):
+        check_current(tmp_path)

@@ -59,7 +59,7 @@ import numpy as np
 
 from .. import __version__, settings
 from ..atomic import write_json
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..registry import Registry
 from . import catalog
 from .readers import BadRows, check_file, read_delimited, read_jsonl
@@ -242,11 +242,39 @@ def convert_all(out_dir: str | Path, data_root: str | Path | None = None,
     results = [convert(n, out_dir / f"{n}.jsonl", root, guard) for n in (names or CONVERTERS.names())]
     write_json(out_dir / "manifest.json", {
         "embedlab_version": __version__,
+        "converter_hash": converter_hash(),
         "data_root": str(root.resolve()),
         "eval_sets_guarded": guard.sets,
         "sources": [r.manifest_entry(out_dir) for r in results],
     })
     return results
+
+
+def converter_hash() -> str:
+    """A hash of the code that decides what the training files contain (the converters, the eval guard, the
+    catalog of evaluation splits): files built by other code may hold rows the current code would drop."""
+    import hashlib
+
+    from . import catalog as _catalog
+
+    h = hashlib.sha256()
+    for path in (Path(__file__), Path(_catalog.__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def check_current(folder: str | Path) -> None:
+    """Stop (ConfigError) when ``folder`` holds converter output built by other converter code; folders without a
+    manifest (files made by hand or elsewhere) are not checked."""
+    manifest = Path(folder) / "manifest.json"
+    if not manifest.is_file():
+        return
+    import json
+
+    built = json.loads(manifest.read_text(encoding="utf-8")).get("converter_hash")
+    if built != converter_hash():
+        raise ConfigError(f"{manifest}: these training files were built by other converter code (hash {built}, "
+                          f"current {converter_hash()}); rebuild them: embedlab convert --out {folder}")
 
 
 # --------------------------------------------------------------------------------------------------- helpers

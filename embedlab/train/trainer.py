@@ -39,7 +39,10 @@ log = logging.getLogger("embedlab.train")
 
 def load_recipe_sources(r: Recipe) -> list:
     """The recipe's training files, loaded and validated in full, each cut to its ``max_examples``."""
+    from ..data.convert import check_current
+
     root = Path(r.data.root)
+    check_current(root)  # converter output built by older code may hold rows now known to leak evaluation data
     sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
                               task=s.task, instruction=s.instruction, score_range=s.score_range)
                for s in r.data.sources]
