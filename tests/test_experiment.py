@@ -30,7 +30,11 @@ def test_table_means_stds_averages_and_groups():
     records = [_rec("full", 1, "a", 80.0), _rec("full", 1, "b", 60.0), _rec("full", 1, "c", 1.0),
                _rec("full", 2, "a", 82.0), _rec("full", 2, "b", 64.0), _rec("full", 2, "c", 3.0),
                _rec("minus", 1, "a", 70.0), _rec("minus", 1, "b", 50.0)]
-    table = render_table(_spec(), records)
+    records.append(_rec("full", 1, "c", 0.5, metric="anisotropy"))
+    records.append(_rec("full", 2, "c", 0.7, metric="anisotropy"))
+    table = render_table(_spec(extra_metrics={"c": ["anisotropy"]}), records)
+    assert "| full | 0.600 ± 0.141 |" in table.split("**other metrics**")[1]
+    table = table.split("**other metrics**")[0]
     main, ablation = table.split("**ablation**")
     # full: a = mean(80, 82) ± stdev; the AB average is per seed (70, 73) then mean ± std.
     assert "| full | 2 | 81.00 ± 1.41 | 62.00 ± 2.83 | 2.00 ± 1.41 | 71.50 ± 2.12 | 10 | 1.0 |" in main
@@ -55,6 +59,7 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     spec = {"name": "tiny", "workdir": str(tmp / "work"), "results": str(tmp / "res.json"),
             "table": str(tmp / "table.md"), "tasks": ["stsb-dev"], "averages": {"STS": ["stsb-dev"]},
             "common_overrides": ["train.max_steps=2", "train.save_every=null"],
+            "extra_metrics": {"stsb-dev": ["cosine_pearson"]},
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
                      {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
                      {"name": "fused", "seeds": [0], "fuse": {
@@ -64,6 +69,9 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     (tmp / "e.yaml").write_text(yaml.safe_dump(spec))
     run_experiment(tmp / "e.yaml", show_progress=False)
     records = json.loads((tmp / "res.json").read_text())["records"]
+    pearson = [r for r in records if r["metric"] == "cosine_pearson"]
+    assert len(pearson) == 4 and all(-1 <= r["value"] <= 1 for r in pearson)
+    records = [r for r in records if r["metric"] == "main_score"]
     assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
                                                                ("untrained", 49)]
     fused = next(r for r in records if r["name"] == "fused")
@@ -78,5 +86,6 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     # Run again: nothing is retrained or re-evaluated (the records are unchanged, the models untouched).
     stamp = (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns
     run_experiment(tmp / "e.yaml", show_progress=False)
-    assert json.loads((tmp / "res.json").read_text())["records"] == records
+    assert [r for r in json.loads((tmp / "res.json").read_text())["records"] if r["metric"] == "main_score"] \
+        == records
     assert (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns == stamp

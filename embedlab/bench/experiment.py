@@ -68,6 +68,8 @@ class ExperimentSpec(BaseModel):
     eval_bf16: bool = False
     eval_batch_size: int = 32
     reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
+    # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
+    extra_metrics: dict[str, list[str]] = Field(default_factory=dict)
     runs: list[RunSpec]
 
 
@@ -97,10 +99,14 @@ def _append_record(path: Path, spec: ExperimentSpec, record: dict[str, Any]) -> 
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = [r for r in _load_records(path)
-                   if (r["name"], r["seed"], r["task"]) != (record["name"], record["seed"], record["task"])]
+                   if _key(r) != _key(record)]
         records.append(record)
         write_json(path, {"experiment": spec.name, "tasks": spec.tasks, "records": records})
     return records
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return r["name"], r["seed"], r["task"], r.get("metric", "main_score")
 
 
 def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
@@ -118,7 +124,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     workdir = Path(spec.workdir.format(name=spec.name))
     results_path = Path(spec.results)
     records = _load_records(results_path)
-    done = {(r["name"], r["seed"], r["task"]) for r in records}
+    done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"}
     settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
                             autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None)
     for run in spec.runs:
@@ -156,6 +162,13 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
                 scale = 100.0 if result.task.type in ("sts", "retrieval") else 1.0
+                for metric in spec.extra_metrics.get(task, []):  # before the main score: it marks the task done
+                    if metric not in result.scores:
+                        raise ConfigError(f"extra_metrics: task {task} has no score {metric!r} (it has: "
+                                          f"{', '.join(sorted(result.scores))})")
+                    _append_record(results_path, spec, {
+                        "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": metric,
+                        "value": float(result.scores[metric]), "eval_bf16": spec.eval_bf16, **info})
                 records = _append_record(results_path, spec, {
                     "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
                     "value": result.main_score * scale, "eval_bf16": spec.eval_bf16, **info})
@@ -210,6 +223,8 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
     """One Markdown table per run group: mean ± std over seeds per (run, task), the averages, the mean training
     time — computed from the records only. Every group other than "main" starts with the ``reference`` run,
     restricted to the seeds that group's runs used, so ablation rows are compared at equal seeds."""
+    extra = [r for r in records if r.get("metric", "main_score") != "main_score"]
+    records = [r for r in records if r.get("metric", "main_score") == "main_score"]
     group_of = {run.name: run.group for run in spec.runs}
     names = list(dict.fromkeys(r["name"] for r in records))
     groups = list(dict.fromkeys([group_of.get(n, "main") for n in names]))
@@ -232,6 +247,14 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
             out += [f"**{group}**", ""]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(_row(spec, name, rows)) + " |" for name, rows in rows_of.items()]
+    if extra:
+        columns = [(task, m) for task, metrics in spec.extra_metrics.items() for m in metrics]
+        out += ["", "**other metrics**", "", "| run | " + " | ".join(f"{t}: {m}" for t, m in columns) + " |",
+                "|" + "---|" * (len(columns) + 1)]
+        for name in dict.fromkeys(r["name"] for r in extra):
+            cells = [_fmt([r["value"] for r in extra if r["name"] == name and (r["task"], r["metric"]) == c], 3)
+                     for c in columns]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -254,9 +277,9 @@ def _row(spec: ExperimentSpec, name: str, rows: list[dict[str, Any]]) -> list[st
     return cells
 
 
-def _fmt(vals: list[float]) -> str:
+def _fmt(vals: list[float], digits: int = 2) -> str:
     if not vals:
         return "-"
     if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
