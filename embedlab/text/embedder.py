@@ -10,7 +10,10 @@
   embedlab-only settings (e.g. ``prompt_token`` pooling) also go to ``embedlab.json``.
 
 Encoders (BERT-like) are right-padded; decoders (LLaMA-like) are left-padded and get position ids that start at 0 on
-the first real token. This module does not know datasets, losses or evaluation.
+the first real token. A decoder may carry a prompt *template* (templates.py: the sentence inside, representation
+slots marked); then every text is templated, and the embedding is the hidden state at the ``slots`` (default: the
+template's last slot; several slots are L2-normalised and averaged, e.g. CSE-SFP's Rep1+Rep2). Templates replace
+pooling and prefix prompts. This module does not know datasets, losses or evaluation.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from ..atomic import replace_dir
 from ..errors import ConfigError, ModelError
 from .pooling import PoolingConfig, pool
 from .resolve import ResolvedModel, resolve, unknown_model_message
+from .templates import Template, TemplateEncoder, get_template
 
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 ST_POOLING = "sentence_transformers.models.Pooling"
@@ -65,6 +69,8 @@ class Embedder(torch.nn.Module):
         name: str | None = None,
         similarity: str = "cosine",
         do_lower_case: bool = False,
+        template: Template | str | dict | None = None,
+        slots: Sequence[str] | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -85,6 +91,24 @@ class Embedder(torch.nn.Module):
             if tokenizer.pad_token is None:  # most causal LMs have none; any id works since it is masked out
                 tokenizer.pad_token = tokenizer.eos_token
         self._uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+        self.template: Template | None = None
+        self.slots: tuple[str, ...] = ()
+        if template is not None:
+            self.set_template(template, slots)
+
+    def set_template(self, template: Template | str | dict | None, slots: Sequence[str] | None = None) -> None:
+        """Use a prompt template (a registered name, a dict or a Template) with ``slots`` as the embedding (default:
+        its last slot); None removes it. Checks the tokenizer can serve it (e.g. a BOS token when bos: always)."""
+        if template is None:
+            self.template, self.slots, self._template_encoder = None, (), None
+            return
+        t = get_template(template)
+        chosen = tuple(slots) if slots else t.slots[-1:]
+        unknown = [x for x in chosen if x not in t.slots]
+        if unknown:
+            raise ConfigError(f"template {t.name!r} has slots {list(t.slots)}; unknown: {unknown}")
+        self._template_encoder = TemplateEncoder(self.tokenizer, t)
+        self.template, self.slots = t, chosen
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -133,6 +157,10 @@ class Embedder(torch.nn.Module):
 
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
         """The prompt text to prepend: an explicit ``prompt`` wins, then ``prompt_name``, then the default."""
+        if self.template is not None:
+            if prompt or prompt_name:
+                raise ConfigError(f"this model uses the template {self.template.name!r}; prefix prompts do not apply")
+            return ""
         if prompt is not None:
             return prompt
         name = prompt_name if prompt_name is not None else self.default_prompt_name
@@ -153,6 +181,10 @@ class Embedder(torch.nn.Module):
         return len(ids)
 
     # ------------------------------------------------------------------ tokenising and batching
+    def _template_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """Templated token ids and, per text, the positions of every template slot (from the first real token)."""
+        return self._template_encoder.encode(list(texts))
+
     def _token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
@@ -160,8 +192,10 @@ class Embedder(torch.nn.Module):
                              return_attention_mask=False, return_token_type_ids=False)
         return enc["input_ids"]
 
-    def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-        """Pad token-id lists into tensors (left for decoders, right for encoders)."""
+    def _collate(self, ids: Sequence[Sequence[int]],
+                 slot_positions: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+        """Pad token-id lists into tensors (left for decoders, right for encoders); template slot positions become
+        ``slot_positions`` [batch, all template slots] in padded coordinates."""
         width = max(len(x) for x in ids)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
@@ -174,12 +208,24 @@ class Embedder(torch.nn.Module):
                 input_ids[row, : len(seq)] = seq
                 mask[row, : len(seq)] = 1
         features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if slot_positions is not None:
+            shift = [width - len(seq) if self.is_decoder else 0 for seq in ids]
+            features["slot_positions"] = torch.tensor([[p + shift[i] for p in row]
+                                                       for i, row in enumerate(slot_positions)], dtype=torch.long)
         if self._uses_token_types:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         return features
 
     def tokenize(self, texts: Sequence[str], prompt: str = "", max_length: int | None = None) -> dict:
-        """Training-path tokenisation: prompt prepended, padded tensors, ``prompt_length`` for pooling."""
+        """Training-path tokenisation: prompt prepended (or the template applied), padded tensors,
+        ``prompt_length`` for pooling (``slot_positions`` with a template)."""
+        if self.template is not None:
+            if prompt:
+                raise ConfigError(f"this model uses the template {self.template.name!r}; prefix prompts do not apply")
+            ids, positions = self._template_ids(texts)
+            features = self._collate(ids, positions)
+            features["prompt_length"] = 0
+            return features
         ids = self._token_ids([prompt + t for t in texts], max_length or self.max_length)
         features = self._collate(ids)
         features["prompt_length"] = self.prompt_length(prompt)
@@ -230,9 +276,34 @@ class Embedder(torch.nn.Module):
     def num_layers(self) -> int:
         return int(self.backbone.config.num_hidden_layers)
 
+    def _pool(self, states: torch.Tensor, features: dict, prompt_length: int = 0) -> torch.Tensor:
+        """Pooled, not normalised: the template slots if there is a template, else the pooling mode."""
+        if self.template is not None:
+            reps = self.slot_states(states, features)
+            if len(self.slots) == 1:
+                return reps[self.slots[0]]
+            # several slots (Rep1+Rep2): the mean of the unit vectors
+            return torch.stack([torch.nn.functional.normalize(reps[x], dim=-1) for x in self.slots]).mean(0)
+        return pool(states, features["attention_mask"], self.pooling, prompt_length)
+
     def _pool_normalize(self, states: torch.Tensor, features: dict) -> torch.Tensor:
-        emb = pool(states, features["attention_mask"], self.pooling, features.get("prompt_length", 0))
+        emb = self._pool(states, features, features.get("prompt_length", 0))
         return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def slot_states(self, states: torch.Tensor, features: dict) -> dict[str, torch.Tensor]:
+        """The hidden state at every template slot: {slot name: [batch, dim]} (not normalised)."""
+        if self.template is None or "slot_positions" not in features:
+            raise ConfigError("slot representations need a model with a template and features from tokenize()")
+        pos = features["slot_positions"].to(states.device)
+        rows = torch.arange(states.shape[0], device=states.device)
+        return {name: states[rows, pos[:, j]] for j, name in enumerate(self.template.slots)}
+
+    def forward_slots(self, features: dict) -> dict[str, torch.Tensor]:
+        """One forward pass -> every slot's representation (L2-normalised when the model normalises): CSE-SFP's
+        Rep1 and Rep2 of the same texts."""
+        features = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+        reps = self.slot_states(self._backbone_states(features), features)
+        return {k: torch.nn.functional.normalize(v, dim=-1) if self.normalize else v for k, v in reps.items()}
 
     # ------------------------------------------------------------------ inference
     def encode(
@@ -267,7 +338,10 @@ class Embedder(torch.nn.Module):
         out = torch.empty((len(texts), self.dim), dtype=torch.float32)
         if not texts:
             return out.numpy() if convert_to == "numpy" else out
-        ids = self._token_ids([prefix + t for t in texts] if prefix else texts, max_length)
+        if self.template is not None:
+            ids, slot_positions = self._template_ids(texts)
+        else:
+            ids, slot_positions = self._token_ids([prefix + t for t in texts] if prefix else texts, max_length), None
         lengths = [len(x) for x in ids]
         budget = token_budget if token_budget is not None else batch_size * 128
         batches = self.plan_batches(lengths, batch_size, budget)
@@ -279,10 +353,11 @@ class Embedder(torch.nn.Module):
         try:
             with torch_threads(num_threads), torch.inference_mode(), autocast:
                 for batch in batches:
-                    features = self._collate([ids[i] for i in batch])
+                    features = self._collate([ids[i] for i in batch],
+                                             [slot_positions[i] for i in batch] if slot_positions else None)
                     features = {k: v.to(self.device) for k, v in features.items()}
                     states = self._backbone_states(features)
-                    emb = pool(states, features["attention_mask"], self.pooling, prompt_len).float()
+                    emb = self._pool(states, features, prompt_len).float()
                     if normalize:
                         emb = torch.nn.functional.normalize(emb, dim=-1)
                     out[torch.from_numpy(batch)] = emb.cpu()
@@ -317,16 +392,19 @@ class Embedder(torch.nn.Module):
     def model_hash(self) -> str:
         """A content hash of the weights and every setting that changes embeddings (pooling, normalisation,
         prompts, max length). Cached until a parameter is modified in place (tracked by tensor versions)."""
+        settings = json.dumps([self.pooling.to_dict(), self.normalize, self.prompts, self.is_decoder,
+                               self.template.to_dict() if self.template else None, list(self.slots)],
+                              sort_keys=True)
         params = list(self.backbone.state_dict().values())
-        key = tuple(int(getattr(p, "_version", 0)) for p in params) + (id(self.backbone),)
+        # Settings are part of the key: changing pooling or template after a first hash must change the hash.
+        key = tuple(int(getattr(p, "_version", 0)) for p in params) + (id(self.backbone), settings)
         if self._hash_cache and self._hash_cache[0] == key:
             return self._hash_cache[1]
         h = hashlib.blake2b(digest_size=16)
         for name, t in sorted(self.backbone.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        h.update(json.dumps([self.pooling.to_dict(), self.normalize, self.prompts, self.is_decoder],
-                            sort_keys=True).encode())
+        h.update(settings.encode())
         digest = h.hexdigest()
         self._hash_cache = (key, digest)
         return digest
@@ -357,8 +435,9 @@ class Embedder(torch.nn.Module):
                 "default_prompt_name": self.default_prompt_name,
                 "similarity_fn_name": self.similarity,
             })
+            extra = {"template": self.template.to_dict(), "slots": list(self.slots)} if self.template else {}
             _dump(staging / "embedlab.json", {"embedlab_version": __version__, "pooling": self.pooling.to_dict(),
-                                              "is_decoder": self.is_decoder, "name": self.name})
+                                              "is_decoder": self.is_decoder, "name": self.name, **extra})
             replace_dir(staging, path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -464,4 +543,5 @@ def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
         prompts={k: v for k, v in (st_cfg.get("prompts") or {}).items()},
         default_prompt_name=st_cfg.get("default_prompt_name"), is_decoder=is_decoder, name=resolved.name,
         similarity=st_cfg.get("similarity_fn_name") or "cosine", do_lower_case=bool(bert_cfg.get("do_lower_case")),
+        template=embedlab_cfg.get("template"), slots=embedlab_cfg.get("slots"),
     )
