@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from embedlab.objectives import codiemb_sts_loss, ir_infonce_loss, naive_infonce_loss
+from embedlab.objectives import codiemb_sts_loss, ir_infonce_loss, naive_infonce_loss, single_pass_loss
 from embedlab.objectives import distributed as D
 
 WORLD = 2
@@ -96,6 +96,10 @@ def run_case(name: str, data: dict, rank: int | None) -> dict:
     elif name.startswith("pair"):
         x = leaves("a", "p", "negs")
         loss, parts = naive_infonce_loss(x["a"], x["p"], x["negs"], symmetric=True, gather=gather)
+    elif name.startswith("single_pass"):
+        x = leaves("a", "p")  # rep2 (anchors) and rep1 of the same sentences
+        opts = dict(symmetric=True, in_view_negatives=True) if name == "single_pass_options" else {}
+        loss, parts = single_pass_loss(x["a"], x["p"], gather=gather, **opts)
     elif name in ("sts_gathered", "sts_local"):
         x = leaves("e1", "e2", "m1", "m2")
         weights = {"mid_nce": 1.0, "pro": 0.5, "pearson": 2.0, "rank_kl": 5.0, "cosent": 0.1}
@@ -124,7 +128,8 @@ def run_case(name: str, data: dict, rank: int | None) -> dict:
 
 
 CASES = ["ir_paper", "ir_paper_fp32", "ir_joint_sym_masked", "ir_slot_sym_masked", "ir_uneven", "pair",
-         "pair_uneven", "pair_empty_rank", "sts_gathered", "sts_local", "ddp_linear"]
+         "pair_uneven", "pair_empty_rank", "sts_gathered", "sts_local", "ddp_linear", "single_pass",
+         "single_pass_options"]
 
 
 def _worker(rank: int, init_file: str, data_path: str, out_dir: str) -> None:

@@ -193,6 +193,8 @@ def _inputs(kind: str):
                 unit(6, 4, 8, seed=22)), {}
     if kind == "pair":
         return (unit(6, 8, seed=23), unit(6, 8, seed=24), unit(3, 8, seed=25)), {}
+    if kind == "views":
+        return (unit(6, 8, seed=30), unit(6, 8, seed=31)), {}
     labels = torch.tensor([1.0, 0.8, 0.8, 0.2, 0.0, 1.0], dtype=torch.float64)
     mids = {"mid1": unit(6, 8, seed=28), "mid2": unit(6, 8, seed=29)}
     return (unit(6, 8, seed=26), unit(6, 8, seed=27), labels), mids
