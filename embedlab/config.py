@@ -23,20 +23,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoraConfig(_Strict):
+    """LoRA through peft: only the low-rank adapters train; the saved model has them merged in."""
+
+    r: int = Field(64, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"  # peft's names, or "all-linear"
+
+
 class ModelConfig(_Strict):
     name: str = "sentence-transformers/all-MiniLM-L6-v2"
     pooling: str | None = None  # None: the model's own (mean for all-MiniLM-L6-v2, last_token for decoders)
     include_prompt: bool = False  # CoDiEmb: instruction tokens are excluded from the mean
     normalize: bool = True
     max_length: int = Field(128, gt=0)
+    # Decoder embedders (CSE-SFP): a registered template name or {name, text, bos?, max_sentence_tokens?}; ``slots``
+    # are the inference representation (default: the template's last slot; [rep1, rep2] = Rep1+Rep2).
+    template: str | dict[str, Any] | None = None
+    slots: list[str] | None = None
+    lora: LoraConfig | None = None
+    load_in_4bit: bool = False  # QLoRA: needs a CUDA GPU and bitsandbytes
+    dropout: float | None = Field(None, ge=0, lt=1)  # set every dropout of the backbone (two-pass baselines)
 
 
 class SourceConfig(_Strict):
     """One training file: a sub-dataset with one task type."""
 
     name: str
-    path: str  # relative to data.root, or absolute
-    task: Literal["ir", "sts"]
+    path: str  # relative to data.root, absolute, or "data:<path>" (under EMBEDLAB_DATA, e.g. data:unsup/sentences.txt)
+    task: Literal["ir", "sts", "unsup"]  # unsup: one sentence a line (CSE-SFP, SimCSE)
     instruction: str | None = None
     score_range: tuple[float, float] | None = None  # STS only: the declared label range, scaled to [0, 1]
     max_examples: int | None = Field(None, gt=0)
@@ -68,7 +84,13 @@ class SamplerConfig(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    kind: Literal["codiemb", "naive", "cosent", "mnrl_cosent"] = "codiemb"
+    # codiemb | naive | cosent | mnrl_cosent (the sentence-transformers peer) on ir/sts sources;
+    # cse_sfp (one forward pass, two template slots) | simcse_prompt (two passes, one slot) | simcse (two passes,
+    # the model's pooling) on unsup sources.
+    kind: Literal["codiemb", "naive", "cosent", "mnrl_cosent", "cse_sfp", "simcse_prompt", "simcse"] = "codiemb"
+    unsup_temperature: float = Field(0.05, gt=0)
+    unsup_symmetric: bool = False  # cse_sfp / simcse: also the positive -> anchor direction
+    in_view_negatives: bool = False  # cse_sfp: the other sentences' anchors are extra negatives
     ir_temperature: float = Field(0.02, gt=0)
     ir_symmetric: bool = False
     ir_joint_softmax: bool = False
@@ -115,6 +137,9 @@ class FusionStepConfig(_Strict):
     seed: int = 0
 
 
+UNSUP_OBJECTIVES = ("cse_sfp", "simcse_prompt", "simcse")
+
+
 class Recipe(_Strict):
     name: str
     seed: int = 49
@@ -138,6 +163,21 @@ class Recipe(_Strict):
         if (self.objective.kind == "naive") != (self.sampler.kind == "mixed"):
             raise ValueError("objective.kind 'naive' goes with sampler.kind 'mixed' (and only it): got "
                              f"objective.kind={self.objective.kind!r}, sampler.kind={self.sampler.kind!r}")
+        unsup = self.objective.kind in UNSUP_OBJECTIVES
+        wrong = [f"{s.name} ({s.task})" for s in self.data.sources if (s.task == "unsup") != unsup]
+        if wrong:
+            want = "unsup (one sentence a line)" if unsup else "ir or sts"
+            raise ValueError(f"objective.kind {self.objective.kind!r} trains on {want} sources; these are not: "
+                             f"{', '.join(wrong)}")
+        if self.objective.kind in ("cse_sfp", "simcse_prompt") and self.model.template is None:
+            raise ValueError(f"objective.kind {self.objective.kind!r} needs model.template (e.g. csesfp_llama)")
+        if self.model.template is not None:
+            from .text.templates import get_template
+
+            template = get_template(self.model.template)  # unknown names / malformed templates fail here
+            if self.objective.kind == "cse_sfp" and len(template.slots) < 2:
+                raise ValueError(f"objective.kind 'cse_sfp' needs a template with two representation slots "
+                                 f"(e.g. csesfp_llama); {template.name!r} has {list(template.slots)}")
         return self
 
     def resolved_output_dir(self) -> Path:

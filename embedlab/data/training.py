@@ -6,6 +6,7 @@ A *training source* is one data file with a name, a task type and what the train
 |-------|------------------------------------------------------------------------|--------------------------------|
 | `ir`  | `{"query": str, "pos": [str, ...], "neg": [str, ...], "prompt": str?}` | optional instruction           |
 | `sts` | `{"sentence1": str, "sentence2": str, "score": number}`               | declared `score_range` [lo, hi]; optional instruction |
+| `unsup` | plain text, one sentence a line (blank lines skipped), read lazily   | —                              |
 
 STS label scaling (explicit, because losses such as the mid-layer InfoNCE threshold on the label): every score y must lie
 in the declared range [lo, hi] and is mapped to [0, 1] by
@@ -48,7 +49,7 @@ from .records import IRExample, STSPair
 
 log = logging.getLogger("embedlab.data")
 
-TASKS = ("ir", "sts")
+TASKS = ("ir", "sts", "unsup")
 STS_FIELDS = ("sentence1", "sentence2", "score")
 
 Example = Union[IRExample, STSPair]
@@ -69,9 +70,10 @@ def _check_task(task: Any, name: str, path: Path) -> str:
 
 
 def _check_range(score_range: Any, task: str, name: str) -> tuple[float, float] | None:
-    if task == "ir":
+    if task != "sts":
         if score_range is not None:
-            raise ConfigError(f"training source {name!r}: score_range applies to sts sources only (this one is ir)")
+            raise ConfigError(f"training source {name!r}: score_range applies to sts sources only (this one is "
+                              f"{task})")
         return None
     if score_range is None:
         raise ConfigError(f"training source {name!r}: an sts source needs score_range [lo, hi] (e.g. [0, 5] for "
@@ -110,6 +112,8 @@ class TrainingSource:
     def load(self, skip_bad_rows: bool | BadRows = False) -> LoadedSource:
         if self.task == "ir":
             examples: list = load_ir_source(self.path, skip_bad_rows)
+        elif self.task == "unsup":
+            examples = SentenceLines(self.path)
         else:
             examples = load_sts_source(self.path, self.score_range, skip_bad_rows, name=self.name)  # type: ignore
         if not examples:
@@ -161,6 +165,51 @@ def load_ir_source(path: str | Path, skip_bad_rows: bool | BadRows = False) -> l
             examples.append(ir_example_from_dict(obj))
     bad.report(path)
     return examples
+
+
+# --------------------------------------------------------------------------------------------------- unsup
+
+
+class SentenceLines:
+    """One sentence a line, read lazily: only the byte offsets of the non-blank lines are held (8 bytes a line), and
+    ``lines[i]`` seeks and reads that line — a 1M-sentence file costs 8 MB, not its text. The file must be UTF-8 and
+    hold at least one non-blank line."""
+
+    def __init__(self, path: str | Path):
+        import numpy as np
+
+        self.path = check_file(path)
+        offsets, pos = [], 0
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                if raw.strip():
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise DataError(f"not UTF-8 text ({e.reason})", self.path, number) from None
+                    offsets.append(pos)
+                pos += len(raw)
+        if not offsets:
+            raise DataError("no sentences: the file is empty or blank (expected one sentence a line)", self.path)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> str:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        self._file.seek(int(self.offsets[i]))
+        return self._file.readline().decode("utf-8").strip()
+
+    def __getstate__(self):  # picklable (DataLoader workers): reopen the file on first use
+        return {**self.__dict__, "_file": None}
+
+    def cut(self, n: int) -> "SentenceLines":
+        """The first n sentences (``max_examples``)."""
+        self.offsets = self.offsets[:n]
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- STS

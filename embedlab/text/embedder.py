@@ -416,7 +416,12 @@ class Embedder(torch.nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            self.backbone.save_pretrained(staging, safe_serialization=True)
+            backbone = self.backbone
+            if hasattr(backbone, "merge_and_unload"):  # a peft (LoRA) model: save the merged weights, keep training
+                import copy
+
+                backbone = copy.deepcopy(backbone).merge_and_unload()
+            backbone.save_pretrained(staging, safe_serialization=True)
             self.tokenizer.save_pretrained(staging)
             modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
                        {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING}]

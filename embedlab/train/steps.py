@@ -6,6 +6,8 @@
 - ``cosent`` (single-task batches): IR as above; STS -> CoSENT only (the paper's CoSENT baseline).
 - ``naive`` (mixed batches): every example becomes one (anchor, positive) pair — an IR query with its first positive,
   an STS pair whose scaled score >= ``sampler.sts_threshold`` — and one in-batch InfoNCE covers them all.
+- ``cse_sfp`` / ``simcse_prompt`` / ``simcse`` (unsup sources, one sentence a line): one forward pass of a two-slot
+  template (Rep2 anchors, Rep1 positives), or two stochastic passes of the same texts (dropout views).
 
 Prompts follow CoDiEmb: queries and both STS sides get ``data.query_template`` filled with the source's instruction
 (excluded from mean pooling unless ``model.include_prompt``); IR documents get no prompt. Positives and negatives are
@@ -24,6 +26,7 @@ from ..config import Recipe
 from ..data.records import IRExample, STSPair
 from ..errors import ConfigError
 from ..objectives.ir import ir_infonce_loss
+from ..objectives.single_pass import single_pass_loss
 from ..objectives.sts import codiemb_sts_loss, cosent_sts_loss
 from ..objectives.unsupervised import infonce_loss
 
@@ -69,10 +72,17 @@ def _draw(items: Sequence[str], k: int, gen: torch.Generator) -> list[str]:
     return picked
 
 
-def _embed(ctx: StepContext, texts: list[str], prompt: str = "", layers: Sequence[int] | None = None):
+SLOTS = "slots"  # a ``layers`` value: return (first slot, last slot) of the template from one forward pass
+
+
+def _embed(ctx: StepContext, texts: list[str], prompt: str = "", layers: Sequence[int] | str | None = None):
     features = ctx.model.tokenize(texts, prompt=prompt, max_length=ctx.recipe.model.max_length)
     if layers is None:
         return ctx.model(features)
+    if layers == SLOTS:
+        reps = ctx.model.forward_slots(features)
+        slots = ctx.model.template.slots
+        return reps[slots[0]], reps[slots[-1]]
     return ctx.model.forward_layers(features, layers)
 
 
@@ -218,6 +228,24 @@ def naive_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Ge
     return _embed_and_loss(ctx, specs, loss_fn)
 
 
+def unsup_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
+    """Sentences only. cse_sfp: ONE forward pass of the two-slot template, Rep2 anchors vs Rep1 positives;
+    simcse_prompt / simcse: TWO forward passes of the same texts (dropout on), view 1 vs view 2."""
+    r = ctx.recipe
+    o = r.objective
+    texts = [ctx.sources[source_index][i] for i in indices]
+    gather = o.cross_device_negatives and ctx.world > 1
+    if o.kind == "cse_sfp":
+        if len(ctx.model.template.slots) < 2:
+            raise ConfigError(f"cse_sfp needs a template with two slots; {ctx.model.template.name!r} has "
+                              f"{list(ctx.model.template.slots)}")
+        return _embed_and_loss(ctx, [(texts, "", SLOTS)], lambda outs: single_pass_loss(
+            outs[0][1], outs[0][0], tau=o.unsup_temperature, symmetric=o.unsup_symmetric,
+            in_view_negatives=o.in_view_negatives, gather=gather))
+    return _embed_and_loss(ctx, [(texts, "", None), (texts, "", None)], lambda outs: infonce_loss(
+        outs[0], outs[1], tau=o.unsup_temperature, symmetric=o.unsup_symmetric, gather=gather))
+
+
 @dataclass
 class StepResult:
     loss: torch.Tensor
@@ -236,6 +264,8 @@ def run_step(ctx: StepContext, batch, step: int) -> StepResult:
     task = ctx.sources[source_index].task
     if task == "ir":
         loss, comps, done = ir_step(ctx, source_index, indices, gen)
+    elif task == "unsup":
+        loss, comps, done = unsup_step(ctx, source_index, indices)
     else:
         loss, comps, done = sts_step(ctx, source_index, indices)
     return StepResult(loss, comps, f"{task}:{ctx.sources[source_index].name}", len(indices), done)

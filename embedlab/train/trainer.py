@@ -30,8 +30,8 @@ from ..atomic import write_json
 from ..config import Recipe, recipe_to_dict
 from ..data.training import TrainingSource, load_sources
 from ..errors import ConfigError
-from ..text import Embedder, PoolingConfig
 from . import checkpoint as ckpt
+from .model_setup import build_model
 from .steps import StepContext, make_sampler, run_step
 
 log = logging.getLogger("embedlab.train")
@@ -41,15 +41,27 @@ def load_recipe_sources(r: Recipe) -> list:
     """The recipe's training files, loaded and validated in full, each cut to its ``max_examples``."""
     from ..data.convert import check_current
 
+    from ..settings import data_root
+
     root = Path(r.data.root)
-    check_current(root)  # converter output built by older code may hold rows now known to leak evaluation data
-    sources = [TrainingSource(name=s.name, path=(root / s.path) if not Path(s.path).is_absolute() else Path(s.path),
-                              task=s.task, instruction=s.instruction, score_range=s.score_range)
-               for s in r.data.sources]
+    if any(not s.path.startswith("data:") for s in r.data.sources):
+        check_current(root)  # converter output built by older code may hold rows now known to leak evaluation data
+
+    def where(path: str) -> Path:
+        if path.startswith("data:"):  # the dataset mirror (EMBEDLAB_DATA), e.g. data:unsup/sentences.txt
+            if data_root() is None:
+                raise ConfigError(f"source path {path!r} is under the dataset mirror, but EMBEDLAB_DATA is not set "
+                                  f"and ../shared/data does not exist")
+            return data_root() / path[len("data:"):]
+        return Path(path) if Path(path).is_absolute() else root / path
+
+    sources = [TrainingSource(name=s.name, path=where(s.path), task=s.task, instruction=s.instruction,
+                              score_range=s.score_range) for s in r.data.sources]
     loaded = load_sources(sources)
     for cfg, src in zip(r.data.sources, loaded):
         if cfg.max_examples is not None:
-            src.examples = src.examples[: cfg.max_examples]
+            src.examples = (src.examples.cut(cfg.max_examples) if hasattr(src.examples, "cut")
+                            else src.examples[: cfg.max_examples])
     return loaded
 
 
@@ -118,11 +130,7 @@ class Trainer:
         if r.train.mixed_precision == "fp16" and self.device.type != "cuda":
             log.warning("mixed_precision=fp16 needs a CUDA GPU; training in fp32 on %s", self.device)
         self.sources = load_recipe_sources(r)  # validates every row before any model work
-        self.model = Embedder.load(r.model.name, max_length=r.model.max_length, normalize=r.model.normalize)
-        pooling = r.model.pooling or self.model.pooling.mode
-        self.model.pooling = PoolingConfig(pooling, include_prompt=r.model.include_prompt,
-                                           token_position=self.model.pooling.token_position)
-        self.model.to(self.device)
+        self.model = build_model(r.model, self.device)  # template, dropout, LoRA / QLoRA (model_setup.py)
         if r.train.grad_checkpointing:
             self.model.backbone.gradient_checkpointing_enable()
         self.sampler = make_sampler(r, self.sources, self.rank, self.world)
@@ -150,9 +158,16 @@ class Trainer:
             return
         from safetensors.torch import load_file
 
-        weights = load_file(str(last / "model.safetensors"))
-        self.model.backbone.load_state_dict(weights, strict=False)
         state = ckpt.load_state(last)
+        if "trainable" in state:  # LoRA: the saved model is merged; resume the adapters themselves
+            missing = set(state["trainable"]) - {n for n, _ in self.model.named_parameters()}
+            if missing:
+                raise ConfigError(f"{last}: the checkpoint's trainable tensors do not fit this recipe's model "
+                                  f"(e.g. {sorted(missing)[:3]}); was model.lora changed?")
+            self.model.load_state_dict(state["trainable"], strict=False)
+        else:
+            weights = load_file(str(last / "model.safetensors"))
+            self.model.backbone.load_state_dict(weights, strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -264,6 +279,8 @@ class Trainer:
             return None
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "sampler": self.sampler.state_dict(), "best": self.best}
+        if self.recipe.model.lora is not None:
+            state["trainable"] = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         path = ckpt.save_checkpoint(self.output_dir, self.step, self.model, state,
                                     {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev")})
         protect = Path(self.best["checkpoint"]) if self.best and self.best.get("checkpoint") else None
