@@ -505,6 +505,14 @@ def _load_gguf(folder: Path, gguf_file: str, name: str) -> Embedder:
     """A quantised GGUF causal LM, dequantised by transformers into a trainable fp32 model."""
     tokenizer = _load_tokenizer(folder, gguf_file=gguf_file)
     backbone = _load_backbone(folder, gguf_file=gguf_file)
+    # The weights are now plain fp32 tensors; transformers still marks the model as GGUF-"quantized", which makes
+    # save_pretrained refuse it. Drop the marker so a trained (or fused) decoder saves like any other model.
+    backbone.hf_quantizer = None
+    if hasattr(backbone.config, "quantization_config"):
+        del backbone.config.quantization_config
+    for attr in ("is_quantized", "quantization_method"):
+        if attr in backbone.__dict__:
+            del backbone.__dict__[attr]
     return Embedder(backbone, tokenizer, normalize=False, max_length=_DEFAULT_MAX_LENGTH, is_decoder=True, name=name)
 
 
