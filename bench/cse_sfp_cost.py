@@ -5,8 +5,9 @@ unlabelled file, each cut to 32 tokens before templating), LoRA settings and pre
 objective: ``cse_sfp`` (one forward pass, Rep2 vs Rep1) vs ``simcse_prompt`` (two forward passes with LoRA dropout,
 view 1 vs view 2). Per batch size B, each arm runs in its own subprocess for --warmup + --steps optimizer steps:
   * time: mean wall time of the last --steps steps (from the trainer's per-step log, log_every=1);
-  * memory: CPU — peak RSS during those steps minus the RSS after setup (sampled every 5 ms: the activation and
-    optimizer memory of training, not the weights); CUDA — torch.cuda.max_memory_allocated over the same steps.
+  * memory: CPU — peak RSS during those steps minus the RSS before them (sampled every 5 ms; after the warm-up, so
+    weights and optimizer state are already there: what remains is activations and gradients); CUDA —
+    torch.cuda.max_memory_allocated over the same steps minus the memory allocated before them.
 Ratios single/two-pass are printed (the claim to test: ≤ 0.6 for both).
 
     .venv/bin/python bench/cse_sfp_cost.py [--batch-sizes 16,32,64] [--steps 4] [--warmup 2] [--threads 2]
@@ -85,10 +86,14 @@ def worker(objective: str, batch: int, args) -> dict:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
+        trainer.train(stop_after=args.warmup)  # warm-up steps: optimizer state allocated, caches filled
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         with PeakRSS() as rss:
             trainer.train()
         log = [json.loads(line) for line in open(Path(tmp) / "out" / "train_log.jsonl")]
-        times = [batch / r["examples_per_s"] for r in log][args.warmup:]
+        times = [batch / r["examples_per_s"] for r in log][-args.steps:]
         return {"objective": objective, "batch": batch, "steps": len(times),
                 "seconds_per_step": sum(times) / len(times),
                 "train_memory_mb": ((torch.cuda.max_memory_allocated() - base) if cuda else (rss.peak - rss.start))
