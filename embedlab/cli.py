@@ -70,6 +70,10 @@ def list_registered() -> None:
     console.print("pooling modes: " + ", ".join(POOLING.names()))
     console.print("datasets: " + ", ".join(s.name for s in catalog.list_datasets()))
     console.print("local models: " + ", ".join(LOCAL_MODELS))
+    from .text.templates import TEMPLATES
+
+    console.print(_table("prompt templates (decoder embedders)", ["name", "slots", "bos", "text"],
+                         [[n, ", ".join(t.slots), t.bos, t.text] for n, t in TEMPLATES.items()]))
     from .fusion import MERGE_METHODS
 
     console.print(_table("merge methods (embedlab fuse)", ["name", "needs base", "parameters", "what it does"],

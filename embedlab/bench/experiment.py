@@ -51,6 +51,9 @@ class RunSpec(BaseModel):
     recipe: str | None = None  # None: evaluate ``model`` as it is (a baseline row), or the ``fuse`` result
     model: str | None = None
     fuse: FuseSpec | None = None
+    # An untrained decoder evaluated through a prompt template (e.g. prompteol, or csesfp_llama with slots [rep2])
+    template: str | None = None
+    slots: list[str] | None = None
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
     group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
@@ -158,6 +161,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                         "recipe": run.recipe, "overrides": overrides}
                 model_path = str(out / "final")
             model = Embedder.load(model_path)
+            if run.template is not None:
+                model.set_template(run.template, run.slots)
             for task in todo:
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
