@@ -61,6 +61,7 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
             "common_overrides": ["train.max_steps=2", "train.save_every=null"],
             "extra_metrics": {"stsb-dev": ["cosine_pearson"]},
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
+                     {"name": "untrained-cls", "model": str(tmp / "tiny-model"), "pooling": "cls"},
                      {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
                      {"name": "fused", "seeds": [0], "fuse": {
                          "method": "delta_guided", "base": str(tmp / "tiny-model"),
@@ -70,10 +71,12 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     run_experiment(tmp / "e.yaml", show_progress=False)
     records = json.loads((tmp / "res.json").read_text())["records"]
     pearson = [r for r in records if r["metric"] == "cosine_pearson"]
-    assert len(pearson) == 4 and all(-1 <= r["value"] <= 1 for r in pearson)
+    assert len(pearson) == 5 and all(-1 <= r["value"] <= 1 for r in pearson)
     records = [r for r in records if r["metric"] == "main_score"]
     assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
-                                                               ("untrained", 49)]
+                                                               ("untrained", 49), ("untrained-cls", 49)]
+    by_name = {r["name"]: r["value"] for r in records}
+    assert by_name["untrained-cls"] != by_name["untrained"]  # the pooling override took effect
     fused = next(r for r in records if r["name"] == "fused")
     tried = fused["sweep"]["candidates"]
     assert [c["params"]["variant"] for c in tried] == ["magnitude", "inverse"]

@@ -54,6 +54,7 @@ class RunSpec(BaseModel):
     # An untrained decoder evaluated through a prompt template (e.g. prompteol, or csesfp_llama with slots [rep2])
     template: str | None = None
     slots: list[str] | None = None
+    pooling: str | None = None  # an untrained model evaluated with another pooling (e.g. mean for a decoder)
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
     group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
@@ -163,6 +164,10 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             model = Embedder.load(model_path)
             if run.template is not None:
                 model.set_template(run.template, run.slots)
+            if run.pooling is not None:
+                from ..text import PoolingConfig
+
+                model.pooling = PoolingConfig(run.pooling)
             for task in todo:
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
