@@ -294,7 +294,10 @@ def fuse(ctx: typer.Context) -> None:
     parser.add_argument("--method", help="merge method (default: delta_guided)")
     parser.add_argument("--base", help="the pre-trained model the checkpoints were trained from")
     parser.add_argument("--models", nargs="+", help="checkpoint folders (or package model names)")
-    parser.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")
+    parser.add_argument("--weights", nargs="+", help="one weight per model (default: uniform), or 'auto': "
+                        "LM-Cocktail weights softmax(-loss/t) on --dev-pairs")
+    parser.add_argument("--dev-pairs", help="weights auto: dev examples (IR or STS JSONL; dev data only)")
+    parser.add_argument("--weights-temperature", type=float, default=0.1, help="weights auto: t")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="method parameter, e.g. density=0.5 or variant=softmax (repeatable)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -306,16 +309,32 @@ def fuse(ctx: typer.Context) -> None:
     args = parser.parse_args(list(ctx.args))
     kw = load_fusion_config(args.config) if args.config else {"models": None, "method": "delta_guided", "base": None,
                                                               "weights": None, "params": {}, "seed": 0}
-    for key in ("method", "base", "models", "weights", "seed"):
+    for key in ("method", "base", "models", "seed"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
+    if not kw["models"]:
+        raise ConfigError("no models: give --models A B ... or a --config with models")
+    extra = {}
+    if args.weights == ["auto"]:
+        from .fusion.data_weights import cocktail_weights, pairs_from_file
+
+        if not args.dev_pairs:
+            raise ConfigError("--weights auto needs --dev-pairs FILE (a few dev examples)")
+        kw["weights"], losses = cocktail_weights(kw["models"] or [], pairs_from_file(args.dev_pairs),
+                                                 args.weights_temperature)
+        extra = {"data_weights": {"dev_pairs": args.dev_pairs, "losses": losses, "temperature":
+                                  args.weights_temperature}}
+        console.print(f"data-driven weights: {[round(w, 4) for w in kw['weights']]} (losses {losses})")
+    elif args.weights is not None:
+        try:
+            kw["weights"] = [float(w) for w in args.weights]
+        except ValueError:
+            raise ConfigError(f"--weights: numbers or 'auto', got {args.weights}") from None
     for item in args.param:
         if "=" not in item:
             raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
         kw["params"][key.strip()] = yaml.safe_load(value)
-    if not kw["models"]:
-        raise ConfigError("no models: give --models A B ... or a --config with models")
     if MERGE_METHODS.get(kw["method"]).needs_score:
         from .fusion.greedy import dev_scorer, greedy_soup
 
@@ -324,7 +343,7 @@ def fuse(ctx: typer.Context) -> None:
                              log=lambda m: console.print(m))
     else:
         result = run_fuse(kw["models"], kw["method"], out=args.out, base=kw["base"], weights=kw["weights"],
-                          params=kw["params"], seed=kw["seed"], streaming=not args.in_memory)
+                          params=kw["params"], seed=kw["seed"], streaming=not args.in_memory, extra=extra)
     console.print(f"fused {len(result.models)} models with {result.method} {result.params} -> {result.out} "
                   f"({result.merged_tensors} tensors merged, {result.copied_tensors} copied, {result.seconds:.1f}s)")
 
