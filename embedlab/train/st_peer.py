@@ -58,21 +58,24 @@ def _datasets(recipe: Recipe, sources: list) -> tuple[dict, dict[str, str]]:
     return out, tasks
 
 
-def per_task_batch_sampler(sizes: dict[str, int]):
+class per_task_batch_sampler:
     """A ``batch_sampler`` callable for ST's trainer giving each dataset its task's batch size (ST has one batch size
-    for all datasets; ours are per task). An STS dataset is the one with a ``score`` column. Full batches only."""
-    try:
-        from sentence_transformers.base.sampler import DefaultBatchSampler
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.sampler import DefaultBatchSampler
-    from torch.utils.data import RandomSampler
+    for all datasets; ours are per task). An STS dataset is the one with a ``score`` column. Full batches only.
+    A class, not a closure: the HF trainer pickles its arguments into every checkpoint."""
 
-    def make(dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed=0):
-        size = sizes.get("sts" if "score" in dataset.column_names else "ir", batch_size)
+    def __init__(self, sizes: dict[str, int]):
+        self.sizes = dict(sizes)
+
+    def __call__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed=0):
+        try:
+            from sentence_transformers.base.sampler import DefaultBatchSampler
+        except ImportError:  # sentence-transformers < 6
+            from sentence_transformers.sampler import DefaultBatchSampler
+        from torch.utils.data import RandomSampler
+
+        size = self.sizes.get("sts" if "score" in dataset.column_names else "ir", batch_size)
         return DefaultBatchSampler(RandomSampler(dataset, generator=generator), batch_size=size, drop_last=True,
                                    valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-
-    return make
 
 
 def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | None = None) -> Path:
