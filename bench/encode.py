@@ -16,7 +16,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from embedlab import __version__  # noqa: E402
 from embedlab.atomic import write_json  # noqa: E402
@@ -36,33 +36,7 @@ from embedlab.data import catalog  # noqa: E402
 from embedlab.data.pairs import iter_sentences  # noqa: E402
 from embedlab.text import Embedder  # noqa: E402
 from embedlab.text.resolve import resolve  # noqa: E402
-
-
-class PeakRSS:
-    """Samples this process's RSS in a thread; ``peak - start`` is the memory a block of work added."""
-
-    def __init__(self, interval: float = 0.005):
-        self.proc, self.interval = psutil.Process(), interval
-
-    def __enter__(self):
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def added_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
+from peak_rss import PeakRSS  # noqa: E402
 
 
 def timed(fn, repeats: int, warmup) -> tuple[float, list[float], float, object]:
