@@ -39,6 +39,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/encode.py
 	$(PY) bench/eval_scifact.py
+	$(PY) bench/pro_loss.py
+	$(PY) bench/train_step.py
+	$(PY) bench/fuse.py
+	$(PY) bench/cse_sfp_cost.py
 
 clean-venv:
 	rm -rf $(VENV)
