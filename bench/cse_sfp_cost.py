@@ -5,9 +5,12 @@ unlabelled file, each cut to 32 tokens before templating), LoRA settings and pre
 objective: ``cse_sfp`` (one forward pass, Rep2 vs Rep1) vs ``simcse_prompt`` (two forward passes with LoRA dropout,
 view 1 vs view 2). Per batch size B, each arm runs in its own subprocess for --warmup + --steps optimizer steps:
   * time: mean wall time of the last --steps steps (from the trainer's per-step log, log_every=1);
-  * memory: CPU — peak RSS during those steps minus the RSS before them (sampled every 5 ms; after the warm-up, so
-    weights and optimizer state are already there: what remains is activations and gradients); CUDA —
-    torch.cuda.max_memory_allocated over the same steps minus the memory allocated before them.
+  * memory: the activation memory of a step — the bytes autograd saves for backward during the step's forward
+    pass(es), counted once per storage (saved_tensors_hooks; parameters and autocast's bf16 copies of 2-D weights
+    — recognised by shape — excluded) — which is what a second pass
+    doubles; also the process's RSS growth over the whole run from the end of setup (weights excluded; optimizer
+    state, gradients and the allocator's reserve included, so it dilutes the difference) and, on CUDA,
+    torch.cuda.max_memory_allocated above the post-setup allocation.
 Ratios single/two-pass are printed (the claim to test: ≤ 0.6 for both).
 
     .venv/bin/python bench/cse_sfp_cost.py [--batch-sizes 16,32,64] [--steps 4] [--warmup 2] [--threads 2]
@@ -25,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -35,11 +40,39 @@ sys.path.insert(0, str(ROOT / "bench"))
 from peak_rss import PeakRSS  # noqa: E402
 
 
-def worker(objective: str, batch: int, args) -> dict:
-    import torch
+class SavedTensors:
+    """Bytes autograd keeps for backward during one step's forward pass(es) — the activation memory — counted once
+    per storage through ``torch.autograd.graph.saved_tensors_hooks``; parameters (saved by matmuls) are excluded."""
 
+    def __init__(self, params):
+        params = list(params)
+        self.param_ptrs = {p.data_ptr() for p in params}
+        # bf16 autocast saves its cast copies of the weights (shared by both passes of a step): not activations.
+        self.weight_shapes = {tuple(p.shape) for p in params if p.dim() == 2}
+        self.peak = 0
+
+    def __call__(self, fn):
+        def wrapped(*args, **kwargs):
+            seen: dict[int, int] = {}
+
+            def pack(t):
+                ptr = t.untyped_storage().data_ptr()
+                cast_weight = t.dim() == 2 and t.dtype != torch.float32 and tuple(t.shape) in self.weight_shapes
+                if ptr not in self.param_ptrs and not cast_weight:
+                    seen[ptr] = t.untyped_storage().nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = fn(*args, **kwargs)
+            self.peak = max(self.peak, sum(seen.values()))
+            return out
+
+        return wrapped
+
+
+def worker(objective: str, batch: int, args) -> dict:
+    import embedlab.train.trainer as trainer_module
     from embedlab.config import load_recipe
-    from embedlab.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,28 +89,27 @@ def worker(objective: str, batch: int, args) -> dict:
         if args.full:
             overrides += ["model.lora=null", "model.dropout=0.1"]
         recipe = load_recipe(ROOT / "recipes" / f"{objective}.yaml", overrides)
-        trainer = Trainer(recipe, show_progress=False)
+        trainer = trainer_module.Trainer(recipe, show_progress=False)
         trainer.setup()
         # Steps only: the final save (a merged copy of the model) would dominate the memory window of both arms.
         trainer._save = lambda: None
         trainer.model.save = lambda *a, **k: None
+        saved = SavedTensors(trainer.model.parameters())
+        trainer_module.run_step = saved(trainer_module.run_step)
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        trainer.train(stop_after=args.warmup)  # warm-up steps: optimizer state allocated, caches filled
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        with PeakRSS() as rss:
+        with PeakRSS() as rss:  # warm-up included: optimizer state is allocated alike in both arms
             trainer.train()
         log = [json.loads(line) for line in open(Path(tmp) / "out" / "train_log.jsonl")]
         times = [batch / r["examples_per_s"] for r in log][-args.steps:]
-        return {"objective": objective, "batch": batch, "steps": len(times),
-                "seconds_per_step": sum(times) / len(times),
-                "train_memory_mb": ((torch.cuda.max_memory_allocated() - base) if cuda else (rss.peak - rss.start))
-                / 2**20, "memory_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss_growth",
-                "device": torch.cuda.get_device_name() if cuda else platform.machine()}
+        row = {"objective": objective, "batch": batch, "steps": len(times),
+               "seconds_per_step": sum(times) / len(times), "activation_mb": saved.peak / 2**20,
+               "rss_growth_mb": rss.added_mb, "device": torch.cuda.get_device_name() if cuda else platform.machine()}
+        if cuda:
+            row["cuda_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return row
 
 
 def main() -> None:
@@ -106,17 +138,18 @@ def main() -> None:
                 sys.exit(f"worker {objective} B={batch} failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"B={batch:4d} {objective:14s} {row['seconds_per_step']:7.2f} s/step  "
-                  f"{row['train_memory_mb']:8.0f} MB ({row['memory_kind']})", flush=True)
+            print(f"B={batch:4d} {objective:14s} {row['seconds_per_step']:7.2f} s/step  activations "
+                  f"{row['activation_mb']:7.0f} MB  RSS growth {row['rss_growth_mb']:6.0f} MB", flush=True)
     summary = {}
-    print(f"\n{'B':>4s} {'single s':>9s} {'two s':>8s} {'time':>6s} {'single MB':>10s} {'two MB':>8s} {'mem':>6s}")
+    print(f"\n{'B':>4s} {'single s':>9s} {'two s':>8s} {'time':>6s} {'single act':>10s} {'two act':>8s} {'act':>6s}")
     for batch in sorted({r["batch"] for r in rows}):
         one, two = (next(r for r in rows if (r["objective"], r["batch"]) == (o, batch))
                     for o in ("cse_sfp", "simcse_prompt"))
-        t, m = one["seconds_per_step"] / two["seconds_per_step"], one["train_memory_mb"] / two["train_memory_mb"]
-        summary[str(batch)] = {"time_ratio": t, "memory_ratio": m}
+        t, m = one["seconds_per_step"] / two["seconds_per_step"], one["activation_mb"] / two["activation_mb"]
+        rss = one["rss_growth_mb"] / max(two["rss_growth_mb"], 1e-9)
+        summary[str(batch)] = {"time_ratio": t, "activation_ratio": m, "rss_growth_ratio": rss}
         print(f"{batch:4d} {one['seconds_per_step']:9.2f} {two['seconds_per_step']:8.2f} {t:6.2f} "
-              f"{one['train_memory_mb']:10.0f} {two['train_memory_mb']:8.0f} {m:6.2f}")
+              f"{one['activation_mb']:10.0f} {two['activation_mb']:8.0f} {m:6.2f}   RSS growth ratio {rss:.2f}")
     import torch
 
     from embedlab import __version__

@@ -3,8 +3,9 @@
 Checkpoints are made once (under --work, default runs/bench-fuse): the base model plus seeded noise (σ = 0.01) on
 every weight, saved in the sentence-transformers layout — the merge cost does not depend on how the checkpoints were
 trained. Models: all-MiniLM-L6-v2 (22.7M parameters, 91 MB) and SmolLM2-135M-Instruct (dequantised to fp32 safetensors,
-135M parameters, 540 MB). Each (model, K, mode) runs in its own subprocess so ru_maxrss is that merge's peak alone; the
-baseline RSS of the same subprocess before any tensor is read (Python + torch + embedlab imported) is reported too.
+135M parameters, 540 MB). Each (model, K, mode) runs in its own subprocess; memory is the peak RSS *added* during the
+merge (sampled every 5 ms from just before it — ru_maxrss would only show the imports' transient peak), and the RSS
+before the merge (Python + torch + embedlab imported) is reported too.
 Methods: delta_guided (the default) for both modes; the naive mode is `fuse(..., streaming=False)`, which loads every
 state dict first, as a script built on `torch.load`/`load_file` would.
 
@@ -27,6 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peak_rss import PeakRSS  # noqa: E402
 
 MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
@@ -60,16 +64,15 @@ def worker(key: str, k: int, mode: str, work: str) -> dict:
     import embedlab.text.resolve as _warm  # imported before timing: fuse() would import it lazily
 
     del _warm
-
     folder = Path(work) / key
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    fuse([folder / f"ckpt{i}" for i in range(k)], "delta_guided", out=folder / f"fused-{mode}-{k}",
-         base=folder / "base", streaming=(mode == "streaming"), show_progress=False)
+    with PeakRSS() as mem:
+        fuse([folder / f"ckpt{i}" for i in range(k)], "delta_guided", out=folder / f"fused-{mode}-{k}",
+             base=folder / "base", streaming=(mode == "streaming"), show_progress=False)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"model": key, "checkpoints": k, "mode": mode, "seconds": seconds, "peak_rss_mb": peak,
-            "rss_before_mb": before}
+    return {"model": key, "checkpoints": k, "mode": mode, "seconds": seconds, "peak_added_mb": mem.added_mb,
+            "rss_before_mb": mem.start / 2**20, "process_max_rss_mb": resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -98,18 +101,18 @@ def main() -> None:
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 row["model_mb"] = size_mb
                 rows.append(row)
-                print(f"{key:8s} K={k} {mode:10s} {row['seconds']:7.1f}s  peak RSS {row['peak_rss_mb']:7.0f} MB "
-                      f"(before {row['rss_before_mb']:.0f} MB; one model {size_mb:.0f} MB)", flush=True)
-    print(f"\n{'model':8s} {'K':>2s} {'stream s':>9s} {'naive s':>8s} {'stream MB':>10s} {'naive MB':>9s} {'mem ratio':>9s}")
+                print(f"{key:8s} K={k} {mode:10s} {row['seconds']:7.1f}s  memory added {row['peak_added_mb']:7.0f} MB "
+                      f"(RSS before {row['rss_before_mb']:.0f} MB; one model {size_mb:.0f} MB)", flush=True)
+    print(f"\n{'model':8s} {'K':>2s} {'stream s':>9s} {'naive s':>8s} {'stream +MB':>10s} {'naive +MB':>9s} {'mem ratio':>9s}")
     summary = {}
     for key in args.models.split(","):
         for k in counts:
             s, n = (next(r for r in rows if (r["model"], r["checkpoints"], r["mode"]) == (key, k, m))
                     for m in ("streaming", "in-memory"))
-            summary[f"{key}_{k}"] = {"memory_ratio": s["peak_rss_mb"] / n["peak_rss_mb"],
+            summary[f"{key}_{k}"] = {"memory_ratio": s["peak_added_mb"] / n["peak_added_mb"],
                                      "time_ratio": n["seconds"] / s["seconds"]}
-            print(f"{key:8s} {k:2d} {s['seconds']:9.1f} {n['seconds']:8.1f} {s['peak_rss_mb']:10.0f} "
-                  f"{n['peak_rss_mb']:9.0f} {s['peak_rss_mb'] / n['peak_rss_mb']:9.2f}")
+            print(f"{key:8s} {k:2d} {s['seconds']:9.1f} {n['seconds']:8.1f} {s['peak_added_mb']:10.0f} "
+                  f"{n['peak_added_mb']:9.0f} {s['peak_added_mb'] / n['peak_added_mb']:9.2f}")
     import torch
 
     from embedlab import __version__
