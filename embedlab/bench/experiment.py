@@ -190,6 +190,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
 def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[str, dict[str, Any]]:
     """Fuse (sweeping on dev data if asked) into ``<workdir>/<run>-s<seed>``; resumable through sweep.json."""
     import itertools
+    import shutil
 
     from ..fusion import fuse
     from ..fusion.greedy import dev_scorer, greedy_soup
@@ -212,10 +213,10 @@ def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[st
     log_path = workdir / f"{run.name}-s{seed}.sweep.json"
     tried = json.loads(log_path.read_text())["candidates"] if log_path.is_file() else []
     score = dev_scorer(f.select_on, bf16)
-    for i, combo in enumerate(combos):
+    cand = workdir / f".{run.name}-s{seed}.candidate"  # one folder, overwritten by each candidate in turn
+    for combo in combos:
         if any(c["params"] == combo for c in tried):
             continue
-        cand = workdir / f".{run.name}-s{seed}.candidate"
         fuse(models, f.method, out=cand, base=f.base, weights=f.weights, params={**f.params, **combo}, seed=seed)
         tried.append({"params": combo, "dev": score(str(cand))})
         write_json(log_path, {"select_on": f.select_on, "candidates": tried})
@@ -223,9 +224,7 @@ def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[st
     best = max(tried, key=lambda c: c["dev"])
     result = fuse(models, f.method, out=out, base=f.base, weights=f.weights, params={**f.params, **best["params"]},
                   seed=seed, extra={"sweep": {"select_on": f.select_on, "candidates": tried, "chosen": best}})
-    import shutil
-
-    shutil.rmtree(workdir / f".{run.name}-s{seed}.candidate", ignore_errors=True)
+    shutil.rmtree(cand, ignore_errors=True)
     return str(out), {**info, "params": result.params, "sweep": result.extra["sweep"]}
 
 
