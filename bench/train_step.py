@@ -8,7 +8,9 @@ on its own so the IR/STS mix cannot differ between tools:
 - STS: 32 STS-B train pairs (64 texts a step). embedlab: the CoDiEmb STS losses (Pearson, Rank-KL, PRO and the
        mid-layer InfoNCE, which needs the hidden states of a middle layer); sentence-transformers: CoSENTLoss.
 
-Both include tokenisation, forward, backward, clipping and the AdamW step. Each (tool, task, precision) runs in its own
+Both tools see the same batches: sentence-transformers' trainer is given a batch sampler that replays embedlab's
+sampler order (the same example indices, step by step), so padded lengths match and the ratio compares the steps,
+not the luck of the draw. Both include tokenisation, forward, backward, clipping and the AdamW step. Each (tool, task, precision) runs in its own
 subprocess (so peak RSS is that configuration's alone: ru_maxrss of the process, which includes Python, torch and the
 model) for --warmup + --steps steps; throughput is taken over the last --steps only, from the per-step wall times
 (embedlab: its train_log.jsonl with log_every=1; sentence-transformers: a TrainerCallback taking the time between
@@ -51,6 +53,40 @@ def _overrides(task: str, precision: str, steps: int, threads: int, data_root: s
             "train.warmup_ratio=0.0"]
 
 
+class ReplayBatches:
+    """A ``batch_sampler`` callable for ST's trainer that yields fixed index batches (embedlab's order). Module-level
+    so the trainer can pickle its arguments."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def __call__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed=0):
+        return _Replay(self.batches)
+
+
+class _Replay:
+    def __init__(self, batches: list[list[int]]):
+        self.batches, self.batch_size, self.drop_last = batches, len(batches[0]), True
+
+    def __iter__(self):
+        return (list(b) for b in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def embedlab_batches(recipe) -> list[list[int]]:
+    """The example indices of every step of epoch 0, as embedlab's trainer draws them (one source per task here)."""
+    from embedlab.train.steps import make_sampler
+    from embedlab.train.trainer import load_recipe_sources
+
+    sampler = make_sampler(recipe, load_recipe_sources(recipe), 0, 1)
+    return [[i for _, i in batch] for batch in sampler.global_batches(0)]
+
+
 def worker(tool: str, task: str, precision: str, steps: int, warmup: int, threads: int, data_root: str) -> dict:
     from embedlab.config import load_recipe
 
@@ -86,7 +122,8 @@ def worker(tool: str, task: str, precision: str, steps: int, warmup: int, thread
 
             timer = StepTimer()
             recipe = load_recipe(ROOT / "recipes" / "st_peer.yaml", overrides)
-            train_st_peer(recipe, show_progress=False, callbacks=[timer])
+            train_st_peer(recipe, show_progress=False, callbacks=[timer],
+                          batch_sampler=ReplayBatches(embedlab_batches(recipe)))
             times = timer.times
     measured = times[warmup:]
     examples = 32 * len(measured)

@@ -67,3 +67,31 @@ def test_peer_refuses_other_samplers(train_root):
     recipe = load_recipe(_recipe_file(train_root, objective="mnrl_cosent"), ["sampler.policy=round_robin"])
     with pytest.raises(ConfigError, match="proportional"):
         train_recipe(recipe, show_progress=False)
+
+
+def test_a_given_batch_sampler_replaces_ours(train_root):
+    """bench/train_step.py replays embedlab's batches through this hook: the trainer must draw from it."""
+    seen: list[list[int]] = []
+
+    class Fixed:
+        def __init__(self, batches):
+            self.batches, self.batch_size, self.drop_last = batches, len(batches[0]), True
+
+        def __iter__(self):
+            for b in self.batches:
+                seen.append(list(b))
+                yield list(b)
+
+        def __len__(self):
+            return len(self.batches)
+
+    def make(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+        return Fixed([[3, 1, 2, 0]] if "score" not in dataset.column_names else [[5, 4, 7, 6]])
+
+    tmp = train_root
+    recipe = load_recipe(_recipe_file(tmp, objective="mnrl_cosent"),
+                         ["train.max_steps=2", "train.save_every=null", f"output_dir={tmp / 'peer-fixed'}"])
+    from embedlab.train.st_peer import train_st_peer
+
+    train_st_peer(recipe, show_progress=False, batch_sampler=make)
+    assert sorted(map(tuple, seen)) == [(3, 1, 2, 0), (5, 4, 7, 6)]  # one step of each, from our batches only

@@ -78,9 +78,12 @@ class per_task_batch_sampler:
                                    valid_label_columns=valid_label_columns, generator=generator, seed=seed)
 
 
-def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | None = None) -> Path:
+def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | None = None,
+                  batch_sampler=None) -> Path:
     """Train ``recipe`` with SentenceTransformerTrainer; returns ``<output_dir>/final``. Reuses a finished run.
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects (bench/train_step.py times steps with one)."""
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (bench/train_step.py times steps with one).
+    ``batch_sampler``: replaces ``per_task_batch_sampler`` (same call signature; bench/train_step.py replays
+    embedlab's batches with one so both tools see identical batches)."""
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -136,7 +139,7 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | 
         seed=recipe.seed,
         data_seed=recipe.seed,
         dataloader_drop_last=True,
-        batch_sampler=per_task_batch_sampler(recipe.sampler.batch_size),
+        batch_sampler=batch_sampler or per_task_batch_sampler(recipe.sampler.batch_size),
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         logging_steps=t.log_every,
         save_strategy="steps" if t.save_every else "no",
