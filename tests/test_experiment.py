@@ -92,3 +92,22 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     assert [r for r in json.loads((tmp / "res.json").read_text())["records"] if r["metric"] == "main_score"] \
         == records
     assert (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_fused_row_reads_models_beside_a_workdir_not_yet_created(train_root, data_root, monkeypatch):
+    """experiments/fusion.yaml names its inputs "{workdir}/../codiemb/...": that must work on the first run, before
+    the fusion workdir exists (a path through a missing folder does not resolve on Linux)."""
+    import shutil
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    for name in ("a", "b"):
+        shutil.copytree(tmp / "tiny-model", tmp / "other" / name)
+    spec = {"name": "f", "workdir": str(tmp / "not-yet" / "f"), "results": str(tmp / "f.json"),
+            "table": str(tmp / "f.md"), "tasks": ["stsb-dev"],
+            "runs": [{"name": "soup", "seeds": [0], "fuse": {
+                "method": "linear", "models": ["{workdir}/../../other/a", "{workdir}/../../other/b"]}}]}
+    (tmp / "f.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(tmp / "f.yaml", show_progress=False)
+    [record] = [r for r in json.loads((tmp / "f.json").read_text())["records"] if r["metric"] == "main_score"]
+    assert record["models"] == [str(tmp / "other" / "a"), str(tmp / "other" / "b")]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -197,7 +198,8 @@ def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[st
 
     f = run.fuse
     out = workdir / f"{run.name}-s{seed}"
-    models = [m.format(workdir=workdir) for m in f.models]
+    # Lexical normalisation: "{workdir}/../x" must resolve before the workdir itself exists (the OS would refuse).
+    models = [os.path.normpath(m.format(workdir=workdir)) for m in f.models]
     info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0, "fusion": f.method, "models": models}
     if (out / "fusion.json").is_file():
         record = json.loads((out / "fusion.json").read_text())
