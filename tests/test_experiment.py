@@ -111,3 +111,26 @@ def test_fused_row_reads_models_beside_a_workdir_not_yet_created(train_root, dat
     run_experiment(tmp / "f.yaml", show_progress=False)
     [record] = [r for r in json.loads((tmp / "f.json").read_text())["records"] if r["metric"] == "main_score"]
     assert record["models"] == [str(tmp / "other" / "a"), str(tmp / "other" / "b")]
+
+
+def test_a_run_can_be_evaluated_at_its_dev_selected_step(train_root, data_root, monkeypatch):
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    recipe = recipe_file(tmp)
+    spec = {"name": "sel", "workdir": str(tmp / "sel"), "results": str(tmp / "sel.json"), "table": str(tmp / "sel.md"),
+            "tasks": ["stsb-dev"], "common_overrides": ["train.max_steps=4", "train.save_every=null"],
+            "runs": [{"name": "best", "recipe": recipe, "seeds": [1], "evaluate": "best",
+                      "overrides": ["train.eval_every=2", "train.select_on=[stsb-dev]"]}]}
+    (tmp / "sel.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(tmp / "sel.yaml", show_progress=False)
+    [record] = [r for r in json.loads((tmp / "sel.json").read_text())["records"] if r["metric"] == "main_score"]
+    best = json.loads((tmp / "sel" / "best-s1" / "best.json").read_text())
+    assert record["best"]["step"] == best["step"] in (2, 4)
+    # The evaluated model is the selected one: its stsb-dev score is the one the trainer recorded when choosing it.
+    assert record["value"] == pytest.approx(best["scores"]["stsb-dev"], abs=0.05)
+
+    spec["runs"][0]["overrides"] = []  # no dev selection: "best" never gets written
+    spec["runs"][0]["name"] = "nobest"
+    (tmp / "sel.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="train.eval_every and train.select_on"):
+        run_experiment(tmp / "sel.yaml", show_progress=False)

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -59,6 +59,9 @@ class RunSpec(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
     group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
+    # Which model of a trained run is evaluated: "final" (the last step) or "best" (the step the trainer selected on
+    # its dev tasks: needs train.eval_every and train.select_on in the recipe or overrides).
+    evaluate: Literal["final", "best"] = "final"
 
 
 class ExperimentSpec(BaseModel):
@@ -161,7 +164,13 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                     else {}
                 info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"),
                         "recipe": run.recipe, "overrides": overrides}
-                model_path = str(out / "final")
+                model_path = str(out / run.evaluate)
+                if run.evaluate == "best":
+                    if not (out / "best" / "modules.json").is_file():
+                        raise ConfigError(f"run {run.name!r}: evaluate: best, but {out / 'best'} was not written; "
+                                          "set train.eval_every and train.select_on (dev tasks) for this run")
+                    info["best"] = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() \
+                        else None
             model = Embedder.load(model_path)
             if run.template is not None:
                 model.set_template(run.template, run.slots)
