@@ -134,3 +134,15 @@ def test_a_run_can_be_evaluated_at_its_dev_selected_step(train_root, data_root, 
     (tmp / "sel.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="train.eval_every and train.select_on"):
         run_experiment(tmp / "sel.yaml", show_progress=False)
+
+
+def test_only_with_an_unknown_name_fails_instead_of_running_nothing(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "results": str(tmp_path / "r.json"), "table": str(tmp_path / "t.md"),
+                                    "tasks": ["stsb-dev"], "runs": [{"name": "a", "model": "m"}]}))
+    with pytest.raises(ConfigError, match=r"no run named 'b'; runs: a"):
+        run_experiment(path, only=["a", "b"], show_progress=False)
+    path.write_text(yaml.safe_dump({"name": "x", "results": "r", "table": "t", "tasks": ["stsb-dev"],
+                                    "runs": [{"name": "slerp (a, b)", "model": "m"}]}))
+    with pytest.raises(ConfigError, match="name"):
+        load_experiment(path)

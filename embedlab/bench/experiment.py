@@ -48,7 +48,7 @@ class FuseSpec(BaseModel):
 
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=r"^[^,]+$")  # no comma: ``--only`` takes a comma-separated list of names
     recipe: str | None = None  # None: evaluate ``model`` as it is (a baseline row), or the ``fuse`` result
     model: str | None = None
     fuse: FuseSpec | None = None
@@ -129,6 +129,10 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     from ..train import train_recipe
 
     spec = load_experiment(spec_path)
+    unknown = sorted(set(only or []) - {run.name for run in spec.runs})
+    if unknown:  # a typo (or a name split at its comma) must not silently run nothing
+        raise ConfigError(f"{spec_path}: no run named {', '.join(map(repr, unknown))}; runs: "
+                          f"{', '.join(run.name for run in spec.runs)}")
     workdir = Path(spec.workdir.format(name=spec.name))
     results_path = Path(spec.results)
     records = _load_records(results_path)
