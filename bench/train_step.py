@@ -10,8 +10,8 @@ on its own so the IR/STS mix cannot differ between tools:
 
 Both tools see the same batches: sentence-transformers' trainer is given a batch sampler that replays embedlab's
 sampler order (the same example indices, step by step), so padded lengths match and the ratio compares the steps,
-not the luck of the draw. Both include tokenisation, forward, backward, clipping and the AdamW step. Each (tool, task, precision) runs in its own
-subprocess (so peak RSS is that configuration's alone: ru_maxrss of the process, which includes Python, torch and the
+not the luck of the draw. Both include tokenisation, forward, backward, clipping and the AdamW step. Each (tool, task,
+precision) runs in its own subprocess (so peak RSS is that configuration's alone: ru_maxrss of the process, which includes Python, torch and the
 model) for --warmup + --steps steps; throughput is taken over the last --steps only, from the per-step wall times
 (embedlab: its train_log.jsonl with log_every=1; sentence-transformers: a TrainerCallback taking the time between
 consecutive step ends; both cover fetching and tokenising the batch, and exclude setup and saving).
