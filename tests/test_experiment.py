@@ -45,6 +45,24 @@ def test_table_means_stds_averages_and_groups():
     assert lines[2] == "| minus | 1 | 70.00 | 50.00 | - | 60.00 | 10 | 1.0 |"
 
 
+def test_dev_column_is_the_per_seed_mean_of_the_dev_tasks():
+    spec = _spec(dev_tasks=["stsb-dev", "scifact-dev"], reference=None)
+    records = [_rec("full", 1, "a", 80.0), _rec("full", 1, "stsb-dev", 70.0), _rec("full", 1, "scifact-dev", 50.0),
+               _rec("full", 2, "a", 82.0), _rec("full", 2, "stsb-dev", 74.0), _rec("full", 2, "scifact-dev", 50.0),
+               _rec("minus", 1, "a", 70.0), _rec("minus", 1, "stsb-dev", 71.0)]  # scifact-dev missing
+    table = render_table(spec, records)
+    assert "| run | seeds | a | b | c | AB | dev | steps | train min |" in table
+    assert "| full | 2 | 81.00 ± 1.41 | - | - | - | 61.00 ± 1.41 | 10 | 1.0 |" in table
+    assert "| minus | 1 | 70.00 | - | - | - | - | 10 | 1.0 |" in table  # half a dev score is no dev score
+
+
+def test_dev_tasks_refuse_test_splits_and_unknown_names():
+    with pytest.raises(Exception, match="stsb is a test split"):
+        _spec(dev_tasks=["stsb"])
+    with pytest.raises(Exception, match="unknown task 'stsb-devv'"):
+        _spec(dev_tasks=["stsb-devv"])
+
+
 def test_bad_spec_names_the_key(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump({"name": "x", "results": "r", "table": "t", "tasks": ["stsb"], "runz": []}))
@@ -59,7 +77,7 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     spec = {"name": "tiny", "workdir": str(tmp / "work"), "results": str(tmp / "res.json"),
             "table": str(tmp / "table.md"), "tasks": ["stsb-dev"], "averages": {"STS": ["stsb-dev"]},
             "common_overrides": ["train.max_steps=2", "train.save_every=null"],
-            "extra_metrics": {"stsb-dev": ["cosine_pearson"]},
+            "extra_metrics": {"stsb-dev": ["cosine_pearson"]}, "dev_tasks": ["sickr-dev"],
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
                      {"name": "untrained-cls", "model": str(tmp / "tiny-model"), "pooling": "cls"},
                      {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
@@ -73,8 +91,15 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     pearson = [r for r in records if r["metric"] == "cosine_pearson"]
     assert len(pearson) == 5 and all(-1 <= r["value"] <= 1 for r in pearson)
     records = [r for r in records if r["metric"] == "main_score"]
+    dev = [r for r in records if r["task"] == "sickr-dev"]
+    records = [r for r in records if r["task"] == "stsb-dev"]
     assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
                                                                ("untrained", 49), ("untrained-cls", 49)]
+    # Every row also got its dev score, a dev split, shown in the table's dev column.
+    assert sorted((r["name"], r["seed"]) for r in dev) == sorted((r["name"], r["seed"]) for r in records)
+    assert all(r["split"] == "dev" and -100 <= r["value"] <= 100 for r in dev)
+    untrained_dev = next(r["value"] for r in dev if r["name"] == "untrained")
+    assert f"| {untrained_dev:.2f} | 0 | - |" in (tmp / "table.md").read_text()
     by_name = {r["name"]: r["value"] for r in records}
     assert by_name["untrained-cls"] != by_name["untrained"]  # the pooling override took effect
     fused = next(r for r in records if r["name"] == "fused")
@@ -89,8 +114,8 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     # Run again: nothing is retrained or re-evaluated (the records are unchanged, the models untouched).
     stamp = (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns
     run_experiment(tmp / "e.yaml", show_progress=False)
-    assert [r for r in json.loads((tmp / "res.json").read_text())["records"] if r["metric"] == "main_score"] \
-        == records
+    assert [r for r in json.loads((tmp / "res.json").read_text())["records"]
+            if r["metric"] == "main_score" and r["task"] == "stsb-dev"] == records
     assert (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
 
 

@@ -80,15 +80,19 @@ def test_delta_guided_variants_by_hand():
     d1, d2 = T([1.0, 0.0, 2.0]), T([3.0, 0.0, -2.0])
     # magnitude: a = |Δ_k| / Σ|Δ|: element 0 -> 1/4, 3/4 -> 2.5; element 1: all zero -> soup fallback -> 0;
     # element 2: equal magnitudes -> 0
-    assert torch.allclose(run("delta_guided", base, [d1, d2]), T([2.5, 0.0, 0.0]))
+    assert torch.allclose(run("delta_guided", base, [d1, d2], granularity="element"), T([2.5, 0.0, 0.0]))
     # inverse: a ∝ 1/|Δ|: element 0 -> 3/4, 1/4 -> 1.5
-    assert torch.allclose(run("delta_guided", base, [d1, d2], variant="inverse")[0], T(1.5), atol=1e-6)
+    assert torch.allclose(run("delta_guided", base, [d1, d2], variant="inverse", granularity="element")[0], T(1.5),
+                          atol=1e-6)
     # softmax: T -> ∞ is the soup (2.0), T -> 0 the largest mover (3.0)
-    assert abs(run("delta_guided", base, [d1, d2], variant="softmax", temperature=1e6)[0].item() - 2.0) < 1e-4
-    assert abs(run("delta_guided", base, [d1, d2], variant="softmax", temperature=1e-3)[0].item() - 3.0) < 1e-4
+    for temperature, expected in ((1e6, 2.0), (1e-3, 3.0)):
+        merged = run("delta_guided", base, [d1, d2], variant="softmax", temperature=temperature, granularity="element")
+        assert abs(merged[0].item() - expected) < 1e-4
     # per tensor: mean |Δ1| = 1, mean |Δ2| = 5/3 -> a = [3/8, 5/8] for every element
     per_tensor = run("delta_guided", base, [d1, d2], granularity="tensor")
     assert torch.allclose(per_tensor, 3 / 8 * d1 + 5 / 8 * d2)
+    # The default (chosen on dev data, docs/fusion.md) is magnitude per tensor.
+    assert torch.equal(run("delta_guided", base, [d1, d2]), per_tensor)
     with pytest.raises(ConfigError, match="variant"):
         run("delta_guided", base, [d1, d2], variant="bogus")
 

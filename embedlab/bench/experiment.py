@@ -6,7 +6,9 @@ Each run trains with the embedlab trainer (``output_dir = <workdir>/<run>-s<seed
 a partial run resumes from its newest checkpoint), is evaluated on the experiment's tasks, and every score becomes one
 record ``{name, task, split, metric, value, seed, steps, train_seconds, ...}`` in the experiment's JSON (written
 atomically after each evaluation, so an interrupted experiment keeps what it finished). The Markdown table is rendered
-from that JSON alone (``render_table``), so a reader can check every cell against the records.
+from that JSON alone (``render_table``), so a reader can check every cell against the records. With ``dev_tasks``
+every row is scored on dev splits too (the table's "dev" column), so choices between rows are made on dev data.
+Spec keys: docs/experiments.md.
 
 It does not define losses or tasks; it calls the trainer and the evaluation runner.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..atomic import write_json, write_text
 from ..errors import ConfigError
@@ -78,7 +80,22 @@ class ExperimentSpec(BaseModel):
     reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
     # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
     extra_metrics: dict[str, list[str]] = Field(default_factory=dict)
+    # Dev tasks (dev splits only) scored for every row besides the test tasks: the table gets a "dev" column (mean
+    # main score over them, x100), so a choice made among rows (a default, a variant) is visibly made on dev data.
+    dev_tasks: list[str] = Field(default_factory=list)
     runs: list[RunSpec]
+
+    @field_validator("dev_tasks")
+    @classmethod
+    def _dev_splits_only(cls, tasks: list[str]) -> list[str]:
+        from ..evaluate.tasks import TASKS
+
+        for name in tasks:
+            if name not in TASKS:
+                raise ValueError(f"unknown task {name!r}")
+            if TASKS.get(name).split == "test":
+                raise ValueError(f"{name} is a test split; dev_tasks must be dev (or train) splits")
+        return tasks
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
@@ -145,7 +162,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
         for seed in run.seeds:
             if seeds and seed not in seeds:
                 continue
-            todo = [t for t in spec.tasks if (run.name, seed, t) not in done]
+            todo = [t for t in [*spec.tasks, *spec.dev_tasks] if (run.name, seed, t) not in done]
             if not todo:
                 continue
             info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0}
@@ -255,7 +272,8 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
     if "main" in groups:
         groups.remove("main")
         groups.insert(0, "main")
-    header = ["run", "seeds"] + spec.tasks + list(spec.averages) + ["steps", "train min"]
+    header = ["run", "seeds"] + spec.tasks + list(spec.averages) + (["dev"] if spec.dev_tasks else []) \
+        + ["steps", "train min"]
     out: list[str] = []
     for group in groups:
         members = [n for n in names if group_of.get(n, "main") == group]
@@ -287,7 +305,8 @@ def _row(spec: ExperimentSpec, name: str, rows: list[dict[str, Any]]) -> list[st
     cells = [name, str(len(seeds))]
     for task in spec.tasks:
         cells.append(_fmt([r["value"] for r in rows if r["task"] == task]))
-    for members in spec.averages.values():
+    for members in [*spec.averages.values(), *([spec.dev_tasks] if spec.dev_tasks else [])]:
+        # Per seed first (a seed missing a member task does not count), then mean ± std over seeds.
         per_seed = []
         for seed in seeds:
             vals = [r["value"] for r in rows if r["seed"] == seed and r["task"] in members]

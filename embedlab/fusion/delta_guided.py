@@ -10,8 +10,9 @@ measure (docs/fusion.md). With Δ_k = θ_k − θ0 and the user's model weights 
                          s = mean |Δ| over the models and elements of this tensor, so T is scale-free
     variant="inverse"    g = 1 / (|Δ_k| + ε)           conservative: the smallest move wins (ε = 1e-8)
 
-granularity="element": g per element (the default); granularity="tensor": |Δ_k| is replaced by the tensor's mean
-absolute delta, one weight per model and tensor. Where every g is 0 (all Δ_k = 0 at an element, magnitude variant)
+granularity="tensor" (the default): |Δ_k| is replaced by the tensor's mean absolute delta, one weight per model and
+tensor; granularity="element": g per element. The default was chosen on dev data (stsb-dev + scifact-dev) among the
+variants in experiments/fusion.yaml: magnitude per tensor scored best of them (docs/fusion.md, the "dev" column). Where every g is 0 (all Δ_k = 0 at an element, magnitude variant)
 the weights fall back to w_k / Σ w (the soup), which leaves θ0 there anyway.
 
 Memory: one model's Δ at a time plus three accumulators; softmax and the tensor granularity make a first pass for
@@ -84,7 +85,7 @@ def _per_element(base, tensors, weights, variant, temperature) -> torch.Tensor:
 
 
 @register("delta_guided", needs_base=True, summary="per-parameter weights from |θ_k − θ0| (CoDiEmb)",
-          params={"variant": "magnitude", "granularity": "element", "temperature": 1.0, "lambda": 1.0})
+          params={"variant": "magnitude", "granularity": "tensor", "temperature": 1.0, "lambda": 1.0})
 def delta_guided(base, tensors, weights, params, seed):
     variant, granularity, temperature = params["variant"], params["granularity"], float(params["temperature"])
     _check(variant, granularity, temperature)
