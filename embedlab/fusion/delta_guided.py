@@ -12,8 +12,9 @@ measure (docs/fusion.md). With Δ_k = θ_k − θ0 and the user's model weights 
 
 granularity="tensor" (the default): |Δ_k| is replaced by the tensor's mean absolute delta, one weight per model and
 tensor; granularity="element": g per element. The default was chosen on dev data (stsb-dev + scifact-dev) among the
-variants in experiments/fusion.yaml: magnitude per tensor scored best of them (docs/fusion.md, the "dev" column). Where every g is 0 (all Δ_k = 0 at an element, magnitude variant)
-the weights fall back to w_k / Σ w (the soup), which leaves θ0 there anyway.
+variants in experiments/fusion.yaml: magnitude per tensor scored best of them (docs/fusion.md, the "dev" column).
+Where every g is 0 (all Δ_k = 0 at an element, magnitude variant) the weights fall back to w_k / Σ w (the soup),
+which leaves θ0 there anyway.
 
 Memory: one model's Δ at a time plus three accumulators; softmax and the tensor granularity make a first pass for
 their statistics (s and the elementwise maximum, resp. the per-model means).

@@ -140,7 +140,7 @@ class Trainer:
         self.total_steps = r.train.max_steps or steps_per_epoch * r.train.epochs
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # The fused AdamW kernel (one pass over each parameter; CPU and CUDA) instead of the per-tensor Python loop:
-        # the loop cost ~6 % of a MiniLM step on 2 CPU cores (cProfile), and the fused kernel is what
+        # the loop cost ~6 % of a MiniLM step on one CPU thread (cProfile), and the fused kernel is what
         # sentence-transformers' trainer uses by default (adamw_torch_fused), so bench/train_step.py compares like
         # with like.
         fused = self.device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in self.params)
