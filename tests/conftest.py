@@ -56,6 +56,11 @@ def tiny_tokenizer():
 @pytest.fixture
 def tiny_bert():
     """A 2-layer BERT with hidden size 32 and the real MiniLM tokenizer (random weights, seeded)."""
+    return make_tiny_bert()
+
+
+def make_tiny_bert():
+    """The tiny_bert fixture's model, for module-scoped fixtures."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)

@@ -4,6 +4,8 @@ A checkpoint folder ``<output_dir>/checkpoints/step-000200/`` holds:
 - the model (``Embedder.save``: loadable by ``embedlab eval`` and ``SentenceTransformer``),
 - ``trainer_state.pt``: optimizer, scheduler, sampler position, step, and the torch / numpy / python RNG states,
 - ``trainer_state.json``: step, loss and dev metrics, human-readable.
+- ``zero/`` (DeepSpeed ZeRO runs only): every rank's optimizer shard, in DeepSpeed's format; ``trainer_state.pt``
+  then holds no optimizer state.
 Folders are written under a temporary name and renamed, so a crash never leaves a half checkpoint; only the newest
 ``keep`` are kept (the best one, if selected on dev data, is never deleted). This module knows nothing of losses.
 """
@@ -42,12 +44,17 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
     return output_dir / "checkpoints" / f"step-{step:06d}"
 
 
-def save_checkpoint(output_dir: Path, step: int, model, state: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Write model + trainer state for ``step`` atomically (model first, then the state that marks it complete)."""
+def save_checkpoint(output_dir: Path, step: int, model, state: dict[str, Any], info: dict[str, Any],
+                    extra_dirs: dict[str, Path] | None = None) -> Path:
+    """Write model + trainer state for ``step`` atomically (model first, then the state that marks it complete).
+
+    ``extra_dirs`` (name -> folder already written, e.g. DeepSpeed's optimizer shards) are moved inside."""
     target = checkpoint_dir(output_dir, step)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save(staging)
+    for name, folder in (extra_dirs or {}).items():
+        os.replace(folder, staging / name)
     torch.save({**state, "rng": rng_state(), "step": step}, staging / STATE_FILE)
     write_json(staging / INFO_FILE, {"step": step, **info})
     if target.exists():

@@ -9,7 +9,8 @@ fp16 autocast on a GPU; checkpoints every ``save_every`` steps with exact resume
 position, RNG); dev evaluation and best-checkpoint selection; a JSONL log of losses, learning rate and throughput; a
 progress bar with ETA. Multi-process runs (``torchrun --nproc_per_node N -m embedlab train ...``) initialise the
 process group from the environment, give every rank the same steps, gather IR negatives across ranks in the loss and
-average gradients with one all-reduce per step.
+average gradients with one all-reduce per step. Launched by ``accelerate launch --use_deepspeed --zero_stage 1|2``,
+the model and optimizer go to a DeepSpeed ZeRO engine instead (zero.py), which reduces, clips and steps.
 
 What it does not do: the losses (embedlab.objectives), the batch order (embedlab.data.samplers) and the per-step
 batch assembly (steps.py) live elsewhere.
@@ -31,6 +32,7 @@ from ..config import Recipe, recipe_to_dict
 from ..data.training import TrainingSource, load_sources
 from ..errors import ConfigError
 from . import checkpoint as ckpt
+from . import zero as zero_mod
 from .model_setup import build_model
 from .steps import StepContext, make_sampler, run_step
 
@@ -115,6 +117,8 @@ class Trainer:
         self.resume = resume
         self.show_progress = show_progress
         self.output_dir = recipe.resolved_output_dir()
+        # ZeRO: accelerate's Accelerator initialises the process group itself (DeepSpeed's way), so it comes first.
+        self.zero = zero_mod.ZeroEngine(recipe) if zero_mod.requested() else None
         self.rank, self.world = _init_distributed()
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
                                    else "cpu")
@@ -148,6 +152,8 @@ class Trainer:
                                            fused=fused or None)
         warmup = int(round(r.train.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(warmup, self.total_steps))
+        if self.zero is not None:  # the scheduler keeps driving the wrapped AdamW's param groups
+            self.zero.prepare(self.model, self.optimizer)
         self.ctx = StepContext(recipe=r, model=self.model, sources=self.sources, device=self.device,
                                world=self.world, rank=self.rank, backward=self._backward)
         self.scaler = torch.amp.GradScaler("cuda") if (r.train.mixed_precision == "fp16"
@@ -165,7 +171,9 @@ class Trainer:
         from safetensors.torch import load_file
 
         state = ckpt.load_state(last)
-        if "trainable" in state:  # LoRA: the saved model is merged; resume the adapters themselves
+        if self.zero is not None:  # weights and this rank's optimizer shard, from DeepSpeed's files
+            self.zero.load(last / zero_mod.ZERO_DIR)
+        elif "trainable" in state:  # LoRA: the saved model is merged; resume the adapters themselves
             missing = set(state["trainable"]) - {n for n, _ in self.model.named_parameters()}
             if missing:
                 raise ConfigError(f"{last}: the checkpoint's trainable tensors do not fit this recipe's model "
@@ -174,7 +182,11 @@ class Trainer:
         else:
             weights = load_file(str(last / "model.safetensors"))
             self.model.backbone.load_state_dict(weights, strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.zero is None:
+            if state.get("optimizer") is None:
+                raise ConfigError(f"{last}: the optimizer state is in DeepSpeed shards (a ZeRO run); resume it with the "
+                                  "same accelerate launch, or start fresh with --no-resume")
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"])
@@ -200,7 +212,8 @@ class Trainer:
         self.model.train()
         t_last, examples_since = time.perf_counter(), 0
         while self.step < self.total_steps:
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.zero is None:  # the engine clears its own gradients after each optimizer step
+                self.optimizer.zero_grad(set_to_none=True)
             comps_total: dict[str, float] = {}
             task = ""
             for _ in range(r.train.grad_accum):
@@ -213,16 +226,10 @@ class Trainer:
                 examples_since += result.examples
                 for k, v in result.components.items():
                     comps_total[k] = comps_total.get(k, 0.0) + v / r.train.grad_accum
-            _average_gradients(self.params, self.world)
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, r.train.grad_clip)
-                         if r.train.grad_clip else None)
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+            if self.zero is not None:  # reduced, clipped and stepped inside the engine's backward at the boundary
+                grad_norm = self.zero.grad_norm()
             else:
-                self.optimizer.step()
+                grad_norm = self._reduce_clip_step()
             self.scheduler.step()
             self.step += 1
             bar.update(1)
@@ -259,8 +266,25 @@ class Trainer:
                 fuse_after_training(r, self.output_dir)
         return self.output_dir / "final"
 
+    def _reduce_clip_step(self) -> torch.Tensor | None:
+        """Average gradients over ranks, clip, step the optimizer; returns the gradient norm before clipping."""
+        _average_gradients(self.params, self.world)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.recipe.train.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip else None
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return grad_norm
+
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward of one micro-batch's loss, scaled for accumulation (and by the fp16 grad scaler)."""
+        if self.zero is not None:  # the engine scales for accumulation itself
+            self.zero.backward(loss)
+            return
         scaled = loss / self.recipe.train.grad_accum
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
 
@@ -281,22 +305,48 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _save(self) -> Path | None:
-        if self.rank != 0:
-            return None
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "sampler": self.sampler.state_dict(), "best": self.best}
-        if self.recipe.model.lora is not None:
-            state["trainable"] = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-        path = ckpt.save_checkpoint(self.output_dir, self.step, self.model, state,
-                                    {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev")})
-        protect = Path(self.best["checkpoint"]) if self.best and self.best.get("checkpoint") else None
-        ckpt.prune(self.output_dir, self.recipe.train.keep, protect)
+        """Checkpoint this step (rank 0 writes; under ZeRO every rank first writes its optimizer shard)."""
+        extra = {}
+        if self.zero is not None:  # collective: every rank must be here
+            shards = ckpt.checkpoint_dir(self.output_dir, self.step).with_name(f".step-{self.step:06d}.zero")
+            self.zero.save(shards)
+            zero_mod.barrier()
+            extra[zero_mod.ZERO_DIR] = shards
+        path = None
+        if self.rank == 0:
+            state = {"optimizer": None if self.zero is not None else self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(), "best": self.best}
+            if self.recipe.model.lora is not None:
+                state["trainable"] = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                                      if p.requires_grad}
+            path = ckpt.save_checkpoint(self.output_dir, self.step, self.model, state,
+                                        {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev")},
+                                        extra_dirs=extra)
+            protect = Path(self.best["checkpoint"]) if self.best and self.best.get("checkpoint") else None
+            ckpt.prune(self.output_dir, self.recipe.train.keep, protect)
+        if self.zero is not None:  # no rank runs ahead into the next save while rank 0 renames
+            zero_mod.barrier()
         return path
 
     def _evaluate_dev(self) -> None:
-        """Score the dev tasks; the best step (mean main score) is saved as a checkpoint and recorded."""
-        if self.rank != 0 or not self.recipe.train.select_on:
+        """Score the dev tasks (rank 0); the best step (mean main score) is saved as a checkpoint and recorded."""
+        if not self.recipe.train.select_on:
             return
+        improved = self._score_dev() if self.rank == 0 else False
+        if self.zero is not None and self.world > 1:  # saving is collective under ZeRO: tell every rank
+            flag = [improved]
+            torch.distributed.broadcast_object_list(flag, src=0)
+            improved = bool(flag[0])
+        elif self.rank != 0:
+            return
+        if improved:
+            path = self._save()
+            if self.rank == 0:
+                self.best["checkpoint"] = str(path)
+                self.model.save(self.output_dir / "best")
+
+    def _score_dev(self) -> bool:
+        """Evaluate the dev tasks, log them, update ``self.best``; True when this step is the new best."""
         from ..evaluate.cache import EmbeddingCache
         from ..evaluate.runner import evaluate
 
@@ -307,13 +357,11 @@ class Trainer:
         mean = sum(scores.values()) / len(scores)
         with open(self.output_dir / "dev_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": self.step, "mean": mean, **scores}) + "\n")
-        if self.best is None or mean > self.best["mean"]:
+        improved = self.best is None or mean > self.best["mean"]
+        if improved:
             self.best = {"step": self.step, "mean": mean, "scores": scores, "checkpoint": None}
-            path = self._save()
-            self.best["checkpoint"] = str(path)
-            self.model.save(self.output_dir / "best")
-        if self.best is not None:
-            self.best["last_dev"] = scores
+        self.best["last_dev"] = scores
+        return improved
 
 
 def _linear_schedule(warmup: int, total: int):
