@@ -1,7 +1,8 @@
 """DeepSpeed ZeRO through accelerate: 2 CPU processes (gloo), launched the way a user launches them.
 
 The reference is the plain multi-process trainer (``torchrun --nproc_per_node 2 -m embedlab train``: embedlab's own
-gradient all-reduce). Against it, on the tiny model and data of tiny_training.py, 6 steps:
+gradient all-reduce). Against it, on the tiny model and data of tiny_training.py, 6 optimizer steps of 2 accumulated
+micro-batches each:
   * ZeRO-1 (``accelerate launch --use_deepspeed --zero_stage 1 -m embedlab train``) ends with the same weights;
   * ZeRO-2 stopped after step 3 (a checkpoint with every rank's optimizer shard) and resumed by a second
     ``accelerate launch`` ends with the same weights too — which checks the engine's reduce / clip / step, the learning
@@ -71,7 +72,9 @@ def _assert_same(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = make_train_root(tmp_path_factory.mktemp("zero"), make_tiny_bert())
+    # two micro-batches per optimizer step: the engine must step at its accumulation boundary, not every backward
     recipe = recipe_file(tmp)
+    Path(recipe).write_text(Path(recipe).read_text().replace("train: {", "train: {grad_accum: 2, "))
     outs = {name: tmp / name for name in ("plain", "zero1", "zero2")}
     _run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()), "-m", "embedlab", "train",
           recipe, f"output_dir={outs['plain']}", "--no-progress"])

@@ -109,8 +109,12 @@ class ZeroEngine:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of one micro-batch's *unscaled* loss: the engine divides by the accumulation steps, reduces the
-        gradients across ranks and, at an accumulation boundary, clips and steps the optimizer."""
-        self.accelerator.backward(loss)
+        gradients across ranks and, at its accumulation boundary (every ``grad_accum`` calls), clips and steps.
+
+        The engine is driven directly, not through ``Accelerator.backward``: that one marks every call a boundary
+        unless the loop runs inside ``accelerator.accumulate()``, which would step after each micro-batch."""
+        self.engine.backward(loss)
+        self.engine.step()
 
     def grad_norm(self) -> float | None:
         norm = self.engine.get_global_grad_norm()
