@@ -80,6 +80,7 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
             "extra_metrics": {"stsb-dev": ["cosine_pearson"]}, "dev_tasks": ["sickr-dev"],
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
                      {"name": "untrained-cls", "model": str(tmp / "tiny-model"), "pooling": "cls"},
+                     {"name": "untrained-short", "model": str(tmp / "tiny-model"), "max_length": 4},
                      {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
                      {"name": "fused", "seeds": [0], "fuse": {
                          "method": "delta_guided", "base": str(tmp / "tiny-model"),
@@ -89,12 +90,13 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     run_experiment(tmp / "e.yaml", show_progress=False)
     records = json.loads((tmp / "res.json").read_text())["records"]
     pearson = [r for r in records if r["metric"] == "cosine_pearson"]
-    assert len(pearson) == 5 and all(-1 <= r["value"] <= 1 for r in pearson)
+    assert len(pearson) == 6 and all(-1 <= r["value"] <= 1 for r in pearson)
     records = [r for r in records if r["metric"] == "main_score"]
     dev = [r for r in records if r["task"] == "sickr-dev"]
     records = [r for r in records if r["task"] == "stsb-dev"]
     assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
-                                                               ("untrained", 49), ("untrained-cls", 49)]
+                                                               ("untrained", 49), ("untrained-cls", 49),
+                                                               ("untrained-short", 49)]
     # Every row also got its dev score, a dev split, shown in the table's dev column.
     assert sorted((r["name"], r["seed"]) for r in dev) == sorted((r["name"], r["seed"]) for r in records)
     assert all(r["split"] == "dev" and -100 <= r["value"] <= 100 for r in dev)
@@ -102,6 +104,7 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     assert f"| {untrained_dev:.2f} | 0 | - |" in (tmp / "table.md").read_text()
     by_name = {r["name"]: r["value"] for r in records}
     assert by_name["untrained-cls"] != by_name["untrained"]  # the pooling override took effect
+    assert by_name["untrained-short"] != by_name["untrained"]  # so did the max_length one
     fused = next(r for r in records if r["name"] == "fused")
     tried = fused["sweep"]["candidates"]
     assert [c["params"]["variant"] for c in tried] == ["magnitude", "inverse"]

@@ -58,6 +58,7 @@ class RunSpec(BaseModel):
     template: str | None = None
     slots: list[str] | None = None
     pooling: str | None = None  # an untrained model evaluated with another pooling (e.g. mean for a decoder)
+    max_length: int | None = Field(None, gt=0)  # token budget at evaluation (a model row: match the trained rows')
     seeds: list[int] = Field(default_factory=lambda: [49])
     overrides: list[str] = Field(default_factory=list)
     group: str = "main"  # one table per group (e.g. "loss ablation"); groups appear in the order of their first run
@@ -199,6 +200,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 from ..text import PoolingConfig
 
                 model.pooling = PoolingConfig(run.pooling)
+            if run.max_length is not None:
+                model.max_length = run.max_length
             for task in todo:
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
