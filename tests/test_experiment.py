@@ -45,6 +45,18 @@ def test_table_means_stds_averages_and_groups():
     assert lines[2] == "| minus | 1 | 70.00 | 50.00 | - | 60.00 | 10 | 1.0 |"
 
 
+def test_a_group_on_another_backbone_gets_no_reference_row():
+    spec = _spec(runs=[{"name": "full", "recipe": "r.yaml"},
+                       {"name": "minus", "recipe": "r.yaml", "group": "ablation"},
+                       {"name": "big", "recipe": "r.yaml", "model": "org/other", "group": "other backbone"},
+                       {"name": "big-raw", "model": "org/other", "group": "other backbone"}])
+    records = [_rec(n, 1, "a", v) for n, v in (("full", 80.0), ("minus", 70.0), ("big", 50.0), ("big-raw", 40.0))]
+    table = render_table(spec, records)
+    ablation, other = table.split("**ablation**")[1].split("**other backbone**")
+    assert "| full |" in ablation
+    assert "| full |" not in other and "| big |" in other and "| big-raw |" in other
+
+
 def test_dev_column_is_the_per_seed_mean_of_the_dev_tasks():
     spec = _spec(dev_tasks=["stsb-dev", "scifact-dev"], reference=None)
     records = [_rec("full", 1, "a", 80.0), _rec("full", 1, "stsb-dev", 70.0), _rec("full", 1, "scifact-dev", 50.0),

@@ -266,7 +266,8 @@ def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[st
 def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
     """One Markdown table per run group: mean ± std over seeds per (run, task), the averages, the mean training
     time — computed from the records only. Every group other than "main" starts with the ``reference`` run,
-    restricted to the seeds that group's runs used, so ablation rows are compared at equal seeds."""
+    restricted to the seeds that group's runs used, so ablation rows are compared at equal seeds — except a group
+    whose every run starts from another model than the reference (a different backbone: not an ablation of it)."""
     extra = [r for r in records if r.get("metric", "main_score") != "main_score"]
     records = [r for r in records if r.get("metric", "main_score") == "main_score"]
     group_of = {run.name: run.group for run in spec.runs}
@@ -281,7 +282,8 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
     for group in groups:
         members = [n for n in names if group_of.get(n, "main") == group]
         rows_of = {n: [r for r in records if r["name"] == n] for n in members}
-        if group != "main" and spec.reference and spec.reference not in members:
+        if group != "main" and spec.reference and spec.reference not in members \
+                and not _other_model(spec, members):
             seeds = {r["seed"] for n in members for r in rows_of[n]}
             ref_rows = [r for r in records if r["name"] == spec.reference and r["seed"] in seeds]
             if ref_rows:
@@ -301,6 +303,14 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
                      for c in columns]
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def _other_model(spec: ExperimentSpec, members: list[str]) -> bool:
+    """True when every run in ``members`` names a ``model`` other than the reference run's."""
+    runs = {run.name: run for run in spec.runs}
+    ref = runs.get(spec.reference)
+    chosen = [runs[n].model if n in runs else None for n in members]
+    return bool(chosen) and all(m is not None and m != (ref.model if ref else None) for m in chosen)
 
 
 def _row(spec: ExperimentSpec, name: str, rows: list[dict[str, Any]]) -> list[str]:
