@@ -103,7 +103,8 @@ class ZeroEngine:
         self.config["train_batch_size"] = t.grad_accum * self.world
         # Building the engine must not move the training's random stream (dropout masks would differ from a plain run).
         state = torch.random.get_rng_state()
-        self.engine, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # the returned optimizer wrapper is not kept: the engine steps the optimizer itself (see backward)
+        self.engine, _ = self.accelerator.prepare(model, optimizer)
         torch.random.set_rng_state(state)
         log.info("DeepSpeed ZeRO stage %d on %d process(es)", self.stage, self.world)
 
