@@ -37,6 +37,9 @@ class EvalSettings:
     autocast_dtype: object = None  # torch.bfloat16 for the bf16 path
     show_progress: bool = False
     skip_bad_rows: bool = False
+    # Evaluate on a seeded subsample of at most `limit` STS pairs / retrieval queries per task (corpus kept whole);
+    # the result details record it, so a subsampled score is never mistaken for a full one.
+    limit: int | None = None
 
 
 @dataclass
