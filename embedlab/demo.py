@@ -42,6 +42,7 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     from .config import load_recipe
     from .data.convert import convert_all
     from .train import train_recipe
+    from .train.run_folder import finished_model
 
     data_root = out / "train-data"
     recipe = load_recipe(recipe_path, [f"data.root={data_root}", f"output_dir={out / 'codiemb'}",
@@ -60,7 +61,7 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
         convert_all(data_root, names=names)
     final = out / "codiemb" / "final"
     timing_path = out / "codiemb" / "train_time.json"
-    if not (final / "modules.json").is_file():
+    if finished_model(out / "codiemb", recipe) is None:  # reuse only this recipe's own finished model
         log(f"2/3 training CoDiEmb: {recipe.train.max_steps} steps ({recipe_path.name}); interrupt and rerun to resume")
         t0 = time.perf_counter()
         final, steps = train_recipe(recipe)

@@ -88,6 +88,14 @@ class Checkpoint:
                 "embedlab pooling": ours.get("pooling")}
 
 
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.txt",), ("tokenizer.model",), ("vocab.json", "merges.txt"))
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """True when ``folder`` holds the files of some Hugging Face tokenizer (fast, WordPiece, SentencePiece or BPE)."""
+    return any(all((folder / f).is_file() for f in group) for group in TOKENIZER_FILES)
+
+
 def open_checkpoint(name: str | Path) -> Checkpoint:
     from ..text.resolve import resolve
 
@@ -162,6 +170,10 @@ def check_compatible(models: list[Checkpoint], base: Checkpoint | None) -> None:
             if other.shapes[key] != first.shapes[key]:
                 raise ConfigError(f"cannot fuse: tensor {key!r} is {first.shapes[key]} in {first.label} but "
                                   f"{other.shapes[key]} in {other.label}")
+    for ckpt in models:  # the output takes the first model's tokenizer; a model without one cannot be used
+        if not has_tokenizer(ckpt.path / ckpt.weights_rel):
+            raise ModelError(f"cannot fuse: {ckpt.label} has no tokenizer files (tokenizer.json, vocab.txt, "
+                             f"tokenizer.model or vocab.json + merges.txt) in {ckpt.path / ckpt.weights_rel}")
     vocab = first.vocab()
     for other in models[1:] + ([base] if base is not None else []):
         theirs = other.vocab()

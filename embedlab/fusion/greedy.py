@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..atomic import check_output_dir, staging_dir
 from .base import register
 from .linear import linear
 from .merge import FusionResult, fuse
@@ -25,10 +26,11 @@ def _greedy_soup_tensor(base, tensors, weights, params, seed):
 
 
 def greedy_soup(models: Sequence[str | Path], score_fn: Callable[[str], float], out: str | Path, seed: int = 0,
-                show_progress: bool = True, log: Callable[[str], None] = lambda m: None) -> FusionResult:
+                show_progress: bool = True, log: Callable[[str], None] = lambda m: None,
+                overwrite: bool = False) -> FusionResult:
     out = Path(out)
-    work = out.parent / f".{out.name}.greedy"
-    work.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, overwrite=overwrite, inputs=[str(m) for m in models])  # before any dev evaluation
+    work = staging_dir(out, "greedy")
     try:
         scores = {str(m): score_fn(str(m)) for m in models}
         order = sorted(scores, key=lambda m: -scores[m])
@@ -43,7 +45,7 @@ def greedy_soup(models: Sequence[str | Path], score_fn: Callable[[str], float], 
             log(f"greedy soup: + {candidate} -> {score:.4f} ({'kept' if kept else 'dropped'})")
             if kept:
                 soup, best = soup + [candidate], score
-        return fuse(soup, "linear", out=out, seed=seed, show_progress=show_progress,
+        return fuse(soup, "linear", out=out, seed=seed, show_progress=show_progress, overwrite=overwrite,
                     extra={"greedy_soup": {"individual_scores": scores, "steps": steps, "soup": soup,
                                            "soup_score": best}})
     finally:

@@ -26,10 +26,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .. import __version__
-from ..atomic import replace_dir, write_json
-from ..errors import ConfigError
+from ..atomic import check_output_dir, replace_dir, staging_dir, write_json
+from ..errors import ConfigError, ModelError
 from .base import MERGE_METHODS
-from .checkpoints import Checkpoint, check_compatible, open_checkpoint
+from .checkpoints import Checkpoint, check_compatible, has_tokenizer, open_checkpoint
 
 log = logging.getLogger("embedlab.fusion")
 
@@ -121,20 +121,24 @@ class _Models(Sequence):
         return self.readers[k](self.key).float()
 
 
-def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, record: dict[str, Any]) -> Path:
-    """The first checkpoint's folder with ``state`` as its weights, written atomically to ``out``."""
+def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, record: dict[str, Any],
+                 overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+    """The first checkpoint's folder with ``state`` as its weights, written atomically to ``out`` (replacing only
+    what embedlab wrote there, never an input: embedlab.atomic's ownership rule)."""
     from safetensors.torch import save_file
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.fusing"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(out, "fusing")
     try:
-        shutil.copytree(first.path, staging, ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "checkpoints", "optimizer*",
-                                                                            ".*"))
+        shutil.copytree(first.path, staging, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "model-*-of-*.safetensors", "checkpoints",
+                                                      "optimizer*", "zero", ".*"))
+        if not has_tokenizer(staging / first.weights_rel):
+            raise ModelError(f"{first.label}: the fused model would have no tokenizer files (tokenizer.json, "
+                             f"vocab.txt, tokenizer.model or vocab.json + merges.txt) in {first.path / first.weights_rel}")
         save_file(state, str(staging / first.weights_rel / "model.safetensors"), metadata={"format": "pt"})
         write_json(staging / "fusion.json", record)
-        replace_dir(staging, out)
+        replace_dir(staging, out, overwrite=overwrite, inputs=inputs)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -144,8 +148,11 @@ def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, r
 def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | Path = "runs/fused",
          base: str | Path | None = None, weights: Sequence[float] | None = None,
          params: dict[str, Any] | None = None, seed: int = 0, streaming: bool = True,
-         show_progress: bool = True, extra: dict[str, Any] | None = None) -> FusionResult:
-    """Merge ``models`` with a registered method and write the result to ``out`` (see the module docstring)."""
+         show_progress: bool = True, extra: dict[str, Any] | None = None, overwrite: bool = False) -> FusionResult:
+    """Merge ``models`` with a registered method and write the result to ``out`` (see the module docstring).
+
+    ``out`` may not be an input or hold one; an existing folder there is replaced only when embedlab wrote it or
+    with ``overwrite=True`` (checked before any tensor is read)."""
     spec = MERGE_METHODS.get(method)
     if spec.needs_score:
         raise ConfigError(f"merge method {method!r} chooses models by dev score: give dev tasks (embedlab fuse "
@@ -158,6 +165,8 @@ def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | 
     if spec.needs_base and base is None:
         raise ConfigError(f"merge method {method!r} needs the base model the checkpoints were trained from "
                           f"(--base / base_model)")
+    inputs = [str(m) for m in models] + ([str(base)] if base is not None else [])
+    check_output_dir(out, overwrite=overwrite, inputs=inputs)
     t0 = time.perf_counter()
     ckpts = [open_checkpoint(m) for m in models]
     base_ckpt = open_checkpoint(base) if base is not None else None
@@ -177,7 +186,7 @@ def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | 
     result.seconds = time.perf_counter() - t0
     record = {"embedlab": __version__, **{k: (str(v) if isinstance(v, Path) else v)
                                           for k, v in asdict(result).items()}}
-    write_merged(ckpts[0], state, Path(out), record)
+    write_merged(ckpts[0], state, Path(out), record, overwrite=overwrite, inputs=inputs)
     log.info("fused %d models with %s into %s (%d tensors merged, %d copied)", len(models), method, out, merged,
              copied)
     return result

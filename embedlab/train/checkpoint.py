@@ -3,7 +3,10 @@
 A checkpoint folder ``<output_dir>/checkpoints/step-000200/`` holds:
 - the model (``Embedder.save``: loadable by ``embedlab eval`` and ``SentenceTransformer``),
 - ``trainer_state.pt``: optimizer, scheduler, sampler position, step, and the torch / numpy / python RNG states,
-- ``trainer_state.json``: step, loss and dev metrics, human-readable.
+  as tensors and plain Python values only: it is read with ``torch.load(weights_only=True)``, so a pickled object
+  placed in a run folder is refused instead of run (a checkpoint from an older embedlab that pickled numpy arrays is
+  refused with the same message),
+- ``trainer_state.json``: step, loss and dev metrics and the full recipe that wrote it (resume compares it),
 - ``zero/`` (DeepSpeed ZeRO runs only): every rank's optimizer shard, in DeepSpeed's format; ``trainer_state.pt``
   then holds no optimizer state.
 Folders are written under a temporary name and renamed, so a crash never leaves a half checkpoint; only the newest
@@ -22,20 +25,28 @@ import numpy as np
 import torch
 
 from ..atomic import write_json
+from ..errors import ConfigError
 
 STATE_FILE = "trainer_state.pt"
 INFO_FILE = "trainer_state.json"
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as tensors and plain Python values (what ``torch.load(weights_only=True)`` accepts)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": [version, list(internal), gauss_next],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -77,7 +88,18 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+    """The trainer state, unpickled with ``weights_only=True``: tensors and plain values only, never code."""
+    import pickle
+
+    path = checkpoint / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a trainer state embedlab can read safely ({first[:200]}); it holds objects "
+                          f"other than tensors and plain values (a file from an older embedlab, or not written by "
+                          f"embedlab at all), and loading it could run code. Start fresh with --no-resume or use "
+                          f"another output_dir") from None
 
 
 def prune(output_dir: Path, keep: int, protect: Path | None = None) -> None:
@@ -90,4 +112,23 @@ def prune(output_dir: Path, keep: int, protect: Path | None = None) -> None:
 
 
 def read_info(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / INFO_FILE).read_text())
+    path = checkpoint / INFO_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable checkpoint record ({e})") from None
+    return info if isinstance(info, dict) else {}
+
+
+def clean_partial(output_dir: Path) -> list[Path]:
+    """Remove half-written checkpoint folders (``.step-*.partial``, ``.step-*.zero``) left by a killed run."""
+    root = output_dir / "checkpoints"
+    removed = []
+    if root.is_dir():
+        for cand in list(root.glob(".step-*.partial")) + list(root.glob(".step-*.zero")):
+            if cand.is_dir() and not cand.is_symlink():
+                shutil.rmtree(cand, ignore_errors=True)
+                removed.append(cand)
+    return removed

@@ -23,6 +23,7 @@ does not support our GradCache or cross-device gathering options.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 from ..atomic import write_json
 from ..config import Recipe, recipe_to_dict
 from ..errors import ConfigError
+from . import run_folder
 
 log = logging.getLogger("embedlab.train")
 
@@ -106,9 +108,22 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | 
         raise ConfigError("the sentence-transformers peer uses ST's proportional multi-dataset sampler: set "
                           "sampler.kind=single_task and sampler.policy=proportional")
     out = recipe.resolved_output_dir()
-    final = out / "final"
-    if (final / "modules.json").is_file():
+    # The same folder rules as our trainer: only embedlab's folder; a finished run is reused only for its own recipe,
+    # and ST's checkpoints are resumed only when the recipe that started them matches.
+    run_folder.check_writable_run_folder(out)
+    final = run_folder.finished_model(out, recipe)
+    if final is not None:
         return final
+    final = out / "final"
+    started = out / "recipe.json"
+    if started.is_file() and (out / "st-checkpoints").is_dir():
+        saved = json.loads(started.read_text(encoding="utf-8"))
+        diffs = run_folder.recipe_differences(saved, recipe_to_dict(recipe))
+        if diffs:
+            raise ConfigError(f"cannot resume the sentence-transformers run in {out}: it was started by a different "
+                              f"recipe ({'; '.join(diffs[:8])}); use another output_dir")
+    run_folder.mark_run_folder(out)
+    write_json(out / "recipe.json", {"trainer": "sentence-transformers", **recipe_to_dict(recipe)})
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     sources = load_recipe_sources(recipe)  # the same validation and max_examples cuts as our trainer

@@ -32,6 +32,7 @@ from ..config import Recipe, recipe_to_dict
 from ..data.training import TrainingSource, load_sources
 from ..errors import ConfigError
 from . import checkpoint as ckpt
+from . import run_folder
 from . import zero as zero_mod
 from .model_setup import build_model
 from .steps import StepContext, make_sampler, run_step
@@ -128,6 +129,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         r = self.recipe
+        # Before any work: is output_dir ours, and may this recipe resume its newest checkpoint? (run_folder.py)
+        self._resume_from = run_folder.prepare_output_dir(self.output_dir, recipe_to_dict(r), self.resume,
+                                                          is_main=self.rank == 0)
         torch.manual_seed(r.seed)
         if r.train.num_threads:
             torch.set_num_threads(r.train.num_threads)
@@ -159,15 +163,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if (r.train.mixed_precision == "fp16"
                                                        and self.device.type == "cuda") else None
         if self.rank == 0:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            run_folder.mark_run_folder(self.output_dir)
+            ckpt.clean_partial(self.output_dir)  # half-written checkpoints of a killed run
             write_json(self.output_dir / "recipe.json", {"embedlab": __version__, **recipe_to_dict(r)})
-        if self.resume:
-            self._maybe_resume()
+        if self._resume_from is not None:
+            self._resume(self._resume_from)
 
-    def _maybe_resume(self) -> None:
-        last = ckpt.latest_checkpoint(self.output_dir)
-        if last is None:
-            return
+    def _resume(self, last: Path) -> None:
         from safetensors.torch import load_file
 
         state = ckpt.load_state(last)
@@ -320,7 +322,8 @@ class Trainer:
                 state["trainable"] = {n: p.detach().clone() for n, p in self.model.named_parameters()
                                       if p.requires_grad}
             path = ckpt.save_checkpoint(self.output_dir, self.step, self.model, state,
-                                        {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev")},
+                                        {"recipe": self.recipe.name, "dev": (self.best or {}).get("last_dev"),
+                                         "recipe_config": recipe_to_dict(self.recipe)},
                                         extra_dirs=extra)
             protect = Path(self.best["checkpoint"]) if self.best and self.best.get("checkpoint") else None
             ckpt.prune(self.output_dir, self.recipe.train.keep, protect)
