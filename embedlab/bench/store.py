@@ -46,8 +46,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, TypeDecorator, create_engine, func, select
+from sqlalchemy import (JSON, DateTime, Float, Integer, String, TypeDecorator, create_engine, func, inspect,
+                        select)
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
@@ -130,19 +132,47 @@ class Result(_Base):
         return {c: getattr(self, c) for c in COLUMNS}
 
 
-def _engine(url: str) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for other backends and in-memory / URI-style SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _engine(url: str, create: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as e:  # sqlalchemy.exc.ArgumentError and friends: a user typo, not a bug
         raise ConfigError(f"results store URL {url!r} is not a valid SQLAlchemy URL ({e}); give a URL such as "
                           f"sqlite:///results.sqlite or postgresql://user@host/db, or a plain file path") from None
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
+        try:
+            return create_engine(url)
+        except (NoSuchModuleError, ImportError) as e:  # foo://x, or a driver that is not installed
+            shown = parsed.render_as_string(hide_password=True)
+            raise ConfigError(f"results store URL {shown!r}: cannot load its database driver ({e}); give a SQLite "
+                              f"file or a URL whose driver is installed (e.g. postgresql://user@host/db)") from None
+    database = _sqlite_file(url)
+    if database is None:
         # One shared connection, or every new connection would see a fresh empty in-memory database.
         return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if database.is_dir():
+        raise ConfigError(f"results store {database} is a folder, not a SQLite file; give a file path "
+                          f"(--db or EMBEDLAB_RESULTS_DB)")
+    if not create and not database.is_file():
+        # A read-only command must not leave an empty database behind (sqlite creates the file on connect).
+        raise ConfigError(f"no results store at {database}: nothing has been evaluated into it yet; choose another "
+                          f"with --db or EMBEDLAB_RESULTS_DB")
+    if create:
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a parent is a file, or a folder we may not write to
+            raise ConfigError(f"results store {database}: cannot create its folder {database.parent} "
+                              f"({e.strerror or e})") from None
     # Several evaluation processes may write at once: wait for the lock instead of failing at once.
     return create_engine(url, connect_args={"timeout": 60})
 
@@ -155,12 +185,38 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 class ResultsStore:
-    """Rows of evaluation results in the database at ``url`` (any SQLAlchemy URL; tables are created if missing)."""
+    """Rows of evaluation results in the database at ``url`` (any SQLAlchemy URL; tables are created if missing).
 
-    def __init__(self, url: str | None = None):
+    create=False opens an existing store for reading: nothing is created (no folder, no SQLite file, no table), and
+    a missing store is a ConfigError naming it. Either way the database is connected to here, so a bad URL, a
+    missing driver or an unreachable server fails now (before any model loads), not after an evaluation.
+    """
+
+    def __init__(self, url: str | None = None, create: bool = True):
         self.url = results_db_url(url)
-        self.engine = _engine(self.url)
-        _Base.metadata.create_all(self.engine)
+        self.engine = _engine(self.url, create=create)
+        try:
+            if create:
+                _Base.metadata.create_all(self.engine)
+                has_table = True
+            else:
+                has_table = inspect(self.engine).has_table(Result.__tablename__)
+        except (SQLAlchemyError, OSError) as e:  # unreachable server, unwritable file, not a database, ...
+            self.engine.dispose()
+            reason = getattr(e, "orig", None) or e
+            raise ConfigError(f"cannot open results store {self.display_url}: {reason}") from None
+        if not has_table:
+            self.engine.dispose()
+            raise ConfigError(f"results store {self.display_url} has no results table (not an embedlab results "
+                              f"store?); choose another with --db or EMBEDLAB_RESULTS_DB")
+
+    @property
+    def display_url(self) -> str:
+        """The URL to show a user: the password, if any, masked."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # the URL parsed in _engine; this is only a fallback
+            return self.url
 
     def close(self) -> None:
         self.engine.dispose()
