@@ -212,13 +212,29 @@ def _format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+def read_config_text(path: str | Path, what: str = "recipe") -> str:
+    """The text of a YAML configuration file (``what``: recipe, experiment file, ...); ConfigError naming the path
+    when it is missing, a folder, unreadable or not UTF-8 text (e.g. a checkpoint passed by mistake), instead of
+    IsADirectoryError / UnicodeDecodeError tracebacks."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a {what} YAML file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {e.start + 1}: {e.object[e.start:e.end]!r}); expected a "
+                          f"{what} YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe; every problem raises ConfigError naming the file and key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe file not found") from None
+        raw = yaml.safe_load(read_config_text(path, "recipe")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -71,7 +71,8 @@ def test_scifact_matches_sentence_transformers_evaluator(mteb_run, minilm, minil
     data = catalog.load_retrieval("scifact", "test")
     doc_ids = list(data.corpus)
     corpus_emb = cache.get_or_compute(minilm.model_hash(), "scifact/corpus", minilm.max_length, doc_ids,
-                                      lambda: pytest.fail("the SciFact corpus should be in the cache by now"))
+                                      lambda: pytest.fail("the SciFact corpus should be in the cache by now"),
+                                      texts=[data.corpus[d].full_text() for d in doc_ids])
     # The cached vectors are what sentence-transformers itself would produce (checked on a spread-out sample).
     sample = list(range(0, len(doc_ids), len(doc_ids) // 48))
     st_sample = minilm_st.encode([data.corpus[doc_ids[i]].full_text() for i in sample])

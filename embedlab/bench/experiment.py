@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..atomic import write_json, write_text
+from ..config import read_config_text
 from ..errors import ConfigError
 
 log = logging.getLogger("embedlab.experiment")
@@ -102,10 +103,9 @@ class ExperimentSpec(BaseModel):
 def load_experiment(path: str | Path) -> ExperimentSpec:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # read_config_text: a folder or binary file is a ConfigError naming the path, like a missing file
+        raw = yaml.safe_load(read_config_text(path, "experiment"))
         return ExperimentSpec.model_validate(raw)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: experiment file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     except ValidationError as e:

@@ -12,6 +12,11 @@ Every dataset is a ``DatasetSpec`` registered in ``DATASETS`` (an ``embedlab.reg
 absent from the shared mirror ("kept back" for release acceptance); they are registered all the same and load as soon
 as their files are present.
 
+Each standard split also carries its expected row counts (``expected_rows``, counted from the public files: STS-B test
+has 1379 pairs, as in MTEB). ``load`` compares what it read with them and logs a warning when they differ (a
+truncated or edited local copy, or rows dropped by ``skip_bad_rows``); ``check_rows`` returns the comparison for
+result records, so a score on a nonstandard copy is never shown as if it were comparable with published numbers.
+
 A missing dataset raises ``DataError`` naming the exact file looked for, the root in use, how to change it, and
 where to get the data. ``fetch`` downloads the datasets that have a published archive (BEIR zips, the STS Benchmark
 tarball, SentEval files) into the data root, atomically. It is the only function here that touches the network, and
@@ -19,6 +24,7 @@ several datasets (samples built for this project) have no download recipe: for t
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -26,7 +32,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -41,6 +47,11 @@ from .readers import BadRows
 from .records import IRExample, RetrievalSet, SentenceSet, STSSet
 
 KINDS = ("sts", "retrieval", "pairs", "sentences")
+# What is counted per kind; the first is the kind's row ("rows" in result details).
+COUNTS = {"sts": ("pairs",), "retrieval": ("queries", "documents", "judgements"), "pairs": ("examples",),
+          "sentences": ("sentences",)}
+
+log = logging.getLogger("embedlab.data")
 
 # (dataset folder, split, spec, bad-row policy) -> the kind's record
 Loader = Callable[[Path, str, "DatasetSpec", BadRows], Any]
@@ -72,6 +83,9 @@ class DatasetSpec:
     downloads: tuple[Download, ...] = ()  # empty: no download recipe (see `source`)
     allow_missing_docs: bool = False  # retrieval: judged documents may be absent from the corpus
     notes: str = ""
+    # split -> counts of the standard (published) copy, by the names in COUNTS[kind]; a count left out is not
+    # checked (e.g. the judgements of a kept-back split nobody here has counted).
+    expected_rows: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Catch registration mistakes at import, where the author sees them.
@@ -79,6 +93,12 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if self.default_split not in self.splits or set(self.files) != set(self.splits):
             raise ValueError(f"dataset {self.name!r}: default split and files must match splits {self.splits}")
+        # Count names are checked; split names are not, so a spec derived with dataclasses.replace and fewer splits
+        # stays valid (an entry for an absent split is never looked up).
+        for split, counts in self.expected_rows.items():
+            if not set(counts) <= set(COUNTS[self.kind]):
+                raise ValueError(f"dataset {self.name!r}: expected_rows[{split!r}] may only count "
+                                 f"{'/'.join(COUNTS[self.kind])}")
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -115,7 +135,7 @@ def _scifact(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> Retri
     if split == "dev":  # not a BEIR split: 100 train queries held out of our training file (data/convert.py)
         from .convert import load_scifact_dev
 
-        return load_scifact_dev(folder.parents[1])
+        return load_scifact_dev(folder.parents[1], skip_bad_rows=bad)
     return _beir(folder, split, spec, bad)
 
 
@@ -145,6 +165,7 @@ register_dataset(DatasetSpec(
     downloads=(Download(STSB_TAR, r"^stsbenchmark/(sts-(?:train|dev|test)\.csv|LICENSE\.txt|readme\.txt)$"),),
     notes="tab-separated despite .csv; 503 rows carry two extra source columns; some sentences end in spaces "
           "(kept).",
+    expected_rows={"train": {"pairs": 5749}, "dev": {"pairs": 1500}, "test": {"pairs": 1379}},
 ))
 
 _STS_YEARS = {
@@ -171,6 +192,7 @@ for _name, (_year, _wiki, _subsets, _n) in _STS_YEARS.items():
                             rf"(?:^|/)STS/STS{_name[-2:]}-en-test/(STS\.(?:input|gs)\.(?:{_members})\.txt)$"),),
         notes="text is lowercased and tokenised as in the SentEval-processed copy MTEB uses; empty gold lines are "
               "unscored pairs and are skipped.",
+        expected_rows={"test": {"pairs": _n}},
     ))
 
 _SICK_FILES = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
@@ -185,6 +207,7 @@ register_dataset(DatasetSpec(
            "(which evaluates all 9927 SemEval-2014 pairs, not this 4927-pair test split)",
     kept_back=("test",),
     downloads=tuple(Download(SICK_RAW.format(f), target=f) for f in _SICK_FILES.values()),
+    expected_rows={"train": {"pairs": 4500}, "dev": {"pairs": 500}, "test": {"pairs": 4927}},
 ))
 
 register_dataset(DatasetSpec(
@@ -198,6 +221,9 @@ register_dataset(DatasetSpec(
     source=f"{BEIR_URL.format('scifact')}; hub: mteb/scifact",
     downloads=(Download(BEIR_URL.format("scifact"),
                         r"^scifact/(corpus\.jsonl|queries\.jsonl|qrels/(?:train|test)\.tsv)$"),),
+    expected_rows={"train": {"queries": 809, "documents": 5183, "judgements": 919},
+                   "dev": {"queries": 100, "documents": 5183, "judgements": 112},
+                   "test": {"queries": 300, "documents": 5183, "judgements": 339}},
 ))
 
 register_dataset(DatasetSpec(
@@ -210,6 +236,7 @@ register_dataset(DatasetSpec(
     source=f"built for this project from MS MARCO passage and TREC DL 2019 judgements; full set: "
            f"{BEIR_URL.format('msmarco')}, hub: mteb/msmarco; no download recipe for the sample",
     notes="qrels/test.tsv has no header row (recognised by content). 50 queries in queries.jsonl, 43 judged.",
+    expected_rows={"test": {"queries": 43, "documents": 5000, "judgements": 4102}},
 ))
 
 register_dataset(DatasetSpec(
@@ -225,6 +252,7 @@ register_dataset(DatasetSpec(
     # Checked: every judged corpus-id is in corpus.jsonl; the 238 missing documents are unjudged distractors, so the
     # qrels need no allowance. The corpus is simply smaller (hence easier) than BEIR's.
     allow_missing_docs=False,
+    expected_rows={"test": {"queries": 323, "documents": 3395, "judgements": 12334}},
 ))
 
 register_dataset(DatasetSpec(
@@ -235,6 +263,7 @@ register_dataset(DatasetSpec(
     licence="CC BY-SA 3.0 (DBpedia)",
     source=f"sample of {BEIR_URL.format('dbpedia-entity')} (hub: mteb/dbpedia); no download recipe for the sample",
     kept_back=("test",),
+    expected_rows={"test": {"queries": 40, "documents": 5000}},  # judgements: not counted here (kept back)
 ))
 
 # C-MTEB-style Chinese pair sets, evaluated as STS (Spearman of cosine against the 0/1 label or 0-5 score).
@@ -248,6 +277,11 @@ _CMTEB = {
     "stsb-zh": ("STSB_zh", {"train": "STS-B.train.data", "dev": "STS-B.valid.data", "test": "STS-B.test.data"}, "test",
                 "Chinese STS-B, gold 0-5"),
 }
+_CMTEB_ROWS = {
+    "lcqmc": {"test": 12500, "dev": 8802}, "bq": {"test": 10000, "dev": 10000}, "afqmc": {"dev": 4316},
+    "pawsx-zh": {"dev": 2000}, "atec": {"train": 39346, "dev": 10000, "test": 10000},
+    "stsb-zh": {"train": 5231, "dev": 1458, "test": 1361},
+}
 for _name, (_folder, _files, _default, _desc) in _CMTEB.items():
     register_dataset(DatasetSpec(
         name=_name, kind="sts", path=f"cmteb-zh/{_folder}",
@@ -255,6 +289,7 @@ for _name, (_folder, _files, _default, _desc) in _CMTEB.items():
         loader=_sts_file(pairs_loaders.load_cmteb_pairs),
         description=_desc, licence=f"not stated in the mirror; see C-MTEB/{_folder.split('_')[0]} on the hub",
         source=f"hub: C-MTEB/{_folder.split('_')[0]}; no download recipe for these file layouts",
+        expected_rows={s: {"pairs": n} for s, n in _CMTEB_ROWS[_name].items()},
     ))
 
 register_dataset(DatasetSpec(
@@ -263,6 +298,7 @@ register_dataset(DatasetSpec(
     description="2701 Chinese IR training examples in the FlagEmbedding layout, with mined negatives",
     licence="not stated in the mirror (derived from Chinese STS-B)",
     source="FlagEmbedding example fine-tuning data (https://github.com/FlagOpen/FlagEmbedding); no download recipe",
+    expected_rows={"train": {"examples": 2701}},
 ))
 
 register_dataset(DatasetSpec(
@@ -274,6 +310,7 @@ register_dataset(DatasetSpec(
     source="assembled for this project; its largest part is the head of "
            "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/wiki1m_for_simcse.txt; "
            "no download recipe",
+    expected_rows={"train": {"sentences": 111387}},
 ))
 
 
@@ -354,7 +391,51 @@ def load(name: str, split: str | None = None, skip_bad_rows: bool | BadRows = Fa
     spec = get_spec(name)
     split = _split(spec, split)
     folder = _require(spec, split)
-    return spec.loader(folder, split, spec, BadRows.coerce(skip_bad_rows))
+    record = spec.loader(folder, split, spec, BadRows.coerce(skip_bad_rows))
+    counts = row_counts(spec, record)
+    unit = COUNTS[spec.kind][0]
+    if counts[unit] == 0:  # the loaders reject empty files; this catches e.g. every row skipped as bad
+        raise DataError(f"dataset {name!r} split {split!r} has no usable {unit} (every row was empty or skipped)",
+                        folder)
+    check_rows(name, split, record, warn=True)
+    return record
+
+
+def row_counts(spec: DatasetSpec, record: Any) -> dict[str, int]:
+    """The counts ``expected_rows`` is compared on, in COUNTS order (the first is the kind's row)."""
+    if spec.kind == "retrieval":
+        return {"queries": len(record.judged_queries()), "documents": len(record.corpus),
+                "judgements": sum(len(judged) for judged in record.qrels.values())}
+    if spec.kind == "sts":
+        return {"pairs": len(record)}
+    if spec.kind == "sentences":
+        return {"sentences": len(record.sentences)}
+    return {"examples": len(record)}
+
+
+def check_rows(name: str, split: str, record: Any, *, warn: bool = True) -> dict[str, Any]:
+    """Compare a loaded split with the standard copy's counts -> details for result records:
+    ``rows`` (the kind's row count), ``expected_rows``, ``nonstandard`` (any expected count differs), and for
+    retrieval the other counts (``documents``/``expected_documents``, ...). No expectation: ``rows`` only.
+    ``warn`` logs a warning naming the differences."""
+    spec = get_spec(name)
+    counts = row_counts(spec, record)
+    unit = COUNTS[spec.kind][0]
+    details: dict[str, Any] = {"rows": counts[unit]}
+    expected = spec.expected_rows.get(split)
+    if not expected:
+        return details
+    details["expected_rows"] = expected.get(unit)
+    for other in COUNTS[spec.kind][1:]:
+        details[other] = counts[other]
+        if other in expected:
+            details[f"expected_{other}"] = expected[other]
+    differ = [f"{counts[k]} {k} (standard: {n})" for k, n in expected.items() if counts[k] != n]
+    details["nonstandard"] = bool(differ)
+    if differ and warn:
+        log.warning("%s/%s: loaded %s. This is not the standard set: its scores are not comparable with published "
+                    "ones (a truncated or edited local copy, or rows skipped as bad)", name, split, ", ".join(differ))
+    return details
 
 
 def _load_kind(kind: str, name: str, split: str | None, skip_bad_rows: bool | BadRows) -> Any:

@@ -331,23 +331,28 @@ SCIFACT = "retrieval/scifact"
 
 
 def scifact_dev_query_ids(data_root: str | Path | None = None, size: int = SCIFACT_DEV_SIZE,
-                          seed: int = SCIFACT_DEV_SEED) -> list[str]:
+                          seed: int = SCIFACT_DEV_SEED, skip_bad_rows: bool = False) -> list[str]:
     """The train queries held out as a dev slice: a seeded permutation of the judged train query ids (sorted
     numerically first, so the choice does not depend on file order), first ``size``. Train queries whose text is
     also a test query are never chosen: selecting checkpoints on them would select on the test set."""
     folder = _root(data_root) / SCIFACT
-    queries = load_queries(folder / "queries.jsonl")
-    test = {normalise(queries[q]) for q in load_qrels(folder / "qrels" / "test.tsv") if q in queries}
-    qrels = load_qrels(folder / "qrels" / "train.tsv")
+    queries = load_queries(folder / "queries.jsonl", skip_bad_rows)
+    test = {normalise(queries[q]) for q in load_qrels(folder / "qrels" / "test.tsv", skip_bad_rows=skip_bad_rows)
+            if q in queries}
+    qrels = load_qrels(folder / "qrels" / "train.tsv", skip_bad_rows=skip_bad_rows)
     ids = sorted((q for q in qrels if normalise(queries.get(q, "")) not in test), key=lambda q: (len(q), q))
     order = np.random.default_rng(seed).permutation(len(ids))
     return sorted((ids[i] for i in order[:size]), key=lambda q: (len(q), q))
 
 
-def load_scifact_dev(data_root: str | Path | None = None, size: int = SCIFACT_DEV_SIZE) -> RetrievalSet:
-    """The SciFact dev slice (held-out train queries, their train qrels, the full corpus) for model selection."""
-    train = load_beir(_root(data_root) / SCIFACT, "train", name="scifact-dev")
-    dev = scifact_dev_query_ids(data_root, size)
+def load_scifact_dev(data_root: str | Path | None = None, size: int = SCIFACT_DEV_SIZE,
+                     skip_bad_rows: bool | BadRows = False) -> RetrievalSet:
+    """The SciFact dev slice (held-out train queries, their train qrels, the full corpus) for model selection.
+    ``skip_bad_rows`` applies to the files read (skipped rows are counted once, by the train load)."""
+    bad = BadRows.coerce(skip_bad_rows)
+    train = load_beir(_root(data_root) / SCIFACT, "train", name="scifact-dev", skip_bad_rows=bad)
+    # The id choice reads the same files again: with the same policy, but its skips are already counted above.
+    dev = [q for q in scifact_dev_query_ids(data_root, size, skip_bad_rows=bad.skip) if q in train.qrels]
     return RetrievalSet("scifact-dev", "dev", train.corpus, {q: train.queries[q] for q in dev},
                         {q: train.qrels[q] for q in dev})
 

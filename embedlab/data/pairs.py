@@ -27,6 +27,7 @@ from .readers import (
     iter_lines,
     read_jsonl,
     require_field,
+    require_rows,
     require_text,
 )
 from .records import IRExample, SentenceSet, STSPair
@@ -58,13 +59,16 @@ def ir_example_from_dict(obj: dict[str, Any]) -> IRExample:
 def iter_ir_examples(path: str | Path, skip_bad_rows: bool | BadRows = False) -> Iterator[IRExample]:
     """Stream IR examples from a FlagEmbedding JSONL file."""
     bad = BadRows.coerce(skip_bad_rows)
+    n = 0
     for line, obj in read_jsonl(path, bad):
         example = None
         with bad.guard(path, line):
             example = ir_example_from_dict(obj)
         if example is not None:
+            n += 1
             yield example
     bad.report(path)
+    require_rows(n, path, "IR examples", bad)  # nothing was yielded, so no work was done on an empty file
 
 
 def load_ir_examples(path: str | Path, skip_bad_rows: bool | BadRows = False) -> list[IRExample]:
@@ -81,6 +85,8 @@ def load_cmteb_pairs(path: str | Path, skip_bad_rows: bool | BadRows = False) ->
     path = check_file(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         return load_pairs_table(path, "sentence1", "sentence2", _json_score_key(path), skip_bad_rows=skip_bad_rows)
+    if path.stat().st_size == 0:  # said plainly, not as "expected 3 or 4 columns, got 1" on a line that is not there
+        require_rows(0, path, "sentence pairs")
     first = first_line(path)
     delimiter = delimiter_for(path, first)
     width = len(first.split(delimiter))
@@ -110,12 +116,15 @@ def _json_score_key(path: Path) -> str:
 def iter_sentences(path: str | Path, skip_bad_rows: bool | BadRows = False) -> Iterator[str]:
     """Stream one sentence per line, exactly as stored; blank lines are bad rows."""
     bad = BadRows.coerce(skip_bad_rows)
+    n = 0
     for line, text in iter_lines(path, bad):
         if not text.strip():
             bad.reject("empty line (expected one sentence per line)", path, line)
             continue
+        n += 1
         yield text
     bad.report(path)
+    require_rows(n, path, "sentences", bad)
 
 
 def load_sentences(path: str | Path, name: str | None = None, skip_bad_rows: bool | BadRows = False) -> SentenceSet:

@@ -16,6 +16,10 @@ How skipped rows are reported (one design, used by every loader): loaders take `
 count and the first few reasons. To read the counts in code, pass your own ``BadRows(skip=True)`` and inspect
 ``.count``, ``.by_file`` and ``.reasons`` after the load; the record classes stay free of bookkeeping.
 
+Zero usable rows (an empty file, a header alone, every row skipped) is a ``DataError`` naming the file, raised by each
+loader through ``require_rows`` as soon as the file is read: an empty evaluation set must fail before any model runs,
+not turn into a score.
+
 What it does not do: it never strips, normalises or re-encodes text, never guesses encodings, and knows nothing about
 what the columns mean (the loaders in sts.py, retrieval.py and pairs.py do).
 """
@@ -91,6 +95,16 @@ class BadRows:
             first = [r for r in self.reasons if r.startswith(key + ":")][:3]
             log.warning("skipped %d bad row(s) in %s; first: %s", new, key, "; ".join(first) or "(not kept)")
         return max(new, 0)
+
+
+def require_rows(count: int, path: str | Path, what: str, bad: BadRows | None = None) -> None:
+    """DataError naming ``path`` when a file gave no usable ``what`` (e.g. "pairs"); says whether rows were skipped."""
+    if count:
+        return
+    skipped = bad.by_file.get(str(path), 0) if bad is not None else 0
+    why = (f"all {skipped} row(s) were skipped as bad" if skipped
+           else "the file is empty or holds only a header or blank lines")
+    raise DataError(f"no {what} to load ({why})", path)
 
 
 # --------------------------------------------------------------------------------------------------- lines

@@ -26,7 +26,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .readers import BadRow, BadRows, check_file, parse_int, read_delimited, read_jsonl, require_field, require_text
+from .readers import (
+    BadRow,
+    BadRows,
+    check_file,
+    parse_int,
+    read_delimited,
+    read_jsonl,
+    require_field,
+    require_rows,
+    require_text,
+)
 from .records import Document, RetrievalSet
 from ..errors import DataError
 
@@ -70,6 +80,7 @@ def load_corpus(path: str | Path, skip_bad_rows: bool | BadRows = False) -> dict
             corpus[doc_id] = Document(id=doc_id, text=text, title=_optional_str(obj, "title"))
             first_seen[doc_id] = line
     bad.report(path)
+    require_rows(len(corpus), path, "documents", bad)
     return corpus
 
 
@@ -85,6 +96,7 @@ def load_queries(path: str | Path, skip_bad_rows: bool | BadRows = False) -> dic
             queries[query_id] = require_text(require_field(obj, "text"), "query text")
             first_seen[query_id] = line
     bad.report(path)
+    require_rows(len(queries), path, "queries", bad)
     return queries
 
 
@@ -120,6 +132,9 @@ def load_qrels(
             first_seen[query_id, doc_id] = line
             qrels.setdefault(query_id, {})[doc_id] = grade
     bad.report(path)
+    # Checked here, before anything is embedded: a split without judgements cannot be scored, and the corpus is the
+    # expensive half of an evaluation.
+    require_rows(len(qrels), path, "relevance judgements", bad)
     if missing_docs:
         log.warning("%s: %d judgement(s) reference documents absent from the corpus; kept as judged (they count in "
                     "the ideal ranking)", path, missing_docs)

@@ -30,6 +30,7 @@ from .readers import (
     read_delimited,
     read_jsonl,
     require_field,
+    require_rows,
     require_text,
 )
 from .records import STSPair
@@ -53,6 +54,7 @@ def load_stsb(path: str | Path, skip_bad_rows: bool | BadRows = False) -> list[S
         with bad.guard(path, line):
             pairs.append(_pair(row[5], row[6], row[4]))
     bad.report(path)
+    require_rows(len(pairs), path, "sentence pairs", bad)
     return pairs
 
 
@@ -95,6 +97,9 @@ def load_senteval_subset(directory: str | Path, subset: str, skip_bad_rows: bool
                 pairs.append(STSPair(s1, s2, parse_score(gold)))
     bad.report(input_path)
     bad.report(gold_path)
+    if not pairs:  # the gold file decides which pairs are scored: name it unless the input rows were skipped
+        skipped_in = bad.by_file.get(str(input_path), 0)
+        require_rows(0, input_path if skipped_in else gold_path, "scored sentence pairs", bad)
     return pairs
 
 
@@ -140,6 +145,7 @@ def load_sick(path: str | Path, skip_bad_rows: bool | BadRows = False) -> list[S
                 raise BadRow(f"expected {len(header)} tab-separated columns, got {len(row)}")
             pairs.append(_pair(row[i1], row[i2], row[isc]))
     bad.report(path)
+    require_rows(len(pairs), path, "sentence pairs", bad)
     return pairs
 
 
@@ -171,6 +177,7 @@ def load_pairs_table(
     else:
         pairs = _pairs_from_table(path, (sentence1, sentence2, score), delimiter, header, bad)
     bad.report(path)
+    require_rows(len(pairs), path, "sentence pairs", bad)
     return pairs
 
 

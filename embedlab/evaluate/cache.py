@@ -1,4 +1,7 @@
-"""On-disk cache of corpus embeddings, keyed by (model hash, dataset, max length, prompt, precision).
+"""On-disk cache of corpus embeddings, keyed by everything that decides them: the model hash (weights, pooling,
+normalisation, prompts, template, tokenizer, lower-casing: ``Embedder.model_hash``), max length, prompt, precision,
+and a hash of the document ids *and texts* in order. The dataset name only labels the entry: a corpus whose files were
+edited under the same name and ids is a different key, never served stale vectors.
 
 A retrieval corpus is the expensive half of an evaluation (SciFact: 5183 documents at 256 tokens); queries are
 cheap and never cached. Entries are a float32 .npy plus a JSON sidecar holding the document ids and the key, both
@@ -26,9 +29,20 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else cache_dir() / "embeddings"
         self.enabled = enabled
 
-    def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str, precision: str) -> str:
-        raw = json.dumps([model_hash, dataset, int(max_length), prompt, precision])
+    def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str, precision: str, content: str) -> str:
+        raw = json.dumps([model_hash, dataset, int(max_length), prompt, precision, content])
         return hashlib.sha1(raw.encode()).hexdigest()[:24]
+
+    @staticmethod
+    def content_hash(ids: Sequence[str], texts: Sequence[str]) -> str:
+        """A hash of (id, text) in order: what the embeddings are of."""
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+        h = hashlib.blake2b(digest_size=16)
+        for doc_id, text in zip(ids, texts):
+            h.update(json.dumps([doc_id, text]).encode())
+            h.update(b"\n")
+        return h.hexdigest()
 
     def get_or_compute(
         self,
@@ -39,18 +53,23 @@ class EmbeddingCache:
         compute: Callable[[], np.ndarray],
         prompt: str = "",
         precision: str = "fp32",
+        *,
+        texts: Sequence[str],
     ) -> np.ndarray:
-        """The cached embeddings for ``ids`` if present and valid, else ``compute()`` (stored for next time)."""
+        """The cached embeddings of ``texts`` (with ``ids``, in order) if present and valid, else ``compute()``
+        (stored for next time). ``texts`` are exactly what ``compute`` embeds (before the prompt)."""
         if not self.enabled:
             return compute()
-        # precision is part of the key: bf16-autocast embeddings must never be served to an fp32 evaluation.
-        key = self._key(model_hash, dataset, max_length, prompt, precision)
+        # precision is part of the key: bf16-autocast embeddings must never be served to an fp32 evaluation. So are
+        # the texts: ids alone would serve the old vectors of an edited document.
+        content = self.content_hash(ids, texts)
+        key = self._key(model_hash, dataset, max_length, prompt, precision, content)
         npy, meta = self.root / f"{key}.npy", self.root / f"{key}.json"
         if npy.is_file() and meta.is_file():
             try:
                 info = json.loads(meta.read_text())
                 emb = np.load(npy)
-                if info.get("ids") == list(ids) and emb.shape[0] == len(ids):
+                if info.get("ids") == list(ids) and info.get("content") == content and emb.shape[0] == len(ids):
                     log.info("corpus embeddings for %s from cache %s", dataset, npy)
                     return emb
                 log.warning("cache entry %s does not match the corpus; recomputing", npy)
@@ -61,5 +80,5 @@ class EmbeddingCache:
             with open(tmp, "wb") as f:
                 np.save(f, emb)
         write_json(meta, {"model_hash": model_hash, "dataset": dataset, "max_length": int(max_length),
-                          "prompt": prompt, "precision": precision, "ids": list(ids)})
+                          "prompt": prompt, "precision": precision, "content": content, "ids": list(ids)})
         return emb

@@ -3,6 +3,11 @@
 This is the single function behind ``embedlab eval``, the demo, the web UI and Python users. It owns orchestration
 only: the numbers come from sts.py / retrieval.py / geometry.py, the data from embedlab.data.catalog, the
 embeddings from the Embedder, persistence from mteb_json.py and embedlab.bench.store.
+
+Every result says what it was computed on, in ``TaskResult.details`` (and so in the MTEB JSON extras and the store
+rows' ``extra``): the evaluated counts, ``skipped_rows`` (rows dropped by ``skip_bad_rows``), the loaded ``rows``
+against the standard copy's ``expected_rows`` with ``nonstandard`` when they differ (catalog.check_rows), and
+``limit``/``subsampled`` when ``EvalSettings.limit`` evaluated a seeded sample.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import numpy as np
 
 from .. import __version__
 from ..data import catalog
+from ..data.readers import BadRows
+from ..data.records import STSSet
+from ..errors import ConfigError, DataError
 from ..text import Embedder
 from .cache import EmbeddingCache
 from . import geometry
@@ -26,6 +34,7 @@ from .sts import sts_scores
 from .tasks import Task, parse_tasks
 
 log = logging.getLogger("embedlab.evaluate")
+LIMIT_SEED = 0  # the subsample of EvalSettings.limit: fixed, so two limited runs score the same pairs/queries
 
 
 @dataclass
@@ -40,6 +49,22 @@ class EvalSettings:
     # Evaluate on a seeded subsample of at most `limit` STS pairs / retrieval queries per task (corpus kept whole);
     # the result details record it, so a subsampled score is never mistaken for a full one.
     limit: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, the one place every entry point (CLI, demo, experiments, fusion, trainer, Python) goes
+        # through: batch_size 0 looped forever in the batch planner, and 0 or negative lengths and budgets were read
+        # as "the default" or produced nonsense instead of an error.
+        _check_count("batch_size", self.batch_size, optional=False)
+        for name in ("max_length", "token_budget", "num_threads", "limit"):
+            _check_count(name, getattr(self, name), optional=True)
+
+
+def _check_count(name: str, value, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        allowed = "an integer >= 1" + (" or None (the default)" if optional else "")
+        raise ConfigError(f"EvalSettings.{name} must be {allowed}; got {value!r}")
 
 
 @dataclass
@@ -61,8 +86,39 @@ def _encode(model: Embedder, texts: Sequence[str], settings: EvalSettings, promp
                         num_threads=settings.num_threads, autocast_dtype=settings.autocast_dtype)
 
 
+def _load(task: Task, settings: EvalSettings, load: Callable) -> tuple:
+    """The task's split under the bad-row policy -> (record, details: skipped_rows and the expected-count check).
+    Everything that can be wrong with the data is raised here, before anything is embedded."""
+    bad = BadRows(skip=settings.skip_bad_rows)
+    data = load(task.dataset, task.split, skip_bad_rows=bad)
+    return data, {"skipped_rows": bad.count, **catalog.check_rows(task.dataset, task.split, data, warn=False)}
+
+
+def _subsample(n: int, limit: int | None) -> list[int] | None:
+    """Sorted indices of a seeded sample of ``limit`` of ``n`` items; None when there is nothing to drop."""
+    if limit is None or n <= limit:
+        return None
+    return sorted(np.random.default_rng(LIMIT_SEED).choice(n, size=limit, replace=False).tolist())
+
+
+def _limit_sts(task: Task, data: STSSet, settings: EvalSettings, details: dict) -> STSSet:
+    pick = _subsample(len(data), settings.limit)
+    if settings.limit is not None:
+        details["limit"] = settings.limit
+    if pick is not None:
+        data = STSSet(data.name, data.split, [data.pairs[i] for i in pick])
+        details.update(subsampled=True, nonstandard=True)
+        log.info("%s: evaluating a seeded sample of %d of %d pairs (limit)", task.name, len(pick), details["rows"])
+    if len(data) < 2:  # a correlation of fewer than 2 pairs is undefined: say so before embedding anything
+        cause = f"limit={settings.limit} leaves" if pick is not None else "the data hold"
+        raise (ConfigError if pick is not None else DataError)(
+            f"task {task.name}: {cause} {len(data)} pair(s); a correlation needs at least 2")
+    return data
+
+
 def run_sts(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
-    data = catalog.load_sts(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    data, details = _load(task, settings, catalog.load_sts)
+    data = _limit_sts(task, data, settings, details)
     t0 = time.perf_counter()
     # Each distinct sentence is embedded once, even when it occurs in several pairs or on both sides.
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
@@ -71,16 +127,27 @@ def run_sts(model: Embedder, task: Task, settings: EvalSettings, cache: Embeddin
     e1 = emb[[index[s] for s in data.sentences1]]
     e2 = emb[[index[s] for s in data.sentences2]]
     scores = sts_scores(e1, e2, np.asarray(data.scores, dtype=np.float64), model_similarity=model.similarity)
-    return TaskResult(task, scores, time.perf_counter() - t0, {"pairs": len(data), "sentences": len(unique)})
+    return TaskResult(task, scores, time.perf_counter() - t0,
+                      {"pairs": len(data), "sentences": len(unique), **details})
 
 
 def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
-    data = catalog.load_retrieval(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    data, details = _load(task, settings, catalog.load_retrieval)
     t0 = time.perf_counter()
     doc_ids = list(data.corpus)
     doc_texts = [data.corpus[d].full_text() for d in doc_ids]
     queries = data.judged_queries()
     query_ids = list(queries)
+    qrels = data.qrels
+    # limit samples queries only: the whole corpus stays, so each query competes against every document as usual
+    pick = _subsample(len(query_ids), settings.limit)
+    if settings.limit is not None:
+        details["limit"] = settings.limit
+    if pick is not None:
+        query_ids = [query_ids[i] for i in pick]
+        qrels = {q: data.qrels[q] for q in query_ids}
+        details.update(subsampled=True, nonstandard=True)
+        log.info("%s: evaluating a seeded sample of %d of %d queries (limit)", task.name, len(pick), details["rows"])
     max_length = settings.max_length or model.max_length
     doc_prompt = "document" if "document" in model.prompts else ("passage" if "passage" in model.prompts else None)
     hits_before = time.perf_counter()
@@ -89,23 +156,26 @@ def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: Em
         lambda: _encode(model, doc_texts, settings, prompt_name=doc_prompt),
         prompt=model.resolve_prompt(doc_prompt) if doc_prompt else "",
         precision=str(settings.autocast_dtype).replace("torch.", "") if settings.autocast_dtype else "fp32",
+        texts=doc_texts,
     )
     corpus_time = time.perf_counter() - hits_before
     query_emb = _encode(model, [queries[q] for q in query_ids], settings, prompt_name="query")
     score_kind = "cosine" if model.similarity == "cosine" else "dot"
     run = exact_search(query_emb, corpus_emb, query_ids, doc_ids, top_k=1000, score=score_kind)
-    scores = score_run(data.qrels, run)
+    scores = score_run(qrels, run)
     return TaskResult(task, scores, time.perf_counter() - t0,
-                      {"queries": len(query_ids), "documents": len(doc_ids), "corpus_seconds": round(corpus_time, 3)})
+                      {**details, "queries": len(query_ids), "documents": len(doc_ids),
+                       "corpus_seconds": round(corpus_time, 3)})
 
 
 def run_geometry(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
-    data = catalog.load_sts(task.dataset, task.split, skip_bad_rows=settings.skip_bad_rows)
+    data, details = _load(task, settings, catalog.load_sts)
+    data = _limit_sts(task, data, settings, details)
     t0 = time.perf_counter()
     report = geometry_report(model, data, settings)
     scores = dict(report["scores"])
     scores["main_score"] = scores["uniformity"]
-    return TaskResult(task, scores, time.perf_counter() - t0, report["details"])
+    return TaskResult(task, scores, time.perf_counter() - t0, {**report["details"], "pairs": len(data), **details})
 
 
 def geometry_report(model: Embedder, data, settings: EvalSettings, token_sample: int = 1000, seed: int = 0) -> dict:

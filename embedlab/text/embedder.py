@@ -235,6 +235,9 @@ class Embedder(torch.nn.Module):
     def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None) -> list[np.ndarray]:
         """Indices of each batch, longest texts first. A batch closes at ``batch_size`` texts or when its padded
         size (texts x longest length) would exceed ``token_budget``; a single over-budget text is its own batch."""
+        # A batch of 0 texts never advances `start`: the loop below would append empty batches until out of memory.
+        _check_at_least_1("batch_size", batch_size)
+        _check_at_least_1("token_budget", token_budget, optional=True)
         order = np.argsort(-np.asarray(lengths), kind="stable")
         batches, start = [], 0
         while start < len(order):
@@ -330,6 +333,11 @@ class Embedder(torch.nn.Module):
             raise TypeError("encode() takes a list of texts; wrap a single text in a list")
         if convert_to not in ("numpy", "torch"):
             raise ConfigError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        # Checked here, not only by callers' settings: 0 or a negative value would be read as "use the default" (or
+        # loop forever, for batch_size) instead of failing.
+        _check_at_least_1("batch_size", batch_size)
+        _check_at_least_1("token_budget", token_budget, optional=True)
+        _check_at_least_1("max_length", max_length, optional=True)
         texts = list(texts)
         normalize = self.normalize if normalize is None else normalize
         max_length = max_length or self.max_length
@@ -391,9 +399,13 @@ class Embedder(torch.nn.Module):
     # ------------------------------------------------------------------ identity
     def model_hash(self) -> str:
         """A content hash of the weights and every setting that changes embeddings (pooling, normalisation,
-        prompts, max length). Cached until a parameter is modified in place (tracked by tensor versions)."""
+        prompts, template, lower-casing, the tokenizer). Max length is not part of it: callers that key on the
+        output (the embedding caches) add it. Cached until a parameter is modified in place (tensor versions)."""
+        # The tokenizer and do_lower_case decide the token ids: the same weights behind another vocabulary (or with
+        # lower-casing switched) embed differently, so cached embeddings keyed on this hash must not be shared.
         settings = json.dumps([self.pooling.to_dict(), self.normalize, self.prompts, self.is_decoder,
-                               self.template.to_dict() if self.template else None, list(self.slots)],
+                               self.template.to_dict() if self.template else None, list(self.slots),
+                               self.do_lower_case, self._tokenizer_fingerprint()],
                               sort_keys=True)
         params = list(self.backbone.state_dict().values())
         # Settings are part of the key: changing pooling or template after a first hash must change the hash.
@@ -408,6 +420,26 @@ class Embedder(torch.nn.Module):
         digest = h.hexdigest()
         self._hash_cache = (key, digest)
         return digest
+
+    def _tokenizer_fingerprint(self) -> str:
+        """A hash of what maps text to token ids: the vocabulary and, for fast tokenizers, the normaliser,
+        pre-tokeniser, post-processor and added tokens. Cached per tokenizer object and size (add_tokens grows it)."""
+        tok = self.tokenizer
+        key = (id(tok), len(tok))
+        cached = getattr(self, "_tokenizer_fp", None)
+        if cached and cached[0] == key:
+            return cached[1]
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+        h.update(json.dumps(getattr(tok, "do_lower_case", None)).encode())
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is not None:
+            # Not the whole serialisation: its truncation/padding state changes with every call's max_length.
+            cfg = json.loads(backend.to_str())
+            h.update(json.dumps({k: cfg.get(k) for k in ("normalizer", "pre_tokenizer", "post_processor",
+                                                         "added_tokens")}, sort_keys=True).encode())
+        self._tokenizer_fp = (key, h.hexdigest())
+        return self._tokenizer_fp[1]
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | Path) -> Path:
@@ -451,6 +483,15 @@ class Embedder(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_at_least_1(name: str, value, optional: bool = False) -> None:
+    """ConfigError unless ``value`` is an integer >= 1 (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        allowed = "an integer >= 1" + (" or None" if optional else "")
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
 def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
@@ -486,9 +527,46 @@ def _load_backbone(folder: Path, **kwargs):
     from transformers import AutoModel
 
     try:
-        return AutoModel.from_pretrained(str(folder), **kwargs)
+        model, info = AutoModel.from_pretrained(str(folder), output_loading_info=True, **kwargs)
     except Exception as e:
         raise ModelError(f"{folder}: cannot load the model weights ({type(e).__name__}: {e})") from None
+    # transformers fills tensors absent from the checkpoint with random values and only logs it: a truncated or
+    # mismatched weights file would then embed noise. BERT's pooler is not used for embeddings, so it may be absent.
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise ModelError(f"{folder}: the weights file lacks {len(missing)} tensor(s) the model needs ({shown}); "
+                         f"they would be random. Re-save or re-download the model")
+    return model
+
+
+# Files a Hugging Face tokenizer is built from (any one suffices, depending on the tokenizer type).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model", "merges.txt")
+
+
+def _check_vocabulary(folder: Path, tokenizer, backbone, gguf: bool = False) -> None:
+    """ModelError when the tokenizer cannot serve the model. Without tokenizer files transformers still builds a
+    tokenizer of only its 5 special tokens: every word becomes [UNK] and every text embeds alike (scores near 0,
+    exit 0). Embedding matrices are padded (to a multiple of 64, reserved slots) but never to twice the
+    vocabulary, so a vocabulary under half the matrix means the wrong or missing tokenizer files; one larger than
+    the matrix produces ids past its end."""
+    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None:
+        return
+    size = len(tokenizer)
+    if size * 2 < rows:
+        present = [f for f in _TOKENIZER_FILES if (folder / f).is_file()]
+        why = (f"the folder has none of the tokenizer files ({', '.join(_TOKENIZER_FILES)})" if not present and not gguf
+               else f"the tokenizer files ({', '.join(present) or 'in the GGUF file'}) do not belong to this model")
+        raise ModelError(f"{folder}: the tokenizer has {size} tokens but the model's embedding matrix has {rows} rows: "
+                         f"{why}. Copy the tokenizer files the model was trained with into the folder")
+    base = int(getattr(tokenizer, "vocab_size", size) or size)
+    if base > rows:
+        raise ModelError(f"{folder}: the tokenizer's vocabulary ({base} tokens) is larger than the model's embedding "
+                         f"matrix ({rows} rows): token ids past its end would fail. The tokenizer files do not "
+                         f"belong to this model")
 
 
 def _load_plain(folder: Path, is_decoder: bool, name: str) -> Embedder:
@@ -496,6 +574,7 @@ def _load_plain(folder: Path, is_decoder: bool, name: str) -> Embedder:
     does for folders without modules.json)."""
     tokenizer = _load_tokenizer(folder)
     backbone = _load_backbone(folder)
+    _check_vocabulary(folder, tokenizer, backbone)
     max_len = min(int(getattr(tokenizer, "model_max_length", _DEFAULT_MAX_LENGTH) or _DEFAULT_MAX_LENGTH),
                   _DEFAULT_MAX_LENGTH)
     return Embedder(backbone, tokenizer, normalize=False, max_length=max_len, is_decoder=is_decoder, name=name)
@@ -505,6 +584,7 @@ def _load_gguf(folder: Path, gguf_file: str, name: str) -> Embedder:
     """A quantised GGUF causal LM, dequantised by transformers into a trainable fp32 model."""
     tokenizer = _load_tokenizer(folder, gguf_file=gguf_file)
     backbone = _load_backbone(folder, gguf_file=gguf_file)
+    _check_vocabulary(folder / gguf_file, tokenizer, backbone, gguf=True)
     # The weights are now plain fp32 tensors; transformers still marks the model as GGUF-"quantized", which makes
     # save_pretrained refuse it. Drop the marker so a trained (or fused) decoder saves like any other model.
     backbone.hf_quantizer = None
@@ -516,16 +596,38 @@ def _load_gguf(folder: Path, gguf_file: str, name: str) -> Embedder:
     return Embedder(backbone, tokenizer, normalize=False, max_length=_DEFAULT_MAX_LENGTH, is_decoder=True, name=name)
 
 
-def _read_json(path: Path) -> dict | list:
+def _read_json(path: Path, expect: type | None = dict) -> dict | list:
+    """A JSON file's content; ModelError naming the file when it is unreadable, not JSON, or not an ``expect``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot read JSON ({e})") from None
+    if expect is not None and not isinstance(value, expect):
+        kind = "an object" if expect is dict else "a list"
+        raise ModelError(f"{path}: expected {kind} in this file, got {type(value).__name__}")
+    return value
+
+
+def _read_modules(path: Path) -> list[dict]:
+    """modules.json: a non-empty list of objects, each with string "path" and "type" (sentence-transformers'
+    layout). Anything else is a ModelError naming the file and the entry, not a KeyError from deep in loading."""
+    modules = _read_json(path, expect=list)
+    if not modules:
+        raise ModelError(f"{path}: the module list is empty (expected Transformer, Pooling, Normalize entries)")
+    for i, m in enumerate(modules):
+        if not isinstance(m, dict):
+            raise ModelError(f"{path}: entry {i} is a {type(m).__name__}, expected an object with path and type")
+        bad = [k for k in ("path", "type") if not isinstance(m.get(k), str)]
+        if bad:
+            raise ModelError(f"{path}: entry {i} lacks a string {' and '.join(repr(k) for k in bad)} "
+                             f"(each entry needs path and type, e.g. {{\"path\": \"1_Pooling\", "
+                             f"\"type\": \"{ST_POOLING}\"}})")
+    return modules
 
 
 def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
     """Read a sentence-transformers folder: Transformer (+ Pooling) (+ Normalize), in that order."""
-    modules = _read_json(folder / "modules.json")
+    modules = _read_modules(folder / "modules.json")
     kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
     unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
     if unsupported or not kinds or kinds[0] != "Transformer":
@@ -550,6 +652,7 @@ def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
         st_cfg = _read_json(folder / "config_sentence_transformers.json")
     tokenizer = _load_tokenizer(transformer_dir)
     backbone = _load_backbone(transformer_dir)
+    _check_vocabulary(transformer_dir, tokenizer, backbone)
     max_len = bert_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length or 512), _DEFAULT_MAX_LENGTH)
     return Embedder(
         backbone, tokenizer, pooling=pooling, normalize="Normalize" in kinds, max_length=int(max_len),
