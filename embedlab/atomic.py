@@ -133,6 +133,7 @@ def check_output_dir(target: str | Path, *, overwrite: bool = False, inputs: Ite
             return target
         raise ConfigError(f"{what} {target} is a symbolic link; choose a new folder or pass --overwrite")
     if not target.exists():
+        _check_parent_writable(target, resolved, what)
         return target
     if not target.is_dir():
         if overwrite:
@@ -146,6 +147,37 @@ def check_output_dir(target: str | Path, *, overwrite: bool = False, inputs: Ite
         raise ConfigError(f"{what} {target} is a folder embedlab did not write (it holds {shown}); choose a new "
                           f"folder or pass --overwrite to replace it")
     return target
+
+
+def check_output_file(target: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
+                      owned: bool = False, what: str = "output file") -> Path:
+    """Raise ConfigError unless embedlab may write the single file ``target``: never an input (whatever
+    ``overwrite`` says), never a folder; an existing file only when the caller knows embedlab wrote it (``owned``,
+    e.g. listed in embedlab's own manifest) or with ``overwrite=True``."""
+    target = Path(target)
+    resolved = target.expanduser().resolve()
+    for item in inputs:
+        if item is not None and Path(str(item)).expanduser().exists() and \
+                Path(str(item)).expanduser().resolve() == resolved:
+            raise ConfigError(f"{what} {target} is also an input ({item}); embedlab never overwrites an input: "
+                              f"choose another file")
+    if target.is_dir():
+        raise ConfigError(f"{what} {target} is a folder, expected a file path")
+    if target.exists() and not (owned or overwrite):
+        raise ConfigError(f"{what} {target} already exists; choose another file or pass --overwrite to replace it")
+    _check_parent_writable(target, resolved, what)
+    return target
+
+
+def _check_parent_writable(target: Path, resolved: Path, what: str) -> None:
+    """The nearest existing ancestor of ``resolved``'s parent must be a writable folder."""
+    parent = resolved.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {target}: {parent} is a file, so the folder cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {target}: the folder {parent} is not writable")
 
 
 def staging_dir(target: str | Path, tag: str = "tmp") -> Path:

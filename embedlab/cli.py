@@ -416,6 +416,8 @@ def fuse(ctx: typer.Context) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=_argparse_number(int, 0), help="seed of random methods (DARE)")
     parser.add_argument("--in-memory", action="store_true", help="load every state dict first (the naive merge)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even if embedlab did not write it "
+                        "(never an input, the working directory or its parents)")
     parser.add_argument("--dev-tasks", default="stsb-dev,scifact-dev",
                         help="greedy_soup: dev tasks whose mean main score ranks the soups (dev splits only)")
     parser.add_argument("--bf16", action="store_true", help="greedy_soup: bf16 autocast for the dev evaluations")
@@ -429,6 +431,10 @@ def fuse(ctx: typer.Context) -> None:
             kw[key] = getattr(args, key)
     if not kw["models"]:
         raise ConfigError("no models: give --models A B ... or a --config with models")
+    from .atomic import check_output_dir
+
+    # Before any work (data-driven weights and dev soups evaluate models): may --out be written at all?
+    check_output_dir(args.out, overwrite=args.overwrite, inputs=list(kw["models"]) + [kw["base"]])
     extra = {}
     if args.weights == ["auto"]:
         from .fusion.data_weights import cocktail_weights, pairs_from_file
@@ -455,10 +461,11 @@ def fuse(ctx: typer.Context) -> None:
         from .fusion.greedy import dev_scorer, greedy_soup
 
         score = dev_scorer(args.dev_tasks, args.bf16)
-        result = greedy_soup(kw["models"], score, out=args.out, seed=kw["seed"],
+        result = greedy_soup(kw["models"], score, out=args.out, seed=kw["seed"], overwrite=args.overwrite,
                              show_progress=progress, log=_say)
     else:
         result = run_fuse(kw["models"], kw["method"], out=args.out, base=kw["base"], weights=kw["weights"],
+                          overwrite=args.overwrite,
                           params=kw["params"], seed=kw["seed"], streaming=not args.in_memory, extra=extra,
                           show_progress=progress)
     _say(f"fused {len(result.models)} models with {result.method} {result.params} -> {result.out} "

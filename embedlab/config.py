@@ -11,7 +11,7 @@ This module only describes and validates configuration; it does not load data or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,7 +20,8 @@ from .errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN / infinity anywhere: a NaN learning rate or weight trains silently wrong.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Strict):
@@ -77,10 +78,11 @@ class DataConfig(_Strict):
 class SamplerConfig(_Strict):
     kind: Literal["single_task", "mixed"] = "single_task"
     policy: Literal["proportional", "round_robin", "temperature", "ratio"] = "proportional"
-    batch_size: dict[str, int] = Field(default_factory=lambda: {"ir": 32, "sts": 32})  # global batch per task
+    batch_size: dict[Literal["ir", "sts", "unsup"], Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: {"ir": 32, "sts": 32})  # global batch per task
     temperature: float = Field(2.0, gt=0)
-    ratio: dict[str, float] | None = None
-    sts_threshold: float = 0.8  # naive baseline: STS pairs with scaled score >= this become positives
+    ratio: dict[Literal["ir", "sts", "unsup"], Annotated[float, Field(gt=0)]] | None = None
+    sts_threshold: float = Field(0.8, ge=0, le=1)  # naive baseline: STS pairs with scaled score >= this become positives
 
 
 class ObjectiveConfig(_Strict):
@@ -95,8 +97,8 @@ class ObjectiveConfig(_Strict):
     ir_symmetric: bool = False
     ir_joint_softmax: bool = False
     cross_device_negatives: bool = True
-    sts_weights: dict[str, float] = Field(default_factory=lambda: {"mid_nce": 1.0, "pro": 0.5, "pearson": 2.0,
-                                                                   "rank_kl": 5.0})
+    sts_weights: dict[Literal["mid_nce", "pro", "pearson", "rank_kl"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"mid_nce": 1.0, "pro": 0.5, "pearson": 2.0, "rank_kl": 5.0})
     sts_gather: bool = False
     # Mid-layer InfoNCE anchors: pairs whose *scaled* label is >= this (0.8 = 4.0 on STS-B's 0-5 scale). The paper's
     # code uses 1.0 on a label scale it does not state; 0.8 keeps the same "clearly similar" pairs on [0, 1] labels.
@@ -110,7 +112,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = Field(1.0, gt=0)  # a negative norm would flip the gradient's sign
     grad_accum: int = Field(1, ge=1)
     grad_checkpointing: bool = False
     mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # "fp32", not "no": YAML reads a bare no as false
@@ -120,7 +122,7 @@ class TrainConfig(_Strict):
     keep: int = Field(3, ge=1)
     eval_every: int | None = Field(None, gt=0)
     select_on: list[str] = Field(default_factory=lambda: ["stsb-dev"])  # dev tasks for best-checkpoint selection
-    num_threads: int | None = None
+    num_threads: int | None = Field(None, gt=0, le=1024)
 
 
 class FusionStepConfig(_Strict):
@@ -134,7 +136,7 @@ class FusionStepConfig(_Strict):
     weights: list[float] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     out: str = "fused"  # relative to output_dir
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 UNSUP_OBJECTIVES = ("cse_sfp", "simcse_prompt", "simcse")
@@ -142,7 +144,7 @@ UNSUP_OBJECTIVES = ("cse_sfp", "simcse_prompt", "simcse")
 
 class Recipe(_Strict):
     name: str
-    seed: int = 49
+    seed: int = Field(49, ge=0, lt=2**32)  # numpy seeds must fit in 32 bits
     output_dir: str = "runs/{name}"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig

@@ -145,6 +145,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     from ..evaluate.runner import EvalSettings, evaluate
     from ..text import Embedder
     from ..train import train_recipe
+    from ..train.run_folder import finished_model
 
     spec = load_experiment(spec_path)
     unknown = sorted(set(only or []) - {run.name for run in spec.runs})
@@ -177,7 +178,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 if run.model:
                     overrides.append(f"model.name={run.model}")
                 recipe = load_recipe(run.recipe, overrides)
-                if not (out / "final" / "modules.json").is_file():
+                if finished_model(out, recipe) is None:  # a final model of another recipe is refused, not reused
                     t0 = time.perf_counter()
                     _, steps = train_recipe(recipe, show_progress=show_progress)
                     write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0, "steps": steps,

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import replace_dir
+from ..atomic import check_output_dir, replace_dir, staging_dir
 from ..errors import ConfigError, ModelError
 from .pooling import PoolingConfig, pool
 from .resolve import ResolvedModel, resolve, unknown_model_message
@@ -442,18 +441,23 @@ class Embedder(torch.nn.Module):
         return self._tokenizer_fp[1]
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | Path) -> Path:
-        """Write the sentence-transformers layout to ``path`` atomically (a temp folder renamed into place)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the sentence-transformers layout to ``path`` atomically (a temp folder renamed into place).
+
+        An existing ``path`` is replaced only when embedlab wrote it or it is empty (``overwrite=True`` replaces any
+        folder); the folder the model was loaded from is never replaced (embedlab.atomic's ownership rule)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        inputs = [self.source_path] if getattr(self, "source_path", None) else []
+        check_output_dir(path, overwrite=overwrite, inputs=inputs, what="model folder")
+        staging = staging_dir(path, "saving")
         try:
             backbone = self.backbone
             if hasattr(backbone, "merge_and_unload"):  # a peft (LoRA) model: save the merged weights, keep training
                 import copy
 
                 backbone = copy.deepcopy(backbone).merge_and_unload()
-            backbone.save_pretrained(staging, safe_serialization=True)
+            with _quiet_transformers():  # its one-shard "Writing model shards" bar is noise (and ignores --no-progress)
+                backbone.save_pretrained(staging, safe_serialization=True)
             self.tokenizer.save_pretrained(staging)
             modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
                        {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING}]
@@ -475,7 +479,7 @@ class Embedder(torch.nn.Module):
             extra = {"template": self.template.to_dict(), "slots": list(self.slots)} if self.template else {}
             _dump(staging / "embedlab.json", {"embedlab_version": __version__, "pooling": self.pooling.to_dict(),
                                               "is_decoder": self.is_decoder, "name": self.name, **extra})
-            replace_dir(staging, path)
+            replace_dir(staging, path, overwrite=overwrite, inputs=inputs)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -490,6 +494,19 @@ def _check_at_least_1(name: str, value, optional: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         allowed = "an integer >= 1" + (" or None" if optional else "")
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _dump(path: Path, obj) -> None:
