@@ -323,6 +323,7 @@ def mine(
     keep_existing: bool = typer.Option(False, "--keep-existing", help="append to the file's negatives"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="keep corpus embeddings here for later runs"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file (never INPUT)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Mine hard negatives with a model (resumable; deterministic with --seed)."""
@@ -333,7 +334,7 @@ def mine(
                   f"{out} was not written")
     stats = mine_file(input, out, model, rank_range=rank_range, n_negatives=n_negatives, margin=margin, seed=seed,
                       max_length=max_length, corpus_path=corpus, keep_existing=keep_existing, num_threads=threads,
-                      cache_dir=cache_dir, show_progress=_progress_bars(progress))
+                      cache_dir=cache_dir, show_progress=_progress_bars(progress), overwrite=overwrite)
     _say(f"wrote {out}: {stats}")
 
 

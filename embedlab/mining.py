@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, check_output_file, write_json
 from .data.pairs import iter_sentences, load_ir_examples
 from .data.readers import BadRows, check_file
 from .data.records import IRExample
@@ -321,12 +321,15 @@ def mine_file(
     num_threads: int | None = None,
     max_length: int | None = None,
     skip_bad_rows: bool | BadRows = False,
+    overwrite: bool = False,
 ) -> MiningStats:
     """Read a FlagEmbedding JSONL file (every row validated), mine, write ``out_path`` atomically.
 
     The work folder defaults to ``.<out name>.mining/`` next to the output and is removed after success; an
-    explicit ``cache_dir`` is kept (its corpus embeddings serve later runs with the same inputs).
+    explicit ``cache_dir`` is kept (its corpus embeddings serve later runs with the same inputs). ``out_path`` may
+    not be an input; an existing file there is replaced only with ``overwrite=True`` (checked before any work).
     """
+    check_output_file(out_path, overwrite=overwrite, inputs=[in_path, corpus_path], what="mining output")
     examples = load_ir_examples(in_path, skip_bad_rows)
     if not examples:
         raise DataError("no examples to mine for", in_path)

@@ -118,7 +118,7 @@ def test_fetch_unpacks_atomically_from_an_archive(tmp_path, monkeypatch):
     folder = catalog.fetch("tiny", root)
     assert folder == root / "retrieval" / "tiny"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "corpus.jsonl", "qrels/test.tsv", "queries.jsonl"]
+        ".embedlab-output", "corpus.jsonl", "qrels/test.tsv", "queries.jsonl"]  # + embedlab's owner marker
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     monkeypatch.setenv("EMBEDLAB_DATA", str(root))
     assert catalog.load_retrieval("tiny").qrels == {"q1": {"d1": 1}}

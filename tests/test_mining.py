@@ -144,7 +144,7 @@ def test_mine_file_writes_jsonl_and_cleans_up(tiny, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"line {i} about cats" for i in range(20)) + "\n", encoding="utf-8")
     mine_file(src, out, tiny, corpus_path=corpus, rank_range=(0, 5), n_negatives=2, show_progress=False,
-              num_threads=THREADS)
+              num_threads=THREADS, overwrite=True)  # the file exists now: replacing it must be asked for
     assert all(n.startswith("line ") for ex in load_ir_source(out) for n in ex.neg)
 
 

@@ -223,3 +223,39 @@ def test_a_killed_checkpoint_write_is_cleaned_up(root):
 def test_recipe_numbers_out_of_range_are_refused(root, override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_recipe(recipe_file(root), [override])
+
+
+def test_mining_never_overwrites_an_input_or_an_existing_file(tmp_path, tiny_bert):
+    from embedlab.data.training import write_ir_examples
+    from embedlab.mining import mine_file
+
+    from tiny_training import sentence
+    import random
+
+    rng = random.Random(0)
+    from embedlab.data.records import IRExample
+
+    src = tmp_path / "in.jsonl"
+    write_ir_examples(src, [IRExample(query=sentence(rng), pos=[sentence(rng)], neg=[]) for _ in range(6)])
+    before = src.read_bytes()
+    backbone, tok = tiny_bert
+    model = Embedder(backbone, tok, max_length=32)
+    for out, kw in ((src, {"overwrite": True}), (tmp_path / "mine.jsonl", {})):
+        if out != src:
+            out.write_text("my own file\n")
+        with pytest.raises(ConfigError, match="input|already exists"):
+            mine_file(src, out, model, rank_range=(0, 3), n_negatives=1, show_progress=False, **kw)
+    assert src.read_bytes() == before and (tmp_path / "mine.jsonl").read_text() == "my own file\n"
+
+
+def test_fuse_config_that_is_a_folder_or_binary_and_malformed_modules_json(tmp_path, tiny_bert):
+    a, b = _save(tiny_bert, tmp_path / "a", 0.01), _save(tiny_bert, tmp_path / "b", -0.01)
+    (tmp_path / "binary.yaml").write_bytes(b"\x80\x81\xff\x00")
+    for cfg, message in ((tmp_path, "is a folder"), (tmp_path / "binary.yaml", "not UTF-8")):
+        res = CliRunner().invoke(app, ["fuse", "--config", str(cfg), "--out", str(tmp_path / "x")])
+        assert isinstance(res.exception, ConfigError) and message in str(res.exception), res.output
+    for bad in ('{"path": ""}', '[{"idx": 0}]', '["x"]'):
+        (tmp_path / "a" / "modules.json").write_text(bad)
+        res = _fuse(["--models", a, b, "--out", str(tmp_path / "x")])
+        assert isinstance(res.exception, ModelError) and "modules.json" in str(res.exception), res.output
+    assert not (tmp_path / "x").exists()

@@ -486,7 +486,8 @@ def fetch(name: str, root: str | Path | None = None, *, force: bool = False, tim
             shutil.copytree(target, staging, dirs_exist_ok=True)
         for download in spec.downloads:
             _download_into(download, staging, timeout)
-        replace_dir(staging, target)
+        # overwrite: whatever was there was copied into staging first, so nothing of the user's is lost
+        replace_dir(staging, target, overwrite=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

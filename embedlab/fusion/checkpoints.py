@@ -36,6 +36,13 @@ def _read_json(path: Path) -> Any:
         raise ModelError(f"{path}: not valid JSON ({e})") from None
 
 
+def _modules(root: Path) -> list[dict]:
+    """modules.json checked like Embedder.load checks it ([] for a plain transformers folder)."""
+    from ..text.embedder import read_modules
+
+    return read_modules(root / "modules.json") if (root / "modules.json").is_file() else []
+
+
 @dataclass
 class Checkpoint:
     """One fusion input. ``weights_dir`` is where the weight files are (relative to ``path``: ``weights_rel``)."""
@@ -76,7 +83,7 @@ class Checkpoint:
 
     def embedding_config(self) -> dict[str, Any]:
         """What, besides the weights, decides the embeddings: modules, pooling, normalisation, prompts."""
-        modules = _read_json(self.path / "modules.json") or []
+        modules = _modules(self.path)
         st = _read_json(self.path / "config_sentence_transformers.json") or {}
         pooling = None
         for m in modules:
@@ -106,7 +113,7 @@ def open_checkpoint(name: str | Path) -> Checkpoint:
         raise ModelError(f"{name}: a GGUF (quantised) file cannot be fused; convert it to safetensors first")
     root = Path(where.location)
     rel = ""
-    for m in _read_json(root / "modules.json") or []:
+    for m in _modules(root):
         if str(m.get("type", "")).endswith("Transformer"):
             rel = m.get("path", "")
             break

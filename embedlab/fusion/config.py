@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config import read_config_text
 from ..errors import ConfigError
 from .base import MERGE_METHODS
 
@@ -47,10 +48,8 @@ def load_fusion_config(path: str | Path) -> dict[str, Any]:
     """-> keyword arguments for ``merge.fuse``: models, method, base, weights, params, seed."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_config_text(path, "fusion config"))
         cfg = FusionConfig.model_validate(raw)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: fusion config not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     except ValidationError as e:

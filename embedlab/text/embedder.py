@@ -625,7 +625,7 @@ def _read_json(path: Path, expect: type | None = dict) -> dict | list:
     return value
 
 
-def _read_modules(path: Path) -> list[dict]:
+def read_modules(path: Path) -> list[dict]:
     """modules.json: a non-empty list of objects, each with string "path" and "type" (sentence-transformers'
     layout). Anything else is a ModelError naming the file and the entry, not a KeyError from deep in loading."""
     modules = _read_json(path, expect=list)
@@ -644,7 +644,7 @@ def _read_modules(path: Path) -> list[dict]:
 
 def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
     """Read a sentence-transformers folder: Transformer (+ Pooling) (+ Normalize), in that order."""
-    modules = _read_modules(folder / "modules.json")
+    modules = read_modules(folder / "modules.json")
     kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
     unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
     if unsupported or not kinds or kinds[0] != "Transformer":
