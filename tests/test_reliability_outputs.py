@@ -259,3 +259,13 @@ def test_fuse_config_that_is_a_folder_or_binary_and_malformed_modules_json(tmp_p
         res = _fuse(["--models", a, b, "--out", str(tmp_path / "x")])
         assert isinstance(res.exception, ModelError) and "modules.json" in str(res.exception), res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_two_trainings_cannot_share_an_output_folder(root):
+    path = recipe_file(root)
+    first = Trainer(load_recipe(path), show_progress=False)
+    first.setup()  # holds the folder
+    with pytest.raises(ConfigError, match="in use by another embedlab training"):
+        Trainer(load_recipe(path), show_progress=False).setup()
+    first.train()  # releases it when done
+    Trainer(load_recipe(path), show_progress=False).setup()

@@ -136,6 +136,33 @@ def prepare_output_dir(output_dir: Path, current: dict[str, Any], resume: bool, 
     return None
 
 
+LOCK_FILE = ".embedlab-train.lock"
+
+
+def lock_run_folder(output_dir: Path):
+    """Hold an exclusive lock on ``output_dir`` for this process's lifetime (returns the open lock file; keep it).
+    A second training launched into the same folder stops with a ConfigError instead of mixing two runs'
+    checkpoints. The lock is the kernel's (flock), so a killed run releases it."""
+    import fcntl
+
+    check_writable_run_folder(output_dir)
+    mark_run_folder(output_dir)  # before the lock file, so the folder is recognisably embedlab's
+    handle = open(output_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"output_dir {output_dir} is in use by another embedlab training ({holder}); wait for it "
+                          f"or use another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def mark_run_folder(output_dir: Path) -> None:
     """Create the folder with embedlab's owner marker (main process)."""
     output_dir.mkdir(parents=True, exist_ok=True)

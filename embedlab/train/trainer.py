@@ -128,8 +128,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        """Check the output folder, load data and model, build the optimizer, resume. A failure releases the folder."""
+        try:
+            self._setup()
+        except BaseException:
+            self.release()
+            raise
+
+    def _setup(self) -> None:
         r = self.recipe
-        # Before any work: is output_dir ours, and may this recipe resume its newest checkpoint? (run_folder.py)
+        # Before any work: is output_dir ours, is no other training using it, and may this recipe resume its newest
+        # checkpoint? (run_folder.py)
+        if self.rank == 0:
+            self._lock = run_folder.lock_run_folder(self.output_dir)
         self._resume_from = run_folder.prepare_output_dir(self.output_dir, recipe_to_dict(r), self.resume,
                                                           is_main=self.rank == 0)
         torch.manual_seed(r.seed)
@@ -201,7 +212,21 @@ class Trainer:
         """Run to ``total_steps`` (resuming if possible); returns the folder of the final model.
 
         ``stop_after=k`` stops after step k with a checkpoint, as an interruption would (used to size runs to a time
-        box and by the resume test); running again continues from there."""
+        box and by the resume test); running again continues from there. The output folder's lock is released when
+        this returns or raises."""
+        try:
+            return self._train(stop_after)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give up the output folder's lock (another Trainer may then use the folder)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
+
+    def _train(self, stop_after: int | None) -> Path | None:
         if not hasattr(self, "model"):
             self.setup()
         r = self.recipe
