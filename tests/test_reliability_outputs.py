@@ -269,3 +269,17 @@ def test_two_trainings_cannot_share_an_output_folder(root):
         Trainer(load_recipe(path), show_progress=False).setup()
     first.train()  # releases it when done
     Trainer(load_recipe(path), show_progress=False).setup()
+
+
+def test_max_length_beyond_the_models_positions_is_refused(tmp_path, tiny_bert):
+    """tiny_bert has 128 position embeddings: a longer max_length failed deep inside the model (or, for short texts,
+    went unnoticed until a long one came)."""
+    backbone, tok = tiny_bert
+    model = Embedder(backbone, tok, max_length=32)
+    assert model.max_positions == 128
+    with pytest.raises(ConfigError, match="128 positions"):
+        model.encode(["a short text"], max_length=200)
+    model.save(tmp_path / "m")
+    with pytest.raises(ConfigError, match="128 positions"):
+        Embedder.load(str(tmp_path / "m"), max_length=129)
+    assert Embedder.load(str(tmp_path / "m"), max_length=128).encode(["word " * 300]).shape == (1, 32)

@@ -135,6 +135,7 @@ class Embedder(torch.nn.Module):
         if normalize is not None:
             model.normalize = normalize
         if max_length is not None:
+            model._check_length(int(max_length))
             model.max_length = int(max_length)
         model.name = resolved.name
         model.source_path = str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file else resolved.location
@@ -184,7 +185,26 @@ class Embedder(torch.nn.Module):
         """Templated token ids and, per text, the positions of every template slot (from the first real token)."""
         return self._template_encoder.encode(list(texts))
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the backbone's position embeddings can take (None: not stated by its config)."""
+        cfg = getattr(self.backbone, "config", None)
+        n = getattr(cfg, "max_position_embeddings", None)
+        if not isinstance(n, int):
+            return None
+        # RoBERTa-style models number positions from padding_idx + 1 (514 embeddings -> 512 usable positions).
+        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer"):
+            n -= int(getattr(cfg, "pad_token_id", 1) or 1) + 1
+        return n
+
+    def _check_length(self, max_length: int) -> None:
+        limit = self.max_positions
+        if limit is not None and max_length > limit:
+            raise ConfigError(f"max_length {max_length} is more than {self.name or 'this model'} can take "
+                              f"({limit} positions); use a max_length between 1 and {limit}")
+
     def _token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        self._check_length(max_length)  # before tokenising: the model would fail deep inside otherwise
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
         enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
