@@ -21,7 +21,7 @@ from embedlab.errors import DataError, UnknownChoiceError
 # Rows each converter writes from the mirror (after the eval guard); a change here is a change in training data.
 EXPECTED_ROWS = {
     "scifact-train": 705, "medquad": 14979, "wikiqa": 873, "pubmedqa": 500, "mediqa-rqe": 3170, "nli": 8363,
-    "mrpc": 2378, "stsb-train": 4130, "sick-train": 4438,
+    "mrpc": 2378, "stsb-train": 3358, "sick-train": 4438,  # stsb-train: 4130 before eval-overlap.tsv (772 more dropped)
 }
 
 
@@ -168,3 +168,24 @@ def test_training_files_from_other_converter_code_stop_training(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"converter_hash": "0123456789abcdef"}))
     with pytest.raises(ConfigError, match="other converter code.*embedlab convert --out"):
         check_current(tmp_path)
+
+
+def test_stsb_train_drops_the_listed_overlap_rows(converted, data_root):
+    """STS-B train holds 1075 test pairs of STS13-16 (the mirror's eval-overlap.tsv); STS14-16 are kept back, so the
+    text guard cannot see most of them: the list is applied by line, and the manifest says why rows went."""
+    from embedlab.data.convert import STSB_EVAL_OVERLAP, STSB_TRAIN, stsb_overlap_lines
+    from embedlab.data.sts import load_stsb
+
+    out, results, manifest, loaded = converted
+    listed = stsb_overlap_lines(data_root / STSB_EVAL_OVERLAP)
+    assert len(listed) == 1075
+    entry = {e["name"]: e for e in manifest["sources"]}["stsb-train"]
+    by_list = {k: v for k, v in entry["dropped"].items() if k.startswith("eval_overlap_list")}
+    assert sum(by_list.values()) == 1075 and "eval_overlap_list (sts14)" in by_list
+    raw = load_stsb(data_root / STSB_TRAIN)
+    kept = pair_keys(loaded["stsb-train"].examples)
+    assert not kept & pair_keys([raw[n - 1] for n in listed])
+    # the line numbers point at the right rows: every listed STS13 row is an STS13 test pair
+    sts13 = pair_keys(catalog.load_sts("sts13", "test").pairs)
+    on13 = [n for n, sets in listed.items() if "sts13" in sets]
+    assert on13 and all(pair_keys([raw[n - 1]]) <= sts13 for n in on13)

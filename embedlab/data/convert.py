@@ -37,6 +37,9 @@ splits count as soon as their files appear):
   is an evaluation STS pair; an example left without positives is dropped.
 Texts are compared after case folding and removing everything but letters and digits, so "A man plays." matches
 "a man plays ." (tokenised copies of the same sentence). What was dropped is counted in each result and the manifest.
+The guard can only compare texts it has: STS-B train also holds test pairs of the kept-back STS14-16 sets, so
+``stsb-train`` additionally drops every line listed in the mirror's ``sts/stsb/eval-overlap.tsv`` (1,075 rows of
+STS13-16 test pairs; counted per set as ``eval_overlap_list (<sets>)``), and stops if that list is missing.
 
 SciFact dev slice: ``SCIFACT_DEV_SIZE`` train queries (a seeded, fixed choice; ``scifact_dev_query_ids``) are held out
 of scifact-train, by text, for checkpoint selection; ``load_scifact_dev`` returns them as a RetrievalSet over the full
@@ -505,10 +508,55 @@ STSB_TRAIN = "sts/stsb/sts-train.csv"
 SICK_TRAIN = "sts/sick/SICK_train.txt"
 
 
+STSB_EVAL_OVERLAP = "sts/stsb/eval-overlap.tsv"
+
+
+def stsb_overlap_lines(path: Path) -> dict[int, str]:
+    """The mirror's list of STS-B train lines (1-based) that are test pairs of STS12-16 -> the sets they occur in.
+    It is the only way to see the overlap with the kept-back STS14-16 test sets, whose texts the guard cannot read."""
+    out: dict[int, str] = {}
+    header: list[str] | None = None
+    for line_no, text in enumerate(check_file(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip() or text.startswith("#"):  # the file opens with a commented description
+            continue
+        cells = text.split("\t")
+        if header is None:
+            header = cells
+            if "line" not in header or "sets" not in header:
+                raise DataError(f"header must name the columns line and sets, got {header}", path, line_no)
+            continue
+        if len(cells) != len(header):
+            raise DataError(f"expected {len(header)} tab-separated columns, got {len(cells)}", path, line_no)
+        row = dict(zip(header, cells))
+        try:
+            out[int(row["line"])] = row["sets"]
+        except ValueError:
+            raise DataError(f"'line' must be a line number, got {row['line']!r}", path, line_no) from None
+    if header is None:
+        raise DataError("no header line (expected: line, pair_sha1_16, sets)", path)
+    return out
+
+
 @converter("stsb-train", task="sts", reads=(STSB_TRAIN,), score_range=(0.0, 5.0), instruction=STS_INSTRUCTION,
-           splits="sts-train.csv only (dev and test are eval sets); pairs that are STS12/13 eval pairs are guarded")
+           splits="sts-train.csv only (dev and test are eval sets); pairs listed in eval-overlap.tsv (test pairs of "
+                  "STS12-16, kept-back sets included) are dropped, and STS12/13 eval pairs are guarded")
 def _stsb_train(root: Path, dropped: Counter) -> list[STSPair]:
-    return load_stsb(root / STSB_TRAIN)
+    pairs = load_stsb(root / STSB_TRAIN)  # one pair per line, in file order (line = index + 1)
+    overlap_file = root / STSB_EVAL_OVERLAP
+    if not overlap_file.is_file():
+        raise DataError("the list of STS-B train rows that are STS12-16 test pairs is missing; without it, training "
+                        "data would hold test pairs of the kept-back STS14-16 sets", overlap_file)
+    overlap = stsb_overlap_lines(overlap_file)
+    beyond = [n for n in overlap if not 1 <= n <= len(pairs)]
+    if beyond:
+        raise DataError(f"lists line {beyond[0]}, but {STSB_TRAIN} has {len(pairs)} lines", overlap_file)
+    kept = []
+    for i, pair in enumerate(pairs, start=1):
+        if i in overlap:
+            dropped[f"eval_overlap_list ({overlap[i]})"] += 1
+        else:
+            kept.append(pair)
+    return kept
 
 
 @converter("sick-train", task="sts", reads=(SICK_TRAIN,), score_range=(1.0, 5.0), instruction=STS_INSTRUCTION,
