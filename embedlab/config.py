@@ -97,6 +97,10 @@ class ObjectiveConfig(_Strict):
     ir_symmetric: bool = False
     ir_joint_softmax: bool = False
     cross_device_negatives: bool = True
+    # False-negative mask: remove a candidate whose text is one of the query's own (drawn) positives from its
+    # denominator (another query's positive shared with it, or a hard negative equal to it). Issue 13 made it the
+    # default; false reproduces the earlier runs.
+    ir_mask_shared_positives: bool = True
     sts_weights: dict[Literal["mid_nce", "pro", "pearson", "rank_kl"], Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {"mid_nce": 1.0, "pro": 0.5, "pearson": 2.0, "rank_kl": 5.0})
     sts_gather: bool = False
@@ -158,6 +162,11 @@ class Recipe(_Strict):
     def _not_empty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("output_dir is empty")
+        try:  # the only placeholder is {name}; a stray brace would fail later as a KeyError / ValueError traceback
+            v.format(name="name")
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            raise ValueError(f"output_dir {v!r} may use only the placeholder {{name}} ({type(e).__name__}: {e}); "
+                             f"write a literal brace as {{{{ or }}}}") from None
         return v
 
     @model_validator(mode="after")
