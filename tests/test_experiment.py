@@ -89,10 +89,9 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     spec = {"name": "tiny", "workdir": str(tmp / "work"), "results": str(tmp / "res.json"),
             "table": str(tmp / "table.md"), "tasks": ["stsb-dev"], "averages": {"STS": ["stsb-dev"]},
             "common_overrides": ["train.max_steps=2", "train.save_every=null"],
-            "extra_metrics": {"stsb-dev": ["cosine_pearson"]}, "dev_tasks": ["sickr-dev"],
+            "extra_metrics": {"stsb-dev": ["cosine_pearson"]}, "dev_tasks": ["sickr-dev"], "eval_max_length": 64,
             "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
                      {"name": "untrained-cls", "model": str(tmp / "tiny-model"), "pooling": "cls"},
-                     {"name": "untrained-short", "model": str(tmp / "tiny-model"), "max_length": 4},
                      {"name": "trained", "recipe": recipe, "seeds": [1, 2]},
                      {"name": "fused", "seeds": [0], "fuse": {
                          "method": "delta_guided", "base": str(tmp / "tiny-model"),
@@ -102,13 +101,12 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     run_experiment(tmp / "e.yaml", show_progress=False)
     records = json.loads((tmp / "res.json").read_text())["records"]
     pearson = [r for r in records if r["metric"] == "cosine_pearson"]
-    assert len(pearson) == 6 and all(-1 <= r["value"] <= 1 for r in pearson)
+    assert len(pearson) == 5 and all(-1 <= r["value"] <= 1 for r in pearson)
     records = [r for r in records if r["metric"] == "main_score"]
     dev = [r for r in records if r["task"] == "sickr-dev"]
     records = [r for r in records if r["task"] == "stsb-dev"]
     assert sorted((r["name"], r["seed"]) for r in records) == [("fused", 0), ("trained", 1), ("trained", 2),
-                                                               ("untrained", 49), ("untrained-cls", 49),
-                                                               ("untrained-short", 49)]
+                                                               ("untrained", 49), ("untrained-cls", 49)]
     # Every row also got its dev score, a dev split, shown in the table's dev column.
     assert sorted((r["name"], r["seed"]) for r in dev) == sorted((r["name"], r["seed"]) for r in records)
     assert all(r["split"] == "dev" and -100 <= r["value"] <= 100 for r in dev)
@@ -116,7 +114,6 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     assert f"| {untrained_dev:.2f} | 0 | - |" in (tmp / "table.md").read_text()
     by_name = {r["name"]: r["value"] for r in records}
     assert by_name["untrained-cls"] != by_name["untrained"]  # the pooling override took effect
-    assert by_name["untrained-short"] != by_name["untrained"]  # so did the max_length one
     fused = next(r for r in records if r["name"] == "fused")
     tried = fused["sweep"]["candidates"]
     assert [c["params"]["variant"] for c in tried] == ["magnitude", "inverse"]
@@ -144,7 +141,7 @@ def test_fused_row_reads_models_beside_a_workdir_not_yet_created(train_root, dat
     for name in ("a", "b"):
         shutil.copytree(tmp / "tiny-model", tmp / "other" / name)
     spec = {"name": "f", "workdir": str(tmp / "not-yet" / "f"), "results": str(tmp / "f.json"),
-            "table": str(tmp / "f.md"), "tasks": ["stsb-dev"],
+            "table": str(tmp / "f.md"), "tasks": ["stsb-dev"], "eval_max_length": 64,
             "runs": [{"name": "soup", "seeds": [0], "fuse": {
                 "method": "linear", "models": ["{workdir}/../../other/a", "{workdir}/../../other/b"]}}]}
     (tmp / "f.yaml").write_text(yaml.safe_dump(spec))
@@ -158,7 +155,9 @@ def test_a_run_can_be_evaluated_at_its_dev_selected_step(train_root, data_root, 
     monkeypatch.chdir(tmp)
     recipe = recipe_file(tmp)
     spec = {"name": "sel", "workdir": str(tmp / "sel"), "results": str(tmp / "sel.json"), "table": str(tmp / "sel.md"),
-            "tasks": ["stsb-dev"], "common_overrides": ["train.max_steps=4", "train.save_every=null"],
+            # eval_max_length = the training length, at which the trainer scored its dev tasks when selecting
+            "tasks": ["stsb-dev"], "eval_max_length": 32,
+            "common_overrides": ["train.max_steps=4", "train.save_every=null"],
             "runs": [{"name": "best", "recipe": recipe, "seeds": [1], "evaluate": "best",
                       "overrides": ["train.eval_every=2", "train.select_on=[stsb-dev]"]}]}
     (tmp / "sel.yaml").write_text(yaml.safe_dump(spec))

@@ -36,3 +36,41 @@ def test_ir_steps_mask_shared_positives_by_default(tmp_path, tiny_bert):
     log_off = [json.loads(x) for x in (root / "off" / "train_log.jsonl").read_text().splitlines()]
     assert all("masked" not in r for r in log_off)
     assert log_off[0]["loss"] > log[0]["loss"]  # the shared abstract counted as a negative: a larger loss
+
+
+def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, data_root, monkeypatch):
+    """The trained model saves its training length (32 here); the experiment's eval_max_length (64) must apply to
+    it and to the untrained row alike, be recorded, and a per-row length is refused."""
+    import pytest
+    import yaml
+
+    from embedlab.bench.experiment import load_experiment, run_experiment
+    from embedlab.errors import ConfigError
+    from embedlab.text import Embedder
+
+    root = make_train_root(tmp_path, tiny_bert)
+    monkeypatch.chdir(root)
+    seen = []
+    original = Embedder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        seen.append(kwargs.get("max_length"))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "encode", spy)
+    spec = {"name": "len", "workdir": str(root / "work"), "results": str(root / "res.json"),
+            "table": str(root / "table.md"), "tasks": ["stsb-dev"], "eval_max_length": 64,
+            "common_overrides": ["train.max_steps=1", "train.save_every=null"],
+            "runs": [{"name": "untrained", "model": str(root / "tiny-model")},
+                     {"name": "trained", "recipe": recipe_file(root), "seeds": [1]}]}
+    (root / "e.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(root / "e.yaml", show_progress=False)
+    records = json.loads((root / "res.json").read_text())["records"]
+    assert {r["name"] for r in records} == {"untrained", "trained"}
+    assert all(r["eval_max_length"] == 64 for r in records)
+    assert seen and set(seen) == {64}
+    assert Embedder.load(str(root / "work" / "trained-s1" / "final")).max_length == 32
+    spec["runs"][0]["max_length"] = 128
+    (root / "e2.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="eval_max_length"):
+        load_experiment(root / "e2.yaml")
