@@ -73,6 +73,11 @@ class DataConfig(_Strict):
     n_positives: int = Field(2, ge=1)  # P: positives per query (fewer are resampled with repetition)
     n_negatives: int = Field(4, ge=0)  # N: hard negatives per query
     query_template: str = "Instruction: {instruction} Query: "  # CoDiEmb's prompt; {instruction} filled per source
+    # Task instructions (CoDiEmb): queries and both STS sides get query_template with their source's instruction
+    # (a source's own ``instruction``, else the one its converter recorded in data.root/manifest.json), and the
+    # saved model carries one prompt per evaluation task (sentence-transformers ``prompts``), so evaluation uses the
+    # same text. false: no instruction in training, none saved.
+    instructions: bool = True
 
 
 class SamplerConfig(_Strict):

@@ -156,7 +156,8 @@ def test_a_run_can_be_evaluated_at_its_dev_selected_step(train_root, data_root, 
     recipe = recipe_file(tmp)
     spec = {"name": "sel", "workdir": str(tmp / "sel"), "results": str(tmp / "sel.json"), "table": str(tmp / "sel.md"),
             # eval_max_length = the training length, at which the trainer scored its dev tasks when selecting
-            "tasks": ["stsb-dev"], "eval_max_length": 32,
+            # and no instructions: the trainer scored with the model's own prompts (none for STS here)
+            "tasks": ["stsb-dev"], "eval_max_length": 32, "instructions": False,
             "common_overrides": ["train.max_steps=4", "train.save_every=null"],
             "runs": [{"name": "best", "recipe": recipe, "seeds": [1], "evaluate": "best",
                       "overrides": ["train.eval_every=2", "train.select_on=[stsb-dev]"]}]}

@@ -74,3 +74,49 @@ def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, da
     (root / "e2.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="eval_max_length"):
         load_experiment(root / "e2.yaml")
+
+
+def test_task_instructions_round_trip_from_training_to_evaluation(tmp_path, tiny_bert, data_root, monkeypatch):
+    """Instructions reach training (a source's own, else its converter's from the manifest), the saved model carries
+    one prompt per evaluation task in sentence-transformers' layout, and evaluation puts it before each task's
+    queries / STS sides; data.instructions=false removes them everywhere."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedlab.evaluate.runner import EvalSettings, evaluate
+    from embedlab.evaluate.tasks import instruction_prompts
+    from embedlab.text import Embedder
+    from embedlab.train.trainer import load_recipe_sources
+
+    root = make_train_root(tmp_path, tiny_bert)
+    from embedlab.data.convert import converter_hash
+
+    (root / "train-data" / "manifest.json").write_text(json.dumps({"converter_hash": converter_hash(), "sources": [
+        {"name": "sts", "path": "sts.jsonl", "instruction": "Retrieve semantically similar text."}]}))
+    recipe = load_recipe(recipe_file(root), ["train.max_steps=1"])
+    by_name = {s.name: s.source.instruction for s in load_recipe_sources(recipe)}
+    assert by_name == {"ir": "find it", "sts": "Retrieve semantically similar text."}
+    final = Trainer(recipe, show_progress=False).train()
+    prompts = instruction_prompts("Instruction: {instruction} Query: ")
+    assert prompts["STSBenchmark"] == "Instruction: Retrieve semantically similar text. Query: "
+    model = Embedder.load(str(final))
+    assert model.prompts == prompts
+    assert SentenceTransformer(str(final), device="cpu").prompts["SciFact"] == prompts["SciFact"]
+    used = []
+    original = Embedder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        used.append(kwargs.get("prompt_name"))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "encode", spy)
+    evaluate(model, "stsb-dev", settings=EvalSettings(limit=8))
+    assert used == ["STSBenchmark"]
+    # no instruction in any training source: nothing saved (evaluation must not add text training never saw)
+    (root / "train-data" / "manifest.json").unlink()
+    bare = load_recipe(recipe_file(root), ["train.max_steps=1", f"output_dir={root / 'bare'}",
+                                           "data.sources=[{name: sts, path: sts.jsonl, task: sts, score_range: [0, 5]}]"])
+    assert Embedder.load(str(Trainer(bare, show_progress=False).train())).prompts == {}
+    off = load_recipe(recipe_file(root), ["train.max_steps=1", "data.instructions=false",
+                                          f"output_dir={root / 'off'}"])
+    assert {s.source.instruction for s in load_recipe_sources(off)} == {None}
+    assert Embedder.load(str(Trainer(off, show_progress=False).train())).prompts == {}

@@ -92,6 +92,10 @@ class ExperimentSpec(BaseModel):
     # One evaluation length for every row, whatever each model was trained at (a model saves its training length,
     # which would otherwise truncate trained rows' documents: 98 % of SciFact's are longer than 128 tokens).
     eval_max_length: int = Field(256, gt=0)
+    # One instruction setting for every row: true puts each task's instruction before its queries and both STS
+    # sides (CoDiEmb's "Instruction: {instruction} Query: "; documents none) for every model, trained or not;
+    # false evaluates every row without. Recorded in every record.
+    instructions: bool = True
     reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
     # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
     extra_metrics: dict[str, list[str]] = Field(default_factory=dict)
@@ -170,7 +174,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     records = _load_records(results_path)
     # A record counts as done only under this experiment's protocol (records without eval_max_length predate it).
     done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"
-            and r.get("eval_max_length") == spec.eval_max_length}
+            and r.get("eval_max_length") == spec.eval_max_length and r.get("instructions") == spec.instructions}
     settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
                             autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None,
                             max_length=spec.eval_max_length)
@@ -213,6 +217,10 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             model = Embedder.load(model_path)
             if run.template is not None:
                 model.set_template(run.template, run.slots)
+            if model.template is None:  # the experiment's one instruction setting, whatever the model saved
+                from ..evaluate.tasks import instruction_prompts
+
+                model.prompts, model.default_prompt_name = (instruction_prompts() if spec.instructions else {}), None
             if run.pooling is not None:
                 from ..text import PoolingConfig
 
@@ -228,11 +236,11 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                     _append_record(results_path, spec, {
                         "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": metric,
                         "value": float(result.scores[metric]), "eval_bf16": spec.eval_bf16,
-                        "eval_max_length": spec.eval_max_length, **info})
+                        "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
                 records = _append_record(results_path, spec, {
                     "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
                     "value": result.main_score * scale, "eval_bf16": spec.eval_bf16,
-                    "eval_max_length": spec.eval_max_length, **info})
+                    "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
                 log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
     write_text(Path(spec.table), render_table(spec, records))
     return results_path

@@ -171,5 +171,9 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | 
     trainer.train(resume_from_checkpoint=True if resume else None)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", {"trainer": "sentence-transformers", **recipe_to_dict(recipe)})
+    from .trainer import task_prompts
+
+    model.prompts = task_prompts(recipe, sources)  # the instructions its training texts carried
+    model.default_prompt_name = None
     model.save(str(final))
     return final

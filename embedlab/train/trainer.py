@@ -58,7 +58,14 @@ def load_recipe_sources(r: Recipe) -> list:
             return data_root() / path[len("data:"):]
         return Path(path) if Path(path).is_absolute() else root / path
 
-    sources = [TrainingSource(name=s.name, path=where(s.path), task=s.task, instruction=s.instruction,
+    recorded = _manifest_instructions(root) if r.data.instructions else {}
+
+    def instruction(s) -> str | None:
+        if not r.data.instructions:
+            return None
+        return s.instruction if s.instruction is not None else recorded.get(s.path)
+
+    sources = [TrainingSource(name=s.name, path=where(s.path), task=s.task, instruction=instruction(s),
                               score_range=s.score_range) for s in r.data.sources]
     loaded = load_sources(sources)
     for cfg, src in zip(r.data.sources, loaded):
@@ -66,6 +73,28 @@ def load_recipe_sources(r: Recipe) -> list:
             src.examples = (src.examples.cut(cfg.max_examples) if hasattr(src.examples, "cut")
                             else src.examples[: cfg.max_examples])
     return loaded
+
+
+def _manifest_instructions(root: Path) -> dict[str, str]:
+    """path -> instruction, as ``embedlab convert`` recorded them in ``root/manifest.json`` (empty without one)."""
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("sources", [])
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{manifest}: unreadable training-data manifest ({e})") from None
+    return {e["path"]: e["instruction"] for e in entries if isinstance(e, dict) and e.get("instruction")}
+
+
+def task_prompts(r: Recipe, sources: list) -> dict[str, str]:
+    """The prompts a model trained by ``r`` on ``sources`` carries: one per evaluation task of each kind (STS,
+    retrieval) whose training sources had instructions — evaluation then matches training, never adds text that
+    training did not see. None with ``data.instructions: false``."""
+    from ..evaluate.tasks import instruction_prompts
+
+    kinds = {"sts" if s.task == "sts" else "retrieval" for s in sources if s.source.instruction}
+    return instruction_prompts(r.data.query_template, tuple(sorted(kinds))) if r.data.instructions and kinds else {}
 
 
 def fuse_after_training(r: Recipe, output_dir: Path):
@@ -150,6 +179,8 @@ class Trainer:
             log.warning("mixed_precision=fp16 needs a CUDA GPU; training in fp32 on %s", self.device)
         self.sources = load_recipe_sources(r)  # validates every row before any model work
         self.model = build_model(r.model, self.device)  # template, dropout, LoRA / QLoRA (model_setup.py)
+        if self.model.template is None:  # the evaluation prompts match what training put before each text
+            self.model.prompts, self.model.default_prompt_name = task_prompts(r, self.sources), None
         if r.train.grad_checkpointing:
             self.model.backbone.gradient_checkpointing_enable()
         self.sampler = make_sampler(r, self.sources, self.rank, self.world)
