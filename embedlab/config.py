@@ -176,10 +176,14 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _objective_matches_sampler(self):
-        if (self.objective.kind == "naive") != (self.sampler.kind == "mixed"):
-            raise ValueError("objective.kind 'naive' goes with sampler.kind 'mixed' (and only it): got "
-                             f"objective.kind={self.objective.kind!r}, sampler.kind={self.sampler.kind!r}")
+        # naive + mixed is the naive baseline, codiemb + single_task the method; naive + single_task (the losses
+        # alone) and codiemb/cosent + mixed (the sampler alone) are the ablation arms between them.
         unsup = self.objective.kind in UNSUP_OBJECTIVES
+        if self.sampler.kind == "mixed" and (unsup or self.objective.kind == "mnrl_cosent"):
+            raise ValueError(f"sampler.kind 'mixed' works with objective.kind naive, codiemb or cosent; got "
+                             f"{self.objective.kind!r}")
+        if self.sampler.kind == "mixed" and self.train.gradcache_chunk and self.objective.kind != "naive":
+            raise ValueError("train.gradcache_chunk is not supported for codiemb/cosent on mixed batches")
         wrong = [f"{s.name} ({s.task})" for s in self.data.sources if (s.task == "unsup") != unsup]
         if wrong:
             want = "unsup (one sentence a line)" if unsup else "ir or sts"

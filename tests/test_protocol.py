@@ -120,3 +120,33 @@ def test_task_instructions_round_trip_from_training_to_evaluation(tmp_path, tiny
                                           f"output_dir={root / 'off'}"])
     assert {s.source.instruction for s in load_recipe_sources(off)} == {None}
     assert Embedder.load(str(Trainer(off, show_progress=False).train())).prompts == {}
+
+
+def test_naive_uses_hard_negatives_and_the_arms_change_one_factor(tmp_path, tiny_bert, monkeypatch):
+    """The naive baseline's docstring promised hard negatives that never reached its loss. Now every IR item's N
+    drawn negatives are candidates; the losses-alone arm (naive loss, single-task batches) and the sampler-alone arm
+    (CoDiEmb's losses, mixed batches) train."""
+    import embedlab.train.steps as steps
+
+    root = make_train_root(tmp_path, tiny_bert)
+    seen = []
+    original = steps.infonce_loss
+
+    def spy(anchor, positive, negatives=None, **kw):
+        seen.append((anchor.shape[0], None if negatives is None else negatives.shape[0]))
+        return original(anchor, positive, negatives, **kw)
+
+    monkeypatch.setattr(steps, "infonce_loss", spy)
+    path = recipe_file(root, objective="naive", sampler="mixed")
+    Trainer(load_recipe(path, ["train.max_steps=3", "train.save_every=null",
+                               "data.sources=[{name: ir, path: ir.jsonl, task: ir}]"]), show_progress=False).train()
+    assert seen and all(neg == 2 * anchors for anchors, neg in seen)  # n_negatives: 2 per IR query
+    for objective, sampler in (("naive", "single_task"), ("codiemb", "mixed")):
+        out = root / f"{objective}-{sampler}"
+        r = load_recipe(recipe_file(root, objective=objective, sampler=sampler),
+                        ["train.max_steps=3", "train.save_every=null", f"output_dir={out}"])
+        Trainer(r, show_progress=False).train()
+        log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        assert len(log) == 3 and all(x["loss"] == x["loss"] for x in log)
+        if sampler == "mixed":
+            assert any("ir_loss" in x or "sts_loss" in x for x in log)

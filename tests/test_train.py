@@ -42,7 +42,8 @@ def test_resume_gives_identical_weights(train_root):
     assert {"loss", "lr", "examples_per_s", "task"} <= set(log[0])
 
 
-@pytest.mark.parametrize("objective,sampler", [("cosent", "single_task"), ("naive", "mixed")])
+@pytest.mark.parametrize("objective,sampler", [("cosent", "single_task"), ("naive", "mixed"),
+                                               ("naive", "single_task"), ("codiemb", "mixed")])
 def test_other_objectives_run(train_root, objective, sampler):
     tmp = train_root
     trainer = Trainer(load_recipe(_recipe_file(tmp, objective=objective, sampler=sampler),
@@ -61,8 +62,8 @@ def test_bad_recipes_stop_before_training(train_root):
         load_recipe(_recipe_file(tmp), ["data.sources=[{name: x, path: ir.jsonl, task: retrieval}]"])
     with pytest.raises(ConfigError, match="score_range"):
         load_recipe(_recipe_file(tmp), ["data.sources=[{name: x, path: sts.jsonl, task: sts}]"])
-    with pytest.raises(ConfigError, match="naive"):
-        load_recipe(_recipe_file(tmp, objective="naive"))
+    with pytest.raises(ConfigError, match="mixed"):  # a mixed sampler has no meaning for the ST peer's losses
+        load_recipe(_recipe_file(tmp, objective="mnrl_cosent", sampler="mixed"))
     # A row outside the declared score range stops setup (before any step), naming file and line.
     with open(tmp / "train-data" / "sts.jsonl", "a") as f:
         f.write(json.dumps({"sentence1": "a", "sentence2": "b", "score": 7}) + "\n")

@@ -4,8 +4,11 @@
   query (cross-device negatives when running on several ranks); STS batches -> the four order-aware losses (Pearson,
   Rank-KL, PRO, mid-layer InfoNCE) on scaled labels.
 - ``cosent`` (single-task batches): IR as above; STS -> CoSENT only (the paper's CoSENT baseline).
-- ``naive`` (mixed batches): every example becomes one (anchor, positive) pair — an IR query with its first positive,
-  an STS pair whose scaled score >= ``sampler.sts_threshold`` — and one in-batch InfoNCE covers them all.
+- ``naive`` (mixed batches): every example becomes one (anchor, positive) pair — an IR query with a drawn positive
+  (its N drawn hard negatives join the candidates), an STS pair whose scaled score >= ``sampler.sts_threshold`` — and
+  one in-batch InfoNCE covers them all. The two ablation arms between naive and CoDiEmb change one factor each:
+  ``naive`` with single-task batches (the losses alone) and ``codiemb`` with mixed batches (the sampler alone: each
+  task's loss on its items of the mixed batch).
 - ``cse_sfp`` / ``simcse_prompt`` / ``simcse`` (unsup sources, one sentence a line): one forward pass of a two-slot
   template (Rep2 anchors, Rep1 positives), or two stochastic passes of the same texts (dropout views).
 
@@ -220,15 +223,19 @@ def sts_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
 
 
 def naive_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Generator):
-    """Mixed batch of (source, index) items -> one in-batch InfoNCE over (anchor, positive) pairs."""
+    """A batch of (source, index) items -> one in-batch InfoNCE over (anchor, positive) pairs, the IR items' hard
+    negatives (N per query, drawn like ir_step's) appended as candidates for every anchor. Mixed batches: the paper's
+    naive baseline; single-task batches: the "losses alone" ablation arm."""
     r = ctx.recipe
     groups: dict[str, tuple[list[str], list[str]]] = {}
+    negatives: list[str] = []
     for source_index, i in items:
         ex = ctx.sources[source_index][i]
         prompt = _prompt(ctx, source_index)
         if isinstance(ex, IRExample):
             anchor, positive = ex.query, _draw(list(ex.pos), 1, gen)[0]
             doc_prompt = ""
+            negatives += _draw(list(ex.neg), r.data.n_negatives, gen) if ex.neg else []
         elif ex.score >= r.sampler.sts_threshold:
             anchor, positive, doc_prompt = ex.sentence1, ex.sentence2, prompt
         else:
@@ -237,17 +244,58 @@ def naive_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Ge
         a.append(anchor)
         p.append(positive)
     if not groups:
-        raise ConfigError("a mixed batch held no usable pair: lower sampler.sts_threshold or add IR data")
+        # An STS-only batch without a pair above the threshold (the losses-alone arm): a zero loss, no update. The
+        # loss is still called, so the ranks' collectives line up when other ranks have pairs.
+        empty = torch.zeros(0, ctx.model.dim, device=ctx.device, requires_grad=True)
+        loss, comps = infonce_loss(empty, empty, None, tau=r.objective.ir_temperature,
+                                   gather=r.objective.cross_device_negatives and ctx.world > 1)
+        return loss, comps, False
     specs = []
     for key, (a, p) in groups.items():
         prompt, doc_prompt = key.split("\x00")
         specs += [(a, prompt, None), (p, doc_prompt, None)]
+    if negatives:
+        specs.append((negatives, "", None))  # documents: no prompt
+    n_groups = len(groups)
 
     def loss_fn(outs):
-        return infonce_loss(torch.cat(outs[0::2]), torch.cat(outs[1::2]), tau=r.objective.ir_temperature,
+        anchors = torch.cat(outs[0:2 * n_groups:2])
+        positives = torch.cat(outs[1:2 * n_groups:2])
+        negs = outs[2 * n_groups] if negatives else None
+        return infonce_loss(anchors, positives, negs, tau=r.objective.ir_temperature,
                             gather=r.objective.cross_device_negatives and ctx.world > 1)
 
     return _embed_and_loss(ctx, specs, loss_fn)
+
+
+def mixed_task_step(ctx: StepContext, items: Sequence[tuple[int, int]], gen: torch.Generator):
+    """The "sampler alone" ablation arm: a mixed batch under CoDiEmb's task-specific losses. Items are grouped by
+    source; each group gets its own task's loss (ir_step / sts_step), and the step's loss is their mean weighted by
+    the number of items (an STS group of one pair has no correlation to learn from and is skipped). One process
+    only: groups differ between ranks, so the losses' collectives would not line up."""
+    if ctx.world > 1:
+        raise ConfigError("objective.kind codiemb/cosent with sampler.kind mixed (the sampler-alone arm) runs in one "
+                          "process; use single-task batches for multi-process training")
+    by_source: dict[int, list[int]] = {}
+    for source_index, i in items:
+        by_source.setdefault(source_index, []).append(i)
+    total, comps, weight = None, {}, 0
+    for source_index, indices in sorted(by_source.items()):
+        task = ctx.sources[source_index].task
+        if task == "sts" and len(indices) < 2:
+            continue
+        step = ir_step if task == "ir" else sts_step
+        loss, c, _ = step(ctx, source_index, indices, gen) if task == "ir" else step(ctx, source_index, indices)
+        total = loss * len(indices) if total is None else total + loss * len(indices)
+        weight += len(indices)
+        for k, v in c.items():
+            comps[f"{task}_{k}"] = comps.get(f"{task}_{k}", 0.0) + v * len(indices)
+    if total is None:
+        raise ConfigError("a mixed batch held no usable group (single STS pairs only)")
+    comps = {k: v / weight for k, v in comps.items()}
+    total = total / weight
+    comps["loss"] = float(total.detach())
+    return total, comps, False
 
 
 def unsup_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
@@ -279,8 +327,13 @@ class StepResult:
 
 def run_step(ctx: StepContext, batch, step: int) -> StepResult:
     gen = torch.Generator().manual_seed(hash((ctx.recipe.seed, step, ctx.rank)) & 0x7FFF_FFFF)
-    if ctx.recipe.sampler.kind == "mixed":
+    mixed = ctx.recipe.sampler.kind == "mixed"
+    if ctx.recipe.objective.kind == "naive":  # mixed: the naive baseline; single-task: the losses-alone arm
         loss, comps, done = naive_step(ctx, batch, gen)
+        return StepResult(loss, comps, "mixed" if mixed else f"naive:{ctx.sources[batch.source].name}", len(batch),
+                          done)
+    if mixed:  # CoDiEmb's losses on mixed batches: the sampler-alone arm
+        loss, comps, done = mixed_task_step(ctx, batch, gen)
         return StepResult(loss, comps, "mixed", len(batch), done)
     source_index, indices = batch.source, [i for _, i in batch]
     task = ctx.sources[source_index].task
