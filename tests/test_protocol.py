@@ -150,3 +150,33 @@ def test_naive_uses_hard_negatives_and_the_arms_change_one_factor(tmp_path, tiny
         assert len(log) == 3 and all(x["loss"] == x["loss"] for x in log)
         if sampler == "mixed":
             assert any("ir_loss" in x or "sts_loss" in x for x in log)
+
+
+def test_two_pass_baseline_as_shipped_has_two_different_views(tmp_path, tiny_llama):
+    """recipes/simcse_prompt.yaml (and cse_sfp.yaml) turn model dropout on: two train-mode passes differ from the
+    first step. Before, LoRA's dropout (on a branch whose B is zero at init) was the only noise: identical views."""
+    import torch
+
+    from embedlab.text import Embedder
+    from embedlab.train.model_setup import build_model
+
+    backbone, tok = tiny_llama
+    tok.bos_token = "[CLS]"  # the test tokenizer (BERT's) has no BOS; the CSE-SFP templates need one
+    Embedder(backbone, tok, max_length=64, is_decoder=True, name="tiny-llama").save(tmp_path / "llama")
+    for name in ("simcse_prompt", "cse_sfp"):
+        r = load_recipe(f"recipes/{name}.yaml", [f"model.name={tmp_path / 'llama'}"])
+        assert r.model.dropout == 0.1
+    texts = ["a man plays the guitar", "the cat sleeps on the mat"]
+
+    def two_views(overrides):
+        r = load_recipe("recipes/simcse_prompt.yaml", [f"model.name={tmp_path / 'llama'}", *overrides])
+        model = build_model(r.model, torch.device("cpu"))
+        model.train()
+        torch.manual_seed(0)
+        feats = model.tokenize(texts)
+        return model(feats), model(feats)
+
+    a, b = two_views([])
+    assert (a - b).abs().max() > 1e-4
+    a, b = two_views(["model.dropout=0.0"])  # the no-noise control: identical at init
+    assert (a - b).abs().max() == 0
