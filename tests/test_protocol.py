@@ -69,6 +69,8 @@ def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, da
     assert {r["name"] for r in records} == {"untrained", "trained"}
     assert all(r["eval_max_length"] == 64 for r in records)
     assert seen and set(seen) == {64}
+    items = json.loads((root / "res-items" / "trained-s1-stsb-dev.json").read_text())  # for the paired bootstrap
+    assert len(items["gold"]) == len(items["pred"]) == 1500
     assert Embedder.load(str(root / "work" / "trained-s1" / "final")).max_length == 32
     spec["runs"][0]["max_length"] = 128
     (root / "e2.yaml").write_text(yaml.safe_dump(spec))
@@ -180,3 +182,67 @@ def test_two_pass_baseline_as_shipped_has_two_different_views(tmp_path, tiny_lla
     assert (a - b).abs().max() > 1e-4
     a, b = two_views(["model.dropout=0.0"])  # the no-noise control: identical at init
     assert (a - b).abs().max() == 0
+
+
+def test_per_query_ndcg_is_what_the_main_score_averages():
+    from embedlab.evaluate.retrieval import per_query_ndcg10, score_run
+
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 1}, "q3": {"d9": 1}}
+    run = {"q1": {"d1": 0.9, "d2": 0.5}, "q2": {"d3": 0.8, "d2": 0.7, "d1": 0.1}, "q3": {"d1": 0.3}}
+    per = per_query_ndcg10(qrels, run)
+    assert list(per) == ["q1", "q2", "q3"] and per["q1"] == 1.0 and per["q3"] == 0.0
+    assert abs(sum(per.values()) / 3 - score_run(qrels, run)["ndcg_at_10"]) < 1e-12
+
+
+def test_paired_bootstrap_interval():
+    """Identical rows: 0, not real. A clearly better row: real. For a mean metric the percentile interval is close
+    to the normal one, mean(d) ± 1.96·sd(d)/√n. Rows scored on different items are refused."""
+    import numpy as np
+    import pytest
+
+    from embedlab.bench.stats import paired_difference
+
+    rng = np.random.default_rng(0)
+    gold = np.round(rng.uniform(0, 5, 800), 1).tolist()
+    noisy = [{"gold": gold, "pred": (np.array(gold) + rng.normal(0, s, 800)).tolist()} for s in (1.0, 1.1)]
+    worse = [{"gold": gold, "pred": (np.array(gold) + rng.normal(0, 2.0, 800)).tolist()}]
+    same = paired_difference([noisy], [noisy])
+    assert same.diff == 0 and not same.real
+    better = paired_difference([noisy], [worse])
+    assert better.real and better.low > 0 and better.low < better.diff < better.high
+    qids = [str(i) for i in range(400)]
+    a, b = rng.uniform(0, 1, 400), rng.uniform(0, 1, 400)
+    d = paired_difference([[{"qids": qids, "main": a.tolist()}]], [[{"qids": qids, "main": b.tolist()}]])
+    diff = 100 * (a - b)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert d.diff == pytest.approx(diff.mean())
+    assert d.low == pytest.approx(diff.mean() - half, abs=0.15 * half)
+    assert d.high == pytest.approx(diff.mean() + half, abs=0.15 * half)
+    with pytest.raises(ValueError, match="query ids"):
+        paired_difference([[{"qids": qids, "main": a.tolist()}]], [[{"qids": qids[::-1], "main": b.tolist()}]])
+
+
+def test_the_table_compares_the_reference_with_intervals():
+    import numpy as np
+
+    from embedlab.bench.experiment import ExperimentSpec, render_table
+
+    spec = ExperimentSpec.model_validate({
+        "name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb", "scifact"], "reference": "codiemb",
+        "averages": {"STS avg": ["stsb"], "IR avg": ["scifact"]},
+        "runs": [{"name": "codiemb", "recipe": "r.yaml", "seeds": [1, 2]}, {"name": "naive", "recipe": "r.yaml",
+                                                                            "seeds": [1, 2]}]})
+    rng = np.random.default_rng(1)
+    gold = rng.uniform(0, 5, 300).tolist()
+    qids = [str(i) for i in range(100)]
+    items, records = {}, []
+    for name, noise, ndcg in (("codiemb", 0.5, 0.6), ("naive", 2.0, 0.6)):
+        for seed in (1, 2):
+            items[(name, seed, "stsb")] = {"gold": gold, "pred": (np.array(gold) + rng.normal(0, noise, 300)).tolist()}
+            items[(name, seed, "scifact")] = {"qids": qids, "main": rng.uniform(0, 2 * ndcg, 100).tolist()}
+            records += [{"name": name, "seed": seed, "task": t, "value": 50.0, "steps": 1, "train_seconds": 1.0}
+                        for t in ("stsb", "scifact")]
+    table = render_table(spec, records, items)
+    line = next(x for x in table.splitlines() if x.startswith("| naive |") and "[" in x)
+    sts, ir = line.split("|")[2:4]
+    assert sts.strip().endswith("*") and not ir.strip().endswith("*")  # a real STS gap; IR rows drawn alike

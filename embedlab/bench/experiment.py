@@ -173,8 +173,10 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     results_path = Path(spec.results)
     records = _load_records(results_path)
     # A record counts as done only under this experiment's protocol (records without eval_max_length predate it).
+    # A test task also needs its per-item file (the paired bootstrap reads it); a record without one is re-evaluated.
     done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"
-            and r.get("eval_max_length") == spec.eval_max_length and r.get("instructions") == spec.instructions}
+            and r.get("eval_max_length") == spec.eval_max_length and r.get("instructions") == spec.instructions
+            and (r["task"] not in spec.tasks or items_path(spec, r["name"], r["seed"], r["task"]).is_file())}
     settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
                             autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None,
                             max_length=spec.eval_max_length)
@@ -237,13 +239,38 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                         "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": metric,
                         "value": float(result.scores[metric]), "eval_bf16": spec.eval_bf16,
                         "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
+                if result.items is not None:  # before the record that marks the task done
+                    write_json(items_path(spec, run.name, seed, task), result.items)
                 records = _append_record(results_path, spec, {
                     "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
                     "value": result.main_score * scale, "eval_bf16": spec.eval_bf16,
                     "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
                 log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
-    write_text(Path(spec.table), render_table(spec, records))
+    write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
     return results_path
+
+
+def items_dir(spec: ExperimentSpec) -> Path:
+    """Where per-item outputs (for the paired bootstrap) live: ``<results without .json>-items/``."""
+    results = Path(spec.results)
+    return results.with_name(results.stem + "-items")
+
+
+def items_path(spec: ExperimentSpec, run: str, seed: int, task: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in run)
+    return items_dir(spec) / f"{safe}-s{seed}-{task}.json"
+
+
+def load_items(spec: ExperimentSpec) -> dict[tuple[str, int, str], dict]:
+    """(run, seed, task) -> items, for every run, seed and test task whose file exists."""
+    out = {}
+    for run in spec.runs:
+        for seed in run.seeds:
+            for task in spec.tasks:
+                path = items_path(spec, run.name, seed, task)
+                if path.is_file():
+                    out[(run.name, seed, task)] = json.loads(path.read_text(encoding="utf-8"))
+    return out
 
 
 def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[str, dict[str, Any]]:
@@ -288,11 +315,16 @@ def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[st
     return str(out), {**info, "params": result.params, "sweep": result.extra["sweep"]}
 
 
-def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
+def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
+                 items: dict[tuple[str, int, str], dict] | None = None) -> str:
     """One Markdown table per run group: mean ± std over seeds per (run, task), the averages, the mean training
     time — computed from the records only. Every group other than "main" starts with the ``reference`` run,
     restricted to the seeds that group's runs used, so ablation rows are compared at equal seeds — except a group
-    whose every run starts from another model than the reference (a different backbone: not an ablation of it)."""
+    whose every run starts from another model than the reference (a different backbone: not an ablation of it).
+
+    With ``items`` (per-item outputs, see ``load_items``), a last table compares the reference run with every other
+    row on each average: the difference of the seed means and its paired bootstrap 95 % interval
+    (embedlab.bench.stats); ``*`` marks a difference whose interval excludes 0."""
     extra = [r for r in records if r.get("metric", "main_score") != "main_score"]
     records = [r for r in records if r.get("metric", "main_score") == "main_score"]
     group_of = {run.name: run.group for run in spec.runs}
@@ -327,7 +359,46 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]]) -> str:
             cells = [_fmt([r["value"] for r in extra if r["name"] == name and (r["task"], r["metric"]) == c], 3)
                      for c in columns]
             out.append(f"| {name} | " + " | ".join(cells) + " |")
+    if items and spec.reference and spec.averages:
+        out += _comparisons(spec, records, items)
     return "\n".join(out) + "\n"
+
+
+def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
+                 items: dict[tuple[str, int, str], dict]) -> list[str]:
+    """Reference − row on each average, with paired bootstrap intervals over the items of every member task (the
+    seeds each run has items for; a row lacking a member task's items gets "-")."""
+    from .stats import paired_difference
+
+    seeds_of: dict[str, list[int]] = {}
+    for r in records:
+        if r["task"] in spec.tasks:
+            seeds_of.setdefault(r["name"], [])
+            if r["seed"] not in seeds_of[r["name"]]:
+                seeds_of[r["name"]].append(r["seed"])
+    ref = spec.reference
+    if ref not in seeds_of:
+        return []
+    others = [n for n in seeds_of if n != ref]
+    if not others:
+        return []
+    lines = ["", f"**{ref} − row: difference of the seed means, paired bootstrap 95 % interval over items "
+                 f"(1000 resamples; * = the interval excludes 0)**", "",
+             "| row | " + " | ".join(spec.averages) + " |", "|" + "---|" * (len(spec.averages) + 1)]
+    for name in others:
+        cells = []
+        for members in spec.averages.values():
+            a = [[items[(ref, sd, t)] for sd in seeds_of[ref] if (ref, sd, t) in items] for t in members]
+            b = [[items[(name, sd, t)] for sd in seeds_of[name] if (name, sd, t) in items] for t in members]
+            if all(a) and all(b):
+                try:
+                    cells.append(paired_difference(a, b).format())
+                except ValueError as e:  # not the same test items: say so in the cell rather than guess
+                    cells.append(f"n/a ({e})")
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _other_model(spec: ExperimentSpec, members: list[str]) -> bool:

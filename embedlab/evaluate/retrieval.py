@@ -205,6 +205,17 @@ def _trec_ranking(doc_scores: Mapping[str, float]) -> list[str]:
     return [d for d, _ in sorted(doc_scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
 
 
+def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """nDCG@10 of every judged query (pytrec_eval), in qrels order: the items whose mean is ``score_run``'s main
+    score, kept for paired bootstrap intervals."""
+    import pytrec_eval
+
+    judged = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items() if len(docs) > 0}
+    evaluated = {q: {str(d): float(s) for d, s in run.get(q, {}).items()} for q in judged}
+    per_query = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate(evaluated)
+    return {q: float(per_query.get(q, {}).get("ndcg_cut_10", 0.0)) for q in judged}
+
+
 def score_run(
     qrels: Mapping[str, Mapping[str, int]],
     run: Mapping[str, Mapping[str, float]],
