@@ -152,10 +152,17 @@ def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_
     # written: task names, the model name (resolved: reads no weights, creates nothing, so a typo leaves no new
     # database behind), the results store (opened and connected to) and the JSON folder.
     parse_tasks(tasks)
-    resolve(model_name)
+    resolved = resolve(model_name)
+    if resolved.source == "hub":  # a hub id is only known to exist once found (cache or download): before the store
+        from .text.embedder import _materialise
+
+        _materialise(resolved)
+    if label is None and resolved.source == "path" and not model_name.strip("./"):
+        label = str(Path(model_name).resolve())  # "." or "..": no name for the results (nor a JSON folder)
     store = ResultsStore(db)
     if out is not None:
         _check_out_dir(out)
+    cache = EmbeddingCache(enabled=not no_cache)  # an unusable cache folder fails here, before the model loads
     _on_interrupt(f"interrupted: the tasks that finished are stored in {store.display_url}"
                   + (f" (JSON under {out})" if out is not None else "") + "; the others were not evaluated")
     model = Embedder.load(model_name)
@@ -168,7 +175,7 @@ def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_
                                     f"({r.evaluation_time:.1f}s)"))
 
     results = evaluate(model, tasks, settings=settings, out_dir=out, store=store,
-                       cache=EmbeddingCache(enabled=not no_cache), model_label=label or model_name, on_result=show)
+                       cache=cache, model_label=label or model_name, on_result=show)
     subsample = f" (subsampled: at most {settings.limit} per task)" if settings.limit else ""
     console.print(_table(f"{label or model_name}{subsample}", ["task", "split", "main score", "time"], rows))
     if out is not None:
@@ -283,10 +290,25 @@ def convert(
     """Build CoDiEmb training files (IR: FlagEmbedding JSONL, STS: sentence1/sentence2/score) from the local data."""
     from .data.convert import convert_all
 
+    from .outputs import claim_folder
+
+    # convert replaces <name>.jsonl and manifest.json in --out: never in a folder of the user's own files
+    claim_folder(out, "--out", "training files (embedlab convert)", legacy=_convert_output)
     _on_interrupt(f"interrupted: the training files written so far are in {out}; a rerun writes them all again")
     results = convert_all(out, names=names.split(",") if names else None)
     console.print(_table(f"training files in {out}", ["name", "task", "rows", "reads", "dropped (eval overlap, ...)"],
                          [[r.name, r.task, r.rows, ", ".join(r.source_files), r.dropped or ""] for r in results]))
+
+
+def _convert_output(folder: Path) -> bool:
+    """An earlier ``embedlab convert`` output (its manifest), written before folders carried the owner marker."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "converter_hash" in manifest
 
 
 def _rank_range(value: str) -> tuple[int, int]:
@@ -456,7 +478,11 @@ def fuse(ctx: typer.Context) -> None:
         if "=" not in item:
             raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
-        kw["params"][key.strip()] = yaml.safe_load(value)
+        try:
+            kw["params"][key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--param {item!r}: the value is not a number, word or YAML list "
+                              f"({getattr(e, 'problem', None) or type(e).__name__})") from None
     _on_interrupt(f"interrupted: {args.out} was not written (the merged model is moved there only when complete)")
     if MERGE_METHODS.get(kw["method"]).needs_score:
         from .fusion.greedy import dev_scorer, greedy_soup
@@ -527,6 +553,11 @@ def main() -> None:
     except aborts as e:  # EOF at a prompt ("Aborted!", 1); click's older releases raised Abort for Ctrl-C too
         if isinstance(e.__context__, KeyboardInterrupt):
             _interrupted()
+        if isinstance(e.__context__, EOFError) and e.__context__.__traceback__ is not None and \
+                e.__context__.__traceback__.tb_next is not None:
+            # click turns *every* EOFError into "Aborted!" (exit 1); embedlab asks nothing at a prompt, so one raised
+            # inside a command (e.g. a file cut short) is a bug: keep its traceback instead of a silent abort.
+            raise e.__context__
         print("Aborted!", file=sys.stderr)
         sys.exit(1)
     except exits as e:

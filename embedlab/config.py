@@ -219,7 +219,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = nxt
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML "
+                              f"({getattr(e, 'problem', None) or type(e).__name__}); quote text, e.g. key='[x'") from None
     return raw
 
 

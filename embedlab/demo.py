@@ -25,6 +25,24 @@ BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = "stsb,sts12,sts13,scifact,msmarco-sample,nfcorpus-pp,geometry"
 
 
+_DEMO_ENTRIES = {"report.md", "results.sqlite", "base", "codiemb", "train-data"}
+
+
+def _earlier_demo(folder: Path) -> bool:
+    """A demo folder written before folders carried the owner marker (or prepared for it, e.g. with train-data/):
+    nothing but the demo's own entries, and a report.md, if any, that a demo wrote."""
+    if not all(p.name in _DEMO_ENTRIES for p in folder.iterdir()):
+        return False
+    report = folder / "report.md"
+    if not report.exists():
+        return True
+    try:
+        with open(report, encoding="utf-8") as f:
+            return report.is_file() and f.readline().startswith("# embedlab")
+    except (OSError, ValueError):
+        return False
+
+
 def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: Path = DEMO_RECIPE,
              tasks: str = TASKS, model: str = BASE_MODEL, log: Callable[[str], None] = print,
              precision: str = "fp32") -> Path:
@@ -32,7 +50,10 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     which prints progress and stores the scores). Returns the report path."""
     from .bench.report import write_comparison_report, write_report
 
-    out.mkdir(parents=True, exist_ok=True)
+    from .outputs import claim_folder
+
+    # report.md and results.sqlite are written into `out`: never into a folder of the user's own files
+    claim_folder(out, "demo output folder", "embedlab demo", legacy=_earlier_demo)
     log(f"1/3 evaluating {model}")
     before = evaluate_fn(model, tasks, out / "base" / "json", model)
     settings = {"batch_size": 32, "max_length": "model default (256)",

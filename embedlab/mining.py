@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ from .data.training import write_ir_examples
 from .errors import ConfigError, DataError
 from .evaluate.retrieval import exact_search
 from .text.embedder import Embedder
+
+log = logging.getLogger("embedlab.mining")
 
 # (texts, prompt, show progress) -> float32 [n, dim] unit-norm embeddings; one closure carries the encode settings.
 Encode = Callable[[list, "str | None", bool], np.ndarray]
@@ -77,7 +81,8 @@ def default_corpus(examples: Sequence[IRExample]) -> list[str]:
     return list(dict.fromkeys(t for ex in examples for t in (*ex.pos, *ex.neg)))
 
 
-def _check_args(rank_range: Sequence[int], n_negatives: int, margin: float | None, chunk_size: int) -> tuple[int, int]:
+def _check_args(rank_range: Sequence[int], n_negatives: int, margin: float | None, chunk_size: int,
+                seed: int = 0) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in rank_range)
     except (TypeError, ValueError):
@@ -90,6 +95,8 @@ def _check_args(rank_range: Sequence[int], n_negatives: int, margin: float | Non
         raise ConfigError(f"margin must be > 0 (e.g. 0.95), got {margin}")
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy seeds: ints >= 0
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     return lo, hi
 
 
@@ -122,7 +129,13 @@ def _corpus_embeddings(encode: Encode, corpus: Sequence[str], work: Path | None,
                        show_progress: bool) -> np.ndarray:
     path = work / "corpus.npy" if work is not None else None
     if path is not None and path.is_file():
-        return np.load(path)
+        try:
+            emb = np.load(path)
+            if emb.ndim == 2 and emb.shape[0] == len(corpus) and emb.dtype == np.float32:
+                return emb
+            log.warning("mining cache %s does not match the corpus (shape %s); recomputing", path, emb.shape)
+        except (OSError, ValueError, EOFError) as e:  # emptied or cut short outside embedlab: recompute it
+            log.warning("unreadable mining cache %s (%s); recomputing", path, e)
     emb = encode(list(corpus), prompt, show_progress)
     if path is not None:
         _save_npy(path, emb)
@@ -133,11 +146,22 @@ def _chunk_path(work: Path, start: int) -> Path:
     return work / f"chunk-{start:09d}.json"
 
 
-def _read_chunk(path: Path) -> dict | None:
+def _read_chunk(path: Path, n_examples: int, corpus_size: int) -> dict | None:
+    """A chunk's saved record when it is complete and well-formed for these examples and this corpus, else None
+    (absent, or damaged outside embedlab: recomputed)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):  # absent, or left unreadable by a crash: recompute it
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    negatives, dropped = (record.get("negatives"), record.get("margin_dropped")) if isinstance(record, dict) else (
+        None, None)
+    ok = (isinstance(negatives, list) and isinstance(dropped, list) and len(negatives) == n_examples == len(dropped)
+          and all(isinstance(d, int) for d in dropped)
+          and all(isinstance(row, list) and all(isinstance(j, int) and not isinstance(j, bool) and 0 <= j < corpus_size
+                                                for j in row) for row in negatives))
+    if not ok and path.exists():
+        log.warning("mining work file %s is damaged; recomputing it", path)
+    return record if ok else None
 
 
 # --------------------------------------------------------------------------------------------------- one chunk
@@ -230,7 +254,7 @@ def mine_hard_negatives(
     the same order. ``cache_dir`` makes the run resumable; ``num_threads`` sets torch's intra-op threads while
     encoding (None: unchanged); ``max_length`` truncates texts (default: the model's); ``stats`` is filled in."""
     t0 = time.perf_counter()
-    lo, hi = _check_args(rank_range, n_negatives, margin, chunk_size)
+    lo, hi = _check_args(rank_range, n_negatives, margin, chunk_size, seed)
     examples = list(examples)
     corpus = list(dict.fromkeys(corpus)) if corpus is not None else default_corpus(examples)
     if not corpus:
@@ -268,8 +292,8 @@ def mine_hard_negatives(
     with tqdm(total=len(examples), disable=not show_progress, desc="mine", unit="query", dynamic_ncols=True) as bar:
         for start in range(0, len(examples), chunk_size):
             chunk = examples[start:start + chunk_size]
-            record = _read_chunk(_chunk_path(work, start)) if work is not None else None
-            if record is not None and len(record.get("negatives", ())) == len(chunk):
+            record = _read_chunk(_chunk_path(work, start), len(chunk), len(corpus)) if work is not None else None
+            if record is not None:
                 stats.chunks_reused += 1
             else:
                 record = _mine_chunk(chunk, start, encode, corpus, corpus_emb, index, lo=lo, hi=hi,
@@ -290,6 +314,18 @@ def mine_hard_negatives(
         mined.append(IRExample(ex.query, ex.pos, (*ex.neg, *negatives) if keep_existing else negatives, ex.prompt))
     stats.seconds = time.perf_counter() - t0
     return mined
+
+
+def _check_cache_dir(cache_dir: str | Path) -> None:
+    """ConfigError before any work unless ``cache_dir`` is (or can become) a writable folder."""
+    path = Path(cache_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"mining cache folder {path}: {probe} is a file, not a folder; give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"mining cache folder {path}: cannot write to {probe} (permission denied)")
 
 
 def load_corpus_texts(path: str | Path) -> list[str]:
@@ -330,6 +366,8 @@ def mine_file(
     not be an input; an existing file there is replaced only with ``overwrite=True`` (checked before any work).
     """
     check_output_file(out_path, overwrite=overwrite, inputs=[in_path, corpus_path], what="mining output")
+    if cache_dir is not None:
+        _check_cache_dir(cache_dir)
     examples = load_ir_examples(in_path, skip_bad_rows)
     if not examples:
         raise DataError("no examples to mine for", in_path)

@@ -177,6 +177,18 @@ def _engine(url: str, create: bool = True) -> Engine:
     return create_engine(url, connect_args={"timeout": 60})
 
 
+def _create_tables(engine: Engine) -> None:
+    """create_all, safe when several processes open a new store at once: SQLite's "CREATE TABLE" of the loser of
+    that race fails with "table results already exists" although the table is there and usable. Then look again."""
+    for attempt in range(3):
+        try:
+            _Base.metadata.create_all(engine)
+            return
+        except SQLAlchemyError as e:
+            if "already exists" not in str(getattr(e, "orig", e)) or attempt == 2:
+                raise
+
+
 def _finite_or_none(value: Any) -> float | None:
     if value is None:
         return None
@@ -197,7 +209,7 @@ class ResultsStore:
         self.engine = _engine(self.url, create=create)
         try:
             if create:
-                _Base.metadata.create_all(self.engine)
+                _create_tables(self.engine)
                 has_table = True
             else:
                 has_table = inspect(self.engine).has_table(Result.__tablename__)
@@ -209,6 +221,20 @@ class ResultsStore:
             self.engine.dispose()
             raise ConfigError(f"results store {self.display_url} has no results table (not an embedlab results "
                               f"store?); choose another with --db or EMBEDLAB_RESULTS_DB")
+        # A "results" table of another program (or another schema) would fail at the first read or, worse, at the
+        # first write, after an evaluation: check its columns now.
+        try:
+            present = {c["name"] for c in inspect(self.engine).get_columns(Result.__tablename__)}
+        except (SQLAlchemyError, OSError) as e:
+            self.engine.dispose()
+            raise ConfigError(f"cannot open results store {self.display_url}: {getattr(e, 'orig', None) or e}") \
+                from None
+        missing = [c for c in COLUMNS if c not in present]
+        if missing:
+            self.engine.dispose()
+            raise ConfigError(f"results store {self.display_url}: its results table lacks the column(s) "
+                              f"{', '.join(missing[:4])}{f' and {len(missing) - 4} more' if len(missing) > 4 else ''} (not an embedlab results store, or another schema); choose "
+                              f"another with --db or EMBEDLAB_RESULTS_DB")
 
     @property
     def display_url(self) -> str:

@@ -43,6 +43,7 @@ from ..errors import DataError
 log = logging.getLogger("embedlab.data")
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+_GRADE_LIMIT = 2**31  # relevance grades must fit a 32-bit signed integer (pytrec_eval)
 _WORD = re.compile(r"[A-Za-z][A-Za-z_\- ]*")
 
 
@@ -120,6 +121,8 @@ def load_qrels(
         with bad.guard(path, line):
             query_id, doc_id, grade_text = row
             grade = parse_int(grade_text, "score")
+            if not -_GRADE_LIMIT <= grade < _GRADE_LIMIT:  # pytrec_eval keeps grades in a C int: larger fails deep
+                raise BadRow(f"score {grade} is out of range (expected a relevance grade such as 0, 1 or 2)")
             if queries is not None and query_id not in queries:
                 raise BadRow(f"query-id {query_id!r} is not in queries.jsonl (expected a known query id)")
             if corpus is not None and doc_id not in corpus:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from ..errors import ConfigError
 
 from ..atomic import atomic_path, write_json
 from ..settings import cache_dir
@@ -28,6 +31,20 @@ class EmbeddingCache:
     def __init__(self, root: str | Path | None = None, enabled: bool = True):
         self.root = Path(root) if root is not None else cache_dir() / "embeddings"
         self.enabled = enabled
+        if enabled:
+            self._check_root()
+
+    def _check_root(self) -> None:
+        """ConfigError now (before any embedding) when the cache folder can never be written: it, or the nearest
+        existing folder above it, is a file or not writable. Creates nothing."""
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        fix = "set EMBEDLAB_CACHE to a folder you can write, or turn the cache off (--no-cache)"
+        if not probe.is_dir():
+            raise ConfigError(f"embedding cache {self.root}: {probe} is a file, not a folder; {fix}")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"embedding cache {self.root}: cannot write to {probe} (permission denied); {fix}")
 
     def _key(self, model_hash: str, dataset: str, max_length: int, prompt: str, precision: str, content: str) -> str:
         raw = json.dumps([model_hash, dataset, int(max_length), prompt, precision, content])
@@ -69,16 +86,21 @@ class EmbeddingCache:
             try:
                 info = json.loads(meta.read_text())
                 emb = np.load(npy)
-                if info.get("ids") == list(ids) and info.get("content") == content and emb.shape[0] == len(ids):
+                if (isinstance(info, dict) and info.get("ids") == list(ids) and info.get("content") == content
+                        and emb.ndim == 2 and emb.shape[0] == len(ids) and emb.dtype == np.float32
+                        and bool(np.isfinite(emb).all())):
                     log.info("corpus embeddings for %s from cache %s", dataset, npy)
                     return emb
                 log.warning("cache entry %s does not match the corpus; recomputing", npy)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:  # EOFError: an emptied .npy
                 log.warning("unreadable cache entry %s (%s); recomputing", npy, e)
         emb = np.ascontiguousarray(compute(), dtype=np.float32)
-        with atomic_path(npy) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, emb)
-        write_json(meta, {"model_hash": model_hash, "dataset": dataset, "max_length": int(max_length),
-                          "prompt": prompt, "precision": precision, "content": content, "ids": list(ids)})
+        try:
+            with atomic_path(npy) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, emb)
+            write_json(meta, {"model_hash": model_hash, "dataset": dataset, "max_length": int(max_length),
+                              "prompt": prompt, "precision": precision, "content": content, "ids": list(ids)})
+        except OSError as e:  # disk full, folder gone: the embeddings are right, only the cache entry is lost
+            log.warning("could not write the cache entry %s (%s); continuing without it", npy, e.strerror or e)
         return emb

@@ -28,10 +28,10 @@ from ..errors import ConfigError, DataError
 from ..text import Embedder
 from .cache import EmbeddingCache
 from . import geometry
-from .mteb_json import mteb_result, write_result
+from .mteb_json import mteb_result, result_path, write_result
 from .retrieval import exact_search, score_run
 from .sts import sts_scores
-from .tasks import Task, parse_tasks
+from .tasks import TASKS, Task, parse_tasks
 
 log = logging.getLogger("embedlab.evaluate")
 LIMIT_SEED = 0  # the subsample of EvalSettings.limit: fixed, so two limited runs score the same pairs/queries
@@ -214,12 +214,31 @@ def evaluate(
 ) -> list[TaskResult]:
     """Evaluate ``model`` (an Embedder or a name/path) on ``tasks``; write JSON under ``out_dir`` (if given) and
     rows to ``store`` (a ResultsStore, if given). Results come back in task order."""
+    if isinstance(settings, dict):  # EvalSettings' fields as a dict: checked like the dataclass itself
+        try:
+            settings = EvalSettings(**settings)
+        except TypeError as e:
+            raise ConfigError(f"settings: {e}") from None
     settings = settings or EvalSettings()
+    if tasks is None:
+        raise ConfigError(f"no tasks given; valid tasks: {', '.join(TASKS.names())}")
     task_list = parse_tasks(list(tasks) if not isinstance(tasks, str) else tasks)  # fail fast on a bad name
+    if isinstance(store, (str, Path)):  # a results-store URL or SQLite file, like --db
+        from ..bench.store import ResultsStore
+
+        store = ResultsStore(str(store))
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir))
     if isinstance(model, str):
         model = Embedder.load(model)
     cache = cache or EmbeddingCache()
     label = model_label or model.name
+    if out_dir is not None:  # a label that cannot name the JSON folder fails now, not after the first task
+        try:
+            result_path(out_dir, label, task_list[0].mteb_name)
+        except ValueError as e:
+            raise ConfigError(f"model label {label!r} cannot name the results folder under {out_dir} ({e}); give "
+                              f"another label") from None
     run_id = uuid.uuid4().hex
     results = []
     for task in task_list:
@@ -235,6 +254,20 @@ def evaluate(
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _check_out_dir(out: Path) -> None:
+    """ConfigError before any work when ``out`` cannot become a folder to write the JSON into (a file is in the way,
+    or the nearest existing folder is not writable); otherwise the first task would run and then fail."""
+    import os
+
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"out_dir {out}: {probe} is a file, not a folder; give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir {out}: cannot write to {probe} (permission denied); give another folder")
 
 
 def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, settings: EvalSettings) -> list[dict]:

@@ -122,6 +122,13 @@ class Embedder(torch.nn.Module):
         torch_dtype: torch.dtype | None = None,
     ) -> "Embedder":
         """Load by package name, path or hub id. Keyword arguments override what the folder's configs say."""
+        _check_at_least_1("max_length", max_length, optional=True)  # 0 / negative: wrong, not "the default"
+        if device is not None:
+            try:
+                torch.empty(0, device=device)  # an unknown or absent device fails here, before reading weights
+            except (RuntimeError, AssertionError, ValueError) as e:
+                raise ConfigError(f"device {device!r} cannot be used here ({str(e).splitlines()[0][:200]})") \
+                    from None
         resolved = resolve(name_or_path)
         folder = _materialise(resolved)
         if resolved.gguf_file:
@@ -357,7 +364,13 @@ class Embedder(torch.nn.Module):
         _check_at_least_1("batch_size", batch_size)
         _check_at_least_1("token_budget", token_budget, optional=True)
         _check_at_least_1("max_length", max_length, optional=True)
+        _check_at_least_1("num_threads", num_threads, optional=True)
+        if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+            raise ConfigError(f"autocast_dtype must be a torch dtype such as torch.bfloat16, got {autocast_dtype!r}")
         texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"encode() takes texts (str); item {i} is a {type(t).__name__}: {t!r:.60}")
         normalize = self.normalize if normalize is None else normalize
         max_length = max_length or self.max_length
         prefix = self.resolve_prompt(prompt_name, prompt)
@@ -469,6 +482,11 @@ class Embedder(torch.nn.Module):
         path = Path(path)
         inputs = [self.source_path] if getattr(self, "source_path", None) else []
         check_output_dir(path, overwrite=overwrite, inputs=inputs, what="model folder")
+        bad = nonfinite_tensors(self.backbone)
+        if bad:  # e.g. a diverged training step: such a model would only ever embed NaN
+            raise ModelError(f"not saving {path}: the model's weights hold NaN or infinite values (in "
+                             f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); a diverged training? (lower "
+                             f"the learning rate, keep train.grad_clip)")
         staging = staging_dir(path, "saving")
         try:
             backbone = self.backbone
@@ -574,7 +592,18 @@ def _load_backbone(folder: Path, **kwargs):
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
         raise ModelError(f"{folder}: the weights file lacks {len(missing)} tensor(s) the model needs ({shown}); "
                          f"they would be random. Re-save or re-download the model")
+    bad = nonfinite_tensors(model)
+    if bad:  # NaN embeddings would score as "n/a" (or train on NaN): refuse the model itself
+        raise ModelError(f"{folder}: the weights hold NaN or infinite values (in {', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); the model is broken (a diverged training?)")
     return model
+
+
+def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``module`` that hold NaN or +-inf."""
+    with torch.no_grad():
+        return [name for name, t in [*module.named_parameters(), *module.named_buffers()]
+                if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
 
 
 # Files a Hugging Face tokenizer is built from (any one suffices, depending on the tokenizer type).
@@ -662,6 +691,45 @@ def read_modules(path: Path) -> list[dict]:
     return modules
 
 
+def _pooling_from_embedlab_json(value, where: Path) -> PoolingConfig:
+    """embedlab.json's "pooling": {mode, include_prompt?, token_position?}; anything else is a ModelError naming the
+    file (not a TypeError from the dataclass)."""
+    fields = {"mode": str, "include_prompt": bool, "token_position": int}
+    if not isinstance(value, dict) or "mode" not in value:
+        raise ModelError(f"{where}: \"pooling\" must be an object with a \"mode\" (e.g. {{\"mode\": \"mean\"}}), got "
+                         f"{value!r}")
+    for key, v in value.items():
+        if key not in fields:
+            raise ModelError(f"{where}: \"pooling\" has an unknown key {key!r} (expected {', '.join(fields)})")
+        if not isinstance(v, fields[key]) or (fields[key] is int and isinstance(v, bool)):
+            raise ModelError(f"{where}: \"pooling\".{key} must be a {fields[key].__name__}, got {v!r}")
+    try:
+        return PoolingConfig(**value)
+    except ConfigError as e:
+        raise ModelError(f"{where}: {e}") from None
+
+
+_SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")  # sentence-transformers' similarity_fn_name values
+
+
+def _check_st_settings(bert_file: Path, max_len, st_file: Path, st_cfg: dict) -> None:
+    """The sentence-transformers settings that decide embeddings and scores, checked when the model loads: a wrong
+    type here would otherwise fail deep inside the tokenizer (or the scorer) after data had been read."""
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ModelError(f"{bert_file}: max_seq_length must be an integer >= 1, got {max_len!r}")
+    prompts = st_cfg.get("prompts")
+    if prompts is not None and (not isinstance(prompts, dict)
+                                or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())):
+        raise ModelError(f"{st_file}: \"prompts\" must map prompt names to prompt texts (strings), got {prompts!r}")
+    default = st_cfg.get("default_prompt_name")
+    if default is not None and (not isinstance(default, str) or default not in (prompts or {})):
+        raise ModelError(f"{st_file}: default_prompt_name {default!r} is not one of its prompts "
+                         f"({', '.join(prompts or {}) or 'none'})")
+    similarity = st_cfg.get("similarity_fn_name")
+    if similarity is not None and similarity not in _SIMILARITIES:
+        raise ModelError(f"{st_file}: similarity_fn_name {similarity!r} is not one of {', '.join(_SIMILARITIES)}")
+
+
 def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
     """Read a sentence-transformers folder: Transformer (+ Pooling) (+ Normalize), in that order."""
     modules = read_modules(folder / "modules.json")
@@ -683,7 +751,7 @@ def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
             pooling = PoolingConfig.from_st_config(_read_json(folder / m["path"] / "config.json"),
                                                    where=str(folder / m["path"] / "config.json"))
     if "pooling" in embedlab_cfg:  # exact embedlab mode (prompt_token has no sentence-transformers equivalent)
-        pooling = PoolingConfig(**embedlab_cfg["pooling"])
+        pooling = _pooling_from_embedlab_json(embedlab_cfg["pooling"], folder / "embedlab.json")
     st_cfg = {}
     if (folder / "config_sentence_transformers.json").is_file():
         st_cfg = _read_json(folder / "config_sentence_transformers.json")
@@ -691,6 +759,8 @@ def _load_st_folder(folder: Path, resolved: ResolvedModel) -> Embedder:
     backbone = _load_backbone(transformer_dir)
     _check_vocabulary(transformer_dir, tokenizer, backbone)
     max_len = bert_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length or 512), _DEFAULT_MAX_LENGTH)
+    _check_st_settings(transformer_dir / "sentence_bert_config.json", max_len,
+                       folder / "config_sentence_transformers.json", st_cfg)
     return Embedder(
         backbone, tokenizer, pooling=pooling, normalize="Normalize" in kinds, max_length=int(max_len),
         prompts={k: v for k, v in (st_cfg.get("prompts") or {}).items()},

@@ -154,6 +154,9 @@ def _is_decoder_config(folder: Path) -> bool:
 
 def resolve(name: str) -> ResolvedModel:
     """Resolve ``name``: package model (by hub id or alias) -> existing path -> hub id."""
+    if not isinstance(name, str) or not name.strip():  # Path("") is the working directory: say what is wrong
+        raise ModelError(f"no model given (the model name is {name!r}); give a package model name, a folder or a "
+                         f"hub id")
     known = _ALIASES.get(name.lower())
     if known is not None:
         m = LOCAL_MODELS[known]

@@ -1,0 +1,38 @@
+"""Folders embedlab fills file by file (``embedlab convert``'s training files, the demo's report and results): the
+ownership rule of embedlab.atomic applied to a folder that is written into rather than replaced whole.
+
+``claim_folder(out)`` lets the work go on only when ``out`` is new, empty, carries embedlab's owner marker, or is
+recognised by ``legacy`` as an earlier embedlab output (written before the marker existed); a user's folder is
+refused before any work, so none of its files is overwritten. The folder is then created and marked, so a rerun
+after an interruption is accepted.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from .atomic import OWNER_MARKER, owned_by_embedlab, write_json
+from .errors import ConfigError
+
+
+def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path], bool] = lambda p: False) -> Path:
+    """ConfigError unless embedlab may write files into ``out`` (see the module docstring); creates and marks it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} {out} is a file, expected a folder")
+    if out.is_dir() and any(out.iterdir()) and not owned_by_embedlab(out) and not legacy(out):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise ConfigError(f"{what} {out} is a folder embedlab did not write (it holds {shown}, ...); embedlab would "
+                          f"replace files there: choose a new folder")
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {out}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {out}: cannot write to {probe} (permission denied); choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / OWNER_MARKER).is_file():
+        write_json(out / OWNER_MARKER, {"written_by": "embedlab", "kind": kind})
+    return out
