@@ -81,6 +81,12 @@ def _scifact_root(root: Path, n: int = 8) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Relative defaults (eval's --out results, the results store) land in tmp_path, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tiny_model(tmp_path, tiny_bert):
     backbone, tok = tiny_bert
