@@ -370,11 +370,11 @@ def experiment(
 ) -> None:
     """Train and evaluate every run of an experiment (resumable), record scores as JSON, render the table."""
     from .atomic import write_text
-    from .bench.experiment import _load_records, load_experiment, render_table, run_experiment
+    from .bench.experiment import _load_records, load_experiment, load_items, render_table, run_experiment
 
     if table_only:
         s = load_experiment(spec)
-        write_text(s.table, render_table(s, _load_records(Path(s.results))))
+        write_text(s.table, render_table(s, _load_records(Path(s.results)), load_items(s)))
         _say(f"table: {s.table}")
         return
     try:

@@ -29,9 +29,9 @@ from ..text import Embedder
 from .cache import EmbeddingCache
 from . import geometry
 from .mteb_json import mteb_result, result_path, write_result
-from .retrieval import exact_search, score_run
-from .sts import sts_scores
-from .tasks import TASKS, Task, parse_tasks
+from .retrieval import exact_search, per_query_ndcg10, score_run
+from .sts import pairwise_similarity, sts_scores
+from .tasks import TASKS, Task, parse_tasks, query_prompt_name
 
 log = logging.getLogger("embedlab.evaluate")
 LIMIT_SEED = 0  # the subsample of EvalSettings.limit: fixed, so two limited runs score the same pairs/queries
@@ -73,6 +73,9 @@ class TaskResult:
     scores: dict[str, float]  # MTEB scale: fractions in 0-1
     evaluation_time: float
     details: dict = field(default_factory=dict)  # counts (pairs, queries, docs), cache hit, ...
+    # Per-item outputs behind the main score, for paired bootstrap intervals (embedlab.bench.stats): STS
+    # {"gold", "pred"} (cosine per pair), retrieval {"qids", "main"} (nDCG@10 per query). Not written to JSON.
+    items: dict | None = None
 
     @property
     def main_score(self) -> float:
@@ -123,12 +126,14 @@ def run_sts(model: Embedder, task: Task, settings: EvalSettings, cache: Embeddin
     # Each distinct sentence is embedded once, even when it occurs in several pairs or on both sides.
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
     index = {s: i for i, s in enumerate(unique)}
-    emb = _encode(model, unique, settings, prompt_name="query")
+    emb = _encode(model, unique, settings, prompt_name=query_prompt_name(model.prompts, task))
     e1 = emb[[index[s] for s in data.sentences1]]
     e2 = emb[[index[s] for s in data.sentences2]]
     scores = sts_scores(e1, e2, np.asarray(data.scores, dtype=np.float64), model_similarity=model.similarity)
+    items = {"gold": [float(x) for x in data.scores],
+             "pred": pairwise_similarity(e1.astype(np.float64), e2.astype(np.float64), "cosine").tolist()}
     return TaskResult(task, scores, time.perf_counter() - t0,
-                      {"pairs": len(data), "sentences": len(unique), **details})
+                      {"pairs": len(data), "sentences": len(unique), **details}, items)
 
 
 def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:
@@ -159,13 +164,16 @@ def run_retrieval(model: Embedder, task: Task, settings: EvalSettings, cache: Em
         texts=doc_texts,
     )
     corpus_time = time.perf_counter() - hits_before
-    query_emb = _encode(model, [queries[q] for q in query_ids], settings, prompt_name="query")
+    query_emb = _encode(model, [queries[q] for q in query_ids], settings,
+                        prompt_name=query_prompt_name(model.prompts, task))
     score_kind = "cosine" if model.similarity == "cosine" else "dot"
     run = exact_search(query_emb, corpus_emb, query_ids, doc_ids, top_k=1000, score=score_kind)
     scores = score_run(qrels, run)
+    per_query = per_query_ndcg10(qrels, run)
+    items = {"qids": list(per_query), "main": list(per_query.values())}
     return TaskResult(task, scores, time.perf_counter() - t0,
                       {**details, "queries": len(query_ids), "documents": len(doc_ids),
-                       "corpus_seconds": round(corpus_time, 3)})
+                       "corpus_seconds": round(corpus_time, 3)}, items)
 
 
 def run_geometry(model: Embedder, task: Task, settings: EvalSettings, cache: EmbeddingCache) -> TaskResult:

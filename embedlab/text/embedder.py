@@ -61,7 +61,7 @@ class Embedder(torch.nn.Module):
         tokenizer,
         pooling: PoolingConfig | None = None,
         normalize: bool = True,
-        max_length: int = _DEFAULT_MAX_LENGTH,
+        max_length: int | None = None,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
         is_decoder: bool = False,
@@ -76,6 +76,11 @@ class Embedder(torch.nn.Module):
         self.tokenizer = tokenizer
         self.pooling = pooling or PoolingConfig("last_token" if is_decoder else "mean")
         self.normalize = normalize
+        if max_length is None:  # the default: 512 tokens, or fewer when the model has fewer positions
+            limit = self.max_positions
+            max_length = min(_DEFAULT_MAX_LENGTH, limit) if limit else _DEFAULT_MAX_LENGTH
+        else:
+            self._check_length(int(max_length))  # an explicit length beyond the positions is an error
         self.max_length = int(max_length)
         self.prompts = dict(prompts or {})
         self.default_prompt_name = default_prompt_name
@@ -207,7 +212,8 @@ class Embedder(torch.nn.Module):
     def _check_length(self, max_length: int) -> None:
         limit = self.max_positions
         if limit is not None and max_length > limit:
-            raise ConfigError(f"max_length {max_length} is more than {self.name or 'this model'} can take "
+            name = getattr(self, "name", None) or "this model"
+            raise ConfigError(f"max_length {max_length} is more than {name} can take "
                               f"({limit} positions); use a max_length between 1 and {limit}")
 
     def _token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
