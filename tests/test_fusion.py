@@ -40,12 +40,13 @@ def test_linear_and_task_arithmetic_by_hand():
 def test_ties_trim_elect_and_disjoint_mean_by_hand():
     base = torch.zeros(4)
     d1, d2 = T([3.0, -1.0, 0.5, 2.0]), T([-2.0, -1.0, 0.1, -2.0])
-    # density 1: Σ = [1, -2, 0.6, 0] -> signs [+, -, +, none]; agreeing means: [3, -1, 0.3, 0 (tie: base)]
-    assert torch.allclose(run("ties", base, [d1, d2], density=1.0), T([3.0, -1.0, 0.3, 0.0]))
+    # density 1: Σ = [1, -2, 0.6, 0] -> signs [+, -, +, + (a tie elects +, as in mergekit)]; agreeing means:
+    # [3, -1, 0.3, 2]
+    assert torch.allclose(run("ties", base, [d1, d2], density=1.0), T([3.0, -1.0, 0.3, 2.0]))
     # density 0.5 keeps the two largest magnitudes of each: d1 -> [3,0,0,2], d2 -> [-2,0,0,-2] (tie at 2: topk picks)
     trimmed = run("ties", base, [d1, d2], density=0.5)
-    # element 0: Σ = 1 -> +, only d1 agrees -> 3; element 3: Σ = 0 -> tie -> base
-    assert trimmed[0] == 3.0 and trimmed[1] == 0.0 and trimmed[2] == 0.0 and trimmed[3] == 0.0
+    # element 0: Σ = 1 -> +, only d1 agrees -> 3; element 3: Σ = 0 -> tie -> + -> d1's 2
+    assert trimmed[0] == 3.0 and trimmed[1] == 0.0 and trimmed[2] == 0.0 and trimmed[3] == 2.0
     # weights move the election: weight 3 on d2 makes element 0 negative
     assert run("ties", base, [d1, d2], [0.25, 0.75], density=1.0)[0] == -2.0
     # per-model density: d1 keeps 1 entry, d2 keeps all
@@ -55,13 +56,15 @@ def test_ties_trim_elect_and_disjoint_mean_by_hand():
 
 def test_dare_drops_and_rescales():
     base, d = torch.zeros(10_000), torch.full((10_000,), 0.5)
-    out = run("dare_linear", base, [d], [1.0], density=0.25)
+    out = run("dare_linear", base, [d], [1.0], density=0.25, rescale="inverse_density")
     assert set(out.unique().tolist()) <= {0.0, 2.0}  # dropped, or kept and rescaled by 1/0.25
     assert abs(out.mean().item() - 0.5) < 0.05  # unbiased
+    out = run("dare_linear", base, [d], [1.0], density=0.25)  # mergekit's rescale: the L1 norm is kept (≈ 1/0.25)
+    assert len(out.unique()) == 2 and abs(out.max().item() - 2.0) < 0.1 and abs(out.mean().item() - 0.5) < 1e-5
     a, b = torch.randn(50), torch.randn(50)
     assert torch.allclose(run("dare_linear", torch.zeros(50), [a, b], density=1.0),
                           run("task_arithmetic", torch.zeros(50), [a, b]))
-    assert torch.allclose(run("dare_ties", torch.zeros(50), [a, b], density=1.0),
+    assert torch.allclose(run("dare_ties", torch.zeros(50), [a, b], density=1.0, normalize=True),
                           run("ties", torch.zeros(50), [a, b], density=1.0))
     with pytest.raises(ConfigError, match="density"):
         run("dare_ties", base, [d], [1.0], density=0.0)

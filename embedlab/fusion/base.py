@@ -45,8 +45,10 @@ class MergeMethod:
         unknown = sorted(set(given) - set(self.params))
         if unknown:
             valid = ", ".join(sorted(self.params)) or "none"
+            hint = (" (model weights: --weights, or models[].parameters.weight in a config)" if "weight" in unknown
+                    else "")
             raise ConfigError(f"merge method {self.name!r} has no parameter {', '.join(map(repr, unknown))} "
-                              f"(its parameters: {valid})")
+                              f"(its parameters: {valid}){hint}")
         out = {**self.params, **given}
         for key, value in out.items():
             if isinstance(value, (list, tuple)):
@@ -84,6 +86,14 @@ def register(name: str, needs_base: bool, summary: str, params: dict[str, Any] |
 def per_model(value: Any, n: int) -> list[float]:
     """A parameter given once or per model, as K floats."""
     return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * n
+
+
+def flag(params: dict[str, Any], key: str, method: str) -> bool:
+    """A boolean parameter (mergekit's normalize, int8_mask, ...): true/false (or 1/0), anything else a ConfigError."""
+    value = params[key]
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ConfigError(f"merge method {method!r}: {key} must be true or false, got {value!r}")
 
 
 def generator(seed: int, k: int) -> torch.Generator:

@@ -13,6 +13,14 @@
 
 Unknown keys are errors naming the key; a per-model parameter is turned into a list of K values (missing entries take
 the global value or the method's default). It only parses; ``merge.fuse`` runs the merge.
+
+Read as mergekit reads it: a ``weight`` under ``parameters`` is every model's default weight; ``base_model`` is not a
+merge input of the methods that take a base (listed among ``models`` or not, it is dropped from them and its
+parameters ignored), it is ``slerp``'s first model (t = 0), whatever order ``models`` gives, and one more input of
+``linear`` (mergekit adds it to the inputs when it is not listed, and ``linear`` averages every input). mergekit's
+gradients (a list of values across layers) and filters (``{filter, value}`` entries) are refused with a message.
+embedlab's own leniency: without any weight the weights are uniform, and a model without one (when others have one)
+takes 1 — mergekit requires a weight for every input of the methods that use weights.
 """
 from __future__ import annotations
 
@@ -56,19 +64,49 @@ def load_fusion_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError("\n".join(f"{path}: {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) \
             from None
     spec = MERGE_METHODS.get(cfg.merge_method)
-    weights = None
-    if any("weight" in m.parameters for m in cfg.models):
-        weights = [float(m.parameters.get("weight", 1.0)) for m in cfg.models]
+    for where, values in [("parameters", cfg.parameters)] + [(f"models[{i}].parameters", m.parameters)
+                                                             for i, m in enumerate(cfg.models)]:
+        for key, value in values.items():
+            if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
+                raise ConfigError(f"{path}: {where}.{key}: mergekit's filters ({{filter, value}} entries) are not "
+                                  f"supported: give one value")
+            if isinstance(value, list):
+                raise ConfigError(f"{path}: {where}.{key}: mergekit's gradients (a list of values across layers) "
+                                  f"are not supported: give one value")
+    models = _inputs(cfg)
     params = dict(cfg.parameters)
-    params.pop("weight", None)
-    per_model_keys = sorted({k for m in cfg.models for k in m.parameters if k != "weight"})
+    default_weight = params.pop("weight", None)
+    weights = None
+    if default_weight is not None or any("weight" in m.parameters for m in models):
+        weights = [float(m.parameters.get("weight", 1.0 if default_weight is None else default_weight))
+                   for m in models]
+    per_model_keys = sorted({k for m in models for k in m.parameters if k != "weight"})
     for key in per_model_keys:
         if key not in spec.per_model_params:
             raise ConfigError(f"{path}: models[].parameters.{key}: merge method {cfg.merge_method!r} takes "
                               f"{key!r} once for all models (under parameters), not per model")
         default = params.get(key, spec.params.get(key))
-        params[key] = [m.parameters.get(key, default) for m in cfg.models]
+        params[key] = [m.parameters.get(key, default) for m in models]
     if cfg.dtype not in (None, "float32", "bfloat16", "float16"):
         raise ConfigError(f"{path}: dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
-    return {"models": [m.model for m in cfg.models], "method": cfg.merge_method, "base": cfg.base_model,
+    return {"models": [m.model for m in models], "method": cfg.merge_method, "base": cfg.base_model,
             "weights": weights, "params": params, "seed": cfg.seed}
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def _inputs(cfg: FusionConfig) -> list[ModelEntry]:
+    """The merge inputs as mergekit makes them from ``models`` and ``base_model`` (see the module docstring)."""
+    base = cfg.base_model
+    if base is None:
+        return list(cfg.models)
+    others = [m for m in cfg.models if not _same_model(m.model, base)]
+    listed = [m for m in cfg.models if _same_model(m.model, base)]
+    base_entry = listed[0] if listed else ModelEntry(model=base)
+    if cfg.merge_method == "slerp":
+        return [base_entry] + others
+    if cfg.merge_method == "linear":
+        return list(cfg.models) if listed else list(cfg.models) + [base_entry]
+    return others if MERGE_METHODS.get(cfg.merge_method).needs_base else list(cfg.models)
