@@ -68,6 +68,7 @@ def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, da
     records = json.loads((root / "res.json").read_text())["records"]
     assert {r["name"] for r in records} == {"untrained", "trained"}
     assert all(r["eval_max_length"] == 64 for r in records)
+    assert all(r["instructions"] and not r["instruction_tokens_pooled"] for r in records)  # one setting, every row
     assert seen and set(seen) == {64}
     items = json.loads((root / "res-items" / "trained-s1-stsb-dev.json").read_text())  # for the paired bootstrap
     assert len(items["gold"]) == len(items["pred"]) == 1500

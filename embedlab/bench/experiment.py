@@ -93,8 +93,9 @@ class ExperimentSpec(BaseModel):
     # which would otherwise truncate trained rows' documents: 98 % of SciFact's are longer than 128 tokens).
     eval_max_length: int = Field(256, gt=0)
     # One instruction setting for every row: true puts each task's instruction before its queries and both STS
-    # sides (CoDiEmb's "Instruction: {instruction} Query: "; documents none) for every model, trained or not;
-    # false evaluates every row without. Recorded in every record.
+    # sides (CoDiEmb's "Instruction: {instruction} Query: "; documents none) for every model, trained or not, and
+    # leaves the instruction tokens out of the mean (CoDiEmb's pooling); false evaluates every row without
+    # instructions. Recorded in every record.
     instructions: bool = True
     reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
     # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
@@ -176,6 +177,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     # A test task also needs its per-item file (the paired bootstrap reads it); a record without one is re-evaluated.
     done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"
             and r.get("eval_max_length") == spec.eval_max_length and r.get("instructions") == spec.instructions
+            and r.get("instruction_tokens_pooled", True) == (not spec.instructions)
             and (r["task"] not in spec.tasks or items_path(spec, r["name"], r["seed"], r["task"]).is_file())}
     settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
                             autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None,
@@ -227,6 +229,12 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 from ..text import PoolingConfig
 
                 model.pooling = PoolingConfig(run.pooling)
+            if model.template is None and spec.instructions:
+                # CoDiEmb's convention for every row: the instruction conditions the text but its tokens are not
+                # averaged into the embedding (an untrained model would otherwise mostly embed the instruction).
+                from dataclasses import replace
+
+                model.pooling = replace(model.pooling, include_prompt=False)
             for task in todo:
                 result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
                                   model_label=f"{run.name}-s{seed}")[0]
@@ -238,13 +246,15 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                     _append_record(results_path, spec, {
                         "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": metric,
                         "value": float(result.scores[metric]), "eval_bf16": spec.eval_bf16,
-                        "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
+                        "eval_max_length": spec.eval_max_length, "instructions": spec.instructions,
+                        "instruction_tokens_pooled": not spec.instructions, **info})
                 if result.items is not None:  # before the record that marks the task done
                     write_json(items_path(spec, run.name, seed, task), result.items)
                 records = _append_record(results_path, spec, {
                     "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
                     "value": result.main_score * scale, "eval_bf16": spec.eval_bf16,
-                    "eval_max_length": spec.eval_max_length, "instructions": spec.instructions, **info})
+                    "eval_max_length": spec.eval_max_length, "instructions": spec.instructions,
+                        "instruction_tokens_pooled": not spec.instructions, **info})
                 log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
     write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
     return results_path
