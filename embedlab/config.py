@@ -236,6 +236,9 @@ def _format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+_MAX_CONFIG_BYTES = 16 * 2**20  # recipes, experiment and fusion files are a few KB
+
+
 def read_config_text(path: str | Path, what: str = "recipe") -> str:
     """The text of a YAML configuration file (``what``: recipe, experiment file, ...); ConfigError naming the path
     when it is missing, a folder, unreadable or not UTF-8 text (e.g. a checkpoint passed by mistake), instead of
@@ -243,6 +246,11 @@ def read_config_text(path: str | Path, what: str = "recipe") -> str:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, expected a {what} YAML file")
+    if path.exists() and not path.is_file():  # /dev/zero would be read until memory ran out; a pipe could block
+        raise ConfigError(f"{path}: is not a regular file (a device, pipe or socket), expected a {what} YAML file")
+    if path.is_file() and path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: is {path.stat().st_size / 2**20:.0f} MiB, far too large for a {what} YAML file "
+                          f"(wrong file?)")
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

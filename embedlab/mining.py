@@ -365,6 +365,11 @@ def mine_file(
     explicit ``cache_dir`` is kept (its corpus embeddings serve later runs with the same inputs). ``out_path`` may
     not be an input; an existing file there is replaced only with ``overwrite=True`` (checked before any work).
     """
+    target = Path(out_path)
+    if target.exists() and not target.is_file() and not target.is_dir():
+        # the file is written next to it and renamed over it: /dev/null (or a pipe) would be replaced by a file
+        raise ConfigError(f"mining output {target} is not a regular file (a device, pipe or socket); embedlab "
+                          f"writes a new file and renames it into place: give a file path")
     check_output_file(out_path, overwrite=overwrite, inputs=[in_path, corpus_path], what="mining output")
     if cache_dir is not None:
         _check_cache_dir(cache_dir)

@@ -420,3 +420,53 @@ def test_demo_never_overwrites_a_users_report(tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         run_demo(tmp_path / "afile", lambda *a: calls.append(a), train=False, tasks="stsb", log=lambda m: None)
     assert calls == []
+
+
+# ------------------------------------------------------------------------------------------------ special files
+
+def _fifo_with_writer(path: Path, text: str):
+    """A named pipe that a background thread fills once (so old code reading it does not block forever)."""
+    import threading
+
+    os.mkfifo(path)
+
+    def write():
+        try:
+            fd = os.open(path, os.O_WRONLY)  # blocks until a reader opens the pipe
+        except OSError:
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_recipe_that_is_a_device_or_a_pipe_is_refused_unread(tmp_path):
+    """/dev/zero was read until a MemoryError; a named pipe blocked forever (here one is written once, so the old
+    code fails on the content instead of blocking; /dev/zero itself is not read here, it would fill the memory)."""
+    from embedlab.config import load_recipe
+
+    pipe = tmp_path / "recipe.yaml"
+    thread = _fifo_with_writer(pipe, "name: t\n")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_recipe(pipe)
+    with open(pipe) as f:  # release the writer
+        f.read()
+    thread.join(5)
+
+
+def test_mining_never_replaces_a_pipe_or_device_with_a_file(tmp_path, tiny_bert):
+    """`embedlab mine ... --out /dev/null --overwrite` (as root) renamed a regular file over /dev/null."""
+    import stat
+
+    from embedlab.mining import mine_file
+
+    make_train_root(tmp_path, tiny_bert)
+    pipe = tmp_path / "out.jsonl"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        mine_file(tmp_path / "train-data" / "ir.jsonl", pipe, str(tmp_path / "tiny-model"), rank_range=(0, 5),
+                  overwrite=True, show_progress=False)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
