@@ -503,7 +503,18 @@ def _interrupted() -> None:
     # One line on stderr (stdout may be a CSV or a log being captured), then the shell's status for SIGINT, so that
     # `embedlab train ... && embedlab eval ...` stops here.
     print(_interrupt_note or "interrupted", file=sys.stderr, flush=True)
-    sys.exit(130)
+    sys.exit(143 if _terminated else 130)
+
+
+# SIGTERM (kill, a batch scheduler, a container stop) is handled like Ctrl-C: the same unwinding (staging folders
+# removed, atomic writes abandoned), the same one line, and the shell's status for SIGTERM (143).
+_terminated = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
 
 
 def _add_usage_context(error: Exception) -> None:
@@ -539,6 +550,11 @@ def main() -> None:
     aborts = (typer.Abort, click.exceptions.Abort)
     exits = (typer.Exit, click.exceptions.Exit)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         status = app(standalone_mode=False)
     except EmbedlabError as e:

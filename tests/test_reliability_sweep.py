@@ -470,3 +470,35 @@ def test_mining_never_replaces_a_pipe_or_device_with_a_file(tmp_path, tiny_bert)
         mine_file(tmp_path / "train-data" / "ir.jsonl", pipe, str(tmp_path / "tiny-model"), rank_range=(0, 5),
                   overwrite=True, show_progress=False)
     assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+# ------------------------------------------------------------------------------------------------ SIGTERM
+
+def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path, tiny_bert):
+    """SIGTERM (kill, a scheduler) killed the process outright: no line saying what was kept, status -15. Now: one
+    line, status 143, and a rerun resumes from the checkpoint."""
+    import signal
+    import subprocess
+
+    make_train_root(tmp_path, tiny_bert)
+    path = Path(recipe_file(tmp_path))
+    path.write_text(path.read_text().replace("max_steps: 6, save_every: 3", "max_steps: 100000, save_every: 2"))
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "embedlab", "train", str(path), "--no-progress"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out_dir.glob("checkpoints/step-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the deadline"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in out + err
+    lines = [ln for ln in (out + err).splitlines() if ln.startswith("interrupted")]
+    assert len(lines) == 1 and "resume" in lines[0], out + err
+    assert not list(out_dir.glob("checkpoints/.*"))  # no half-written checkpoint left behind
