@@ -191,7 +191,7 @@ def eval_cmd(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="default: the model's own"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="padded tokens per batch"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate on at most N pairs/queries per task, "
                                         "a seeded sample, for a quick smoke test; results are marked as subsampled"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (faster on AVX-512 BF16 CPUs)"),
@@ -343,7 +343,7 @@ def mine(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="BEIR corpus.jsonl or one passage a line (default: "
                                           "every positive and negative text of INPUT)"),
     keep_existing: bool = typer.Option(False, "--keep-existing", help="append to the file's negatives"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="keep corpus embeddings here for later runs"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file (never INPUT)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

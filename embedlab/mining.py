@@ -255,6 +255,8 @@ def mine_hard_negatives(
     encoding (None: unchanged); ``max_length`` truncates texts (default: the model's); ``stats`` is filled in."""
     t0 = time.perf_counter()
     lo, hi = _check_args(rank_range, n_negatives, margin, chunk_size, seed)
+    if num_threads is not None and not (isinstance(num_threads, int) and 1 <= num_threads <= 1024):
+        raise ConfigError(f"num_threads must be an integer from 1 to 1024, got {num_threads!r}")
     examples = list(examples)
     corpus = list(dict.fromkeys(corpus)) if corpus is not None else default_corpus(examples)
     if not corpus:

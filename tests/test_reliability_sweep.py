@@ -502,3 +502,33 @@ def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path, tiny_bert):
     lines = [ln for ln in (out + err).splitlines() if ln.startswith("interrupted")]
     assert len(lines) == 1 and "resume" in lines[0], out + err
     assert not list(out_dir.glob("checkpoints/.*"))  # no half-written checkpoint left behind
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+
+def test_thread_counts_beyond_1024_are_refused(tiny_bert, monkeypatch, capsys):
+    """--threads 100000 crashed torch's thread pool with a segmentation fault (status 139)."""
+    from embedlab.evaluate.runner import EvalSettings
+
+    with pytest.raises(ConfigError, match="at most 1024"):
+        EvalSettings(num_threads=100000)
+    with pytest.raises(ConfigError, match="at most 1024"):
+        Embedder(*tiny_bert, max_length=32).encode(["a"], num_threads=100000)
+    for command in (["eval", "-m", "x"], ["mine", "in.jsonl", "--out", "o.jsonl"]):
+        code, text = _main([*command, "--threads", "100000"], monkeypatch, capsys)
+        assert code == 2 and "--threads" in text and "Traceback" not in text, text
+
+
+def test_geometry_without_positive_pairs_is_nan_without_numpy_warnings():
+    import warnings
+
+    from embedlab.evaluate.geometry import alignment, sentence_geometry
+
+    empty = np.zeros((0, 4), dtype=np.float32)
+    sentences = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" reached the user's terminal
+        assert math.isnan(alignment(empty, empty))
+        scores = sentence_geometry(empty, empty, sentences)
+    assert math.isnan(scores["alignment"]) and math.isnan(scores["distance_ratio"])
+    assert math.isfinite(scores["uniformity"])

@@ -44,12 +44,16 @@ It does not run models, pool tokens or pick the positive pairs (e.g. STS-B pairs
 """
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import entropy
+
+log = logging.getLogger("embedlab.evaluate")
 
 DEFAULT_MAX_PAIRS = 100_000
 DEFAULT_SEED = 0
@@ -84,10 +88,14 @@ def sample_pairs(n: int, max_pairs: int = DEFAULT_MAX_PAIRS, seed: int = DEFAULT
 
 
 def alignment(x: Any, x_pos: Any, alpha: float = 2.0) -> float:
-    """Mean ||f(x) - f(x+)||^alpha over positive pairs (row i of x with row i of x_pos)."""
+    """Mean ||f(x) - f(x+)||^alpha over positive pairs (row i of x with row i of x_pos); NaN (undefined, stored as
+    n/a) when there is no positive pair."""
     a, b = l2_normalize(x), l2_normalize(x_pos)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"x and x_pos must both be [n, dim]; got {a.shape} and {b.shape}")
+    if len(a) == 0:  # numpy would print "Mean of empty slice" warnings on the user's terminal and return NaN
+        log.warning("alignment is undefined: no positive pairs (gold score > 4 of 5) in this set")
+        return math.nan
     return float(np.mean(np.linalg.norm(a - b, axis=1) ** alpha))
 
 
@@ -119,6 +127,8 @@ def distance_ratio(
 ) -> float:
     """Mean positive-pair distance ||f(x) - f(x+)|| divided by the mean distance of random distinct pairs of
     ``sentences`` (plain distances, not squared). Lower is better; about 1 means positives are no closer than chance."""
+    if len(x) == 0:  # no positive pair: undefined (NaN, stored as n/a), without numpy's empty-mean warnings
+        return math.nan
     pos = float(np.mean(np.linalg.norm(l2_normalize(x) - l2_normalize(x_pos), axis=1)))
     f = l2_normalize(sentences)
     i, j = sample_pairs(len(f), max_pairs, seed)

@@ -57,6 +57,8 @@ class EvalSettings:
         _check_count("batch_size", self.batch_size, optional=False)
         for name in ("max_length", "token_budget", "num_threads", "limit"):
             _check_count(name, getattr(self, name), optional=True)
+        if self.num_threads is not None and self.num_threads > 1024:  # more crashed torch's thread pool
+            raise ConfigError(f"EvalSettings.num_threads must be at most 1024; got {self.num_threads}")
 
 
 def _check_count(name: str, value, optional: bool) -> None:

@@ -38,6 +38,7 @@ ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 ST_POOLING = "sentence_transformers.models.Pooling"
 ST_NORMALIZE = "sentence_transformers.models.Normalize"
 _DEFAULT_MAX_LENGTH = 512
+MAX_THREADS = 1024  # intra-op threads: more crashed torch's thread pool (segfault at 100000); recipes cap it too
 
 
 @contextlib.contextmanager
@@ -371,6 +372,8 @@ class Embedder(torch.nn.Module):
         _check_at_least_1("token_budget", token_budget, optional=True)
         _check_at_least_1("max_length", max_length, optional=True)
         _check_at_least_1("num_threads", num_threads, optional=True)
+        if num_threads is not None and num_threads > MAX_THREADS:  # 100000 threads crashed torch (segfault)
+            raise ConfigError(f"num_threads must be at most {MAX_THREADS}, got {num_threads}")
         if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
             raise ConfigError(f"autocast_dtype must be a torch dtype such as torch.bfloat16, got {autocast_dtype!r}")
         texts = list(texts)
