@@ -1,13 +1,15 @@
 """The ``embedlab`` command line: a thin typer layer over the same functions Python users call.
 
 Verbs: models, datasets, list, eval, results, demo, train, convert, mine, experiment, fuse. Exit statuses: 0 done;
-2 a user-facing failure (EmbedlabError: one line) or a usage error (click's usage message: unknown command or option,
-missing option, a value that is not a number or out of range); 130 interrupted (Ctrl-C; one line saying what was
-kept). Anything else is a bug and keeps its traceback. Text from the user (paths, model names, error messages) is
+2 a user-facing failure (EmbedlabError, or the machine's: a full disk, a read-only file system; one line on stderr) or
+a usage error (click's usage message: unknown command or option, missing option, a value that is not a number or out
+of range); 130 interrupted (Ctrl-C; one line saying what was kept); 143 terminated (SIGTERM, handled like Ctrl-C).
+Anything else is a bug and keeps its traceback. Text from the user (paths, model names, error messages) is
 printed literally, never read as Rich markup: a path such as runs/[draft]/model must come out as given.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -25,6 +27,9 @@ from .errors import ConfigError, EmbedlabError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, fuse and benchmark text-embedding models (CoDiEmb, CSE-SFP, MTEB-style evaluation).")
 console = Console()
+# Errors go to stderr like the interrupt line and click's usage errors: stdout may be a CSV or a table being captured
+# (`embedlab results --format csv > out.csv` must not put the error into out.csv and show nothing).
+err_console = Console(stderr=True)
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> Table:
@@ -541,6 +546,23 @@ def _add_usage_context(error: Exception) -> None:
 
 
 def main() -> None:
+    import signal
+    import threading
+
+    # Installed for this call only: a caller running main() in-process (tests, wrappers) gets its handler back.
+    global _terminated
+    _terminated = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _main()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     # typer (>= 0.2x) vendors click: its exceptions live in typer._click / typer.exceptions and are not the `click`
     # package's classes, so both families are caught. Non-standalone mode hands every one of them to us.
     import click
@@ -550,15 +572,15 @@ def main() -> None:
     aborts = (typer.Abort, click.exceptions.Abort)
     exits = (typer.Exit, click.exceptions.Exit)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         status = app(standalone_mode=False)
     except EmbedlabError as e:
-        console.print(Text.assemble(("error:", "red"), " ", str(e)), highlight=False, soft_wrap=True)
+        _error_line(str(e))
+        sys.exit(2)
+    except OSError as e:  # the machine, not embedlab: a full disk, a read-only or unreachable file system, ...
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        _error_line(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else " (while writing the output)"))
         sys.exit(2)
     except usage_errors as e:  # usage errors: click's usage message and exit 2 (other ClickExceptions: their code)
         _add_usage_context(e)
@@ -584,6 +606,17 @@ def main() -> None:
         _interrupted()
     if isinstance(status, int) and not isinstance(status, bool) and status != 0:
         sys.exit(status)
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EMFILE,
+                       errno.ENFILE}
+
+
+def _error_line(message: str) -> None:
+    try:
+        err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    except OSError:  # stderr itself is gone or full: the exit status still says it failed
+        pass
 
 
 def _print_version(value: bool) -> None:

@@ -148,7 +148,7 @@ def test_error_with_markup_in_a_path_is_printed_literally(tmp_path, part):
     r = _cli("eval", "-m", model, "-t", "stsb", cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     _no_traceback(r)
-    assert model in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    assert model in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def _store_with(path: Path, rows: list[dict]) -> None:
@@ -186,7 +186,7 @@ def test_results_does_not_create_a_missing_database(tmp_path):
         r = _cli("results", *args, cwd=tmp_path, env=env)
         assert r.returncode == 2, r.stdout + r.stderr
         _no_traceback(r)
-        lines = r.stdout.strip().splitlines()
+        lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and str(missing) in lines[0]
         assert "--db" in lines[0] and "EMBEDLAB_RESULTS_DB" in lines[0]
         assert not missing.exists() and not missing.parent.exists()
@@ -223,8 +223,8 @@ def test_bad_db_fails_in_one_line_before_the_model_loads(tmp_path, kind):
              env=_env(EMBEDLAB_DATA=str(_sts_root(tmp_path))))
     assert r.returncode == 2, r.stdout + r.stderr
     _no_traceback(r)
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and value in lines[0], r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and value in lines[0], r.stderr
     assert "Loading weights" not in r.stderr  # transformers' bar: the model was not loaded
     assert not (tmp_path / "results").exists()
 
@@ -237,7 +237,7 @@ def test_eval_out_that_is_a_file_fails_before_the_model_loads(tmp_path):
                  env=env)
         assert r.returncode == 2, r.stdout + r.stderr
         _no_traceback(r)
-        assert str(out) in r.stdout and "is a file" in r.stdout and "Loading weights" not in r.stderr
+        assert str(out) in r.stderr and "is a file" in r.stderr and "Loading weights" not in r.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
@@ -252,7 +252,7 @@ def test_eval_out_in_unwritable_folder_fails_before_the_model_loads(tmp_path):
         locked.chmod(0o700)
     assert r.returncode == 2, r.stdout + r.stderr
     _no_traceback(r)
-    assert str(locked) in r.stdout and "Loading weights" not in r.stderr
+    assert str(locked) in r.stderr and "Loading weights" not in r.stderr
 
 
 def test_eval_out_in_unwritable_folder_in_process(tmp_path, monkeypatch):

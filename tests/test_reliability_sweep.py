@@ -501,7 +501,8 @@ def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path, tiny_bert):
     assert "Traceback" not in out + err
     lines = [ln for ln in (out + err).splitlines() if ln.startswith("interrupted")]
     assert len(lines) == 1 and "resume" in lines[0], out + err
-    assert not list(out_dir.glob("checkpoints/.*"))  # no half-written checkpoint left behind
+    # every visible checkpoint is complete (a staging ".step-*.partial" may remain; the next run removes it)
+    assert all((c / "trainer_state.pt").is_file() for c in out_dir.glob("checkpoints/step-*"))
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -532,3 +533,46 @@ def test_geometry_without_positive_pairs_is_nan_without_numpy_warnings():
         scores = sentence_geometry(empty, empty, sentences)
     assert math.isnan(scores["alignment"]) and math.isnan(scores["distance_ratio"])
     assert math.isfinite(scores["uniformity"])
+
+
+# ------------------------------------------------------------------------------------------------ stdout / stderr
+
+def test_errors_go_to_stderr_so_a_redirected_csv_stays_clean(tmp_path, monkeypatch, capsys):
+    """`embedlab results --format csv > out.csv` put the error line into out.csv and showed nothing."""
+    from embedlab import cli
+
+    for var in _PROGRESS_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "0"))
+    monkeypatch.setattr(sys, "argv", ["embedlab", "results", "--db", str(tmp_path / "none.sqlite"), "--format", "csv"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("error: no results store")
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """Any OSError of the machine (here: writing to /dev/full, as a full disk does) was a traceback with status 1."""
+    import errno
+
+    from embedlab.bench.store import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    ResultsStore(str(db)).add_run([{"model": "m", "task": "t", "task_type": "sts", "dataset": "d", "split": "test",
+                                    "metric": "main_score", "value": 1.0}])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ResultsStore, "to_csv", staticmethod(full))
+    code, text = _main(["results", "--db", db, "--format", "csv"], monkeypatch, capsys)
+    assert "No space left on device" in _one_error_line(code, text)
+
+
+def test_main_gives_back_the_callers_sigterm_handler(tmp_path, monkeypatch, capsys):
+    """main() in-process left its SIGTERM handler installed: a pool of forked workers in the caller then hung."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    _main(["results", "--db", tmp_path / "none.sqlite"], monkeypatch, capsys)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -94,11 +94,11 @@ def test_cli_reports_bad_input_in_one_line(tiny_root):
     env = {**os.environ}
     r = _cli("eval", "--model", "minilm", "--tasks", "stsb,nope", env=env)
     assert r.returncode == 2
-    assert "unknown task 'nope'" in r.stdout and "scifact" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert "unknown task 'nope'" in r.stderr and "scifact" in r.stderr and "Traceback" not in r.stdout + r.stderr
     r = _cli("eval", "--model", "./no/such/dir", "--tasks", "stsb", env=env)
-    assert r.returncode == 2 and "does not exist" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stdout + r.stderr
     r = _cli("results", "--db", "not a url://x", env=env)
-    assert r.returncode == 2 and "SQLAlchemy URL" in r.stdout
+    assert r.returncode == 2 and "SQLAlchemy URL" in r.stderr
 
 
 def test_cli_eval_then_results_csv(tiny_root, tmp_path):
