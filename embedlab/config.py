@@ -133,6 +133,17 @@ class TrainConfig(_Strict):
     select_on: list[str] = Field(default_factory=lambda: ["stsb-dev"])  # dev tasks for best-checkpoint selection
     num_threads: int | None = Field(None, gt=0, le=1024)
 
+    @field_validator("select_on")
+    @classmethod
+    def _known_tasks(cls, names: list[str]) -> list[str]:
+        # Checked with the recipe: an unknown name used to stop the run at its first dev evaluation, after training.
+        from .evaluate.tasks import TASKS
+
+        unknown = [n for n in names if n not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS.names())}")
+        return names
+
 
 class FusionStepConfig(_Strict):
     """A fusion run after training (rank 0): ``embedlab fuse`` on this run's checkpoints and/or other models."""

@@ -576,3 +576,12 @@ def test_main_gives_back_the_callers_sigterm_handler(tmp_path, monkeypatch, caps
     before = signal.getsignal(signal.SIGTERM)
     _main(["results", "--db", tmp_path / "none.sqlite"], monkeypatch, capsys)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_unknown_dev_tasks_are_refused_with_the_recipe(tmp_path, tiny_bert):
+    """train.select_on=[nope] trained until the first dev evaluation, then stopped (recipe.json and a log written)."""
+    from embedlab.config import load_recipe
+
+    make_train_root(tmp_path, tiny_bert)
+    with pytest.raises(ConfigError, match="train.select_on.*unknown task"):
+        load_recipe(recipe_file(tmp_path), ["train.select_on=[nope]", "train.eval_every=1"])
