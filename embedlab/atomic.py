@@ -27,6 +27,9 @@ from .errors import ConfigError
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success rename it to ``target``, on error delete it."""
     target = Path(target)
+    if target.exists() and not target.is_file() and not target.is_symlink():
+        # A rename over a folder fails late; over a device or pipe (e.g. /dev/null) it would replace it.
+        raise ConfigError(f"{target} is a folder, device or pipe, not a file embedlab can write")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -163,6 +166,8 @@ def check_output_file(target: str | Path, *, overwrite: bool = False, inputs: It
                               f"choose another file")
     if target.is_dir():
         raise ConfigError(f"{what} {target} is a folder, expected a file path")
+    if target.exists() and not target.is_file():  # never replace a device or pipe, --overwrite or not
+        raise ConfigError(f"{what} {target} is a device or pipe, not a file embedlab may replace")
     if target.exists() and not (owned or overwrite):
         raise ConfigError(f"{what} {target} already exists; choose another file or pass --overwrite to replace it")
     _check_parent_writable(target, resolved, what)
@@ -187,8 +192,12 @@ def staging_dir(target: str | Path, tag: str = "tmp") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
-    _mode_dir(staging)
-    (staging / STAGING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        _mode_dir(staging)
+        (staging / STAGING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    except BaseException:  # e.g. a full disk: an unmarked staging folder would never be recognised as ours later
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 

@@ -70,8 +70,8 @@ class SourceConfig(_Strict):
 class DataConfig(_Strict):
     root: str = "runs/train-data"
     sources: list[SourceConfig]
-    n_positives: int = Field(2, ge=1)  # P: positives per query (fewer are resampled with repetition)
-    n_negatives: int = Field(4, ge=0)  # N: hard negatives per query
+    n_positives: int = Field(2, ge=1, le=64)  # P: positives per query (fewer are resampled with repetition)
+    n_negatives: int = Field(4, ge=0, le=256)  # N: hard negatives per query
     query_template: str = "Instruction: {instruction} Query: "  # CoDiEmb's prompt; {instruction} filled per source
     # Task instructions (CoDiEmb): queries and both STS sides get query_template with their source's instruction
     # (a source's own ``instruction``, else the one its converter recorded in data.root/manifest.json), and the

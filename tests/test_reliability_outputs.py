@@ -283,3 +283,87 @@ def test_max_length_beyond_the_models_positions_is_refused(tmp_path, tiny_bert):
     with pytest.raises(ConfigError, match="128 positions"):
         Embedder.load(str(tmp_path / "m"), max_length=129)
     assert Embedder.load(str(tmp_path / "m"), max_length=128).encode(["word " * 300]).shape == (1, 32)
+
+
+# ----------------------------------------------------------------------------- found by the second sweep (train)
+def test_a_diverging_training_stops_at_the_first_non_finite_loss(root):
+    with pytest.raises(ConfigError, match="training diverged: the loss at step"):
+        Trainer(load_recipe(recipe_file(root), ["train.lr=1.0e+30", "train.grad_clip=null"]),
+                show_progress=False).train()
+    assert not (root / "out" / "final").exists()
+
+
+def test_damaged_checkpoint_weights_stop_resume_with_one_line(root):
+    path = recipe_file(root)
+    Trainer(load_recipe(path), show_progress=False).train(stop_after=3)
+    weights = root / "out" / "checkpoints" / "step-000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="cannot read the checkpoint's weights"):
+        Trainer(load_recipe(path), show_progress=False).setup()
+
+
+def test_a_model_inside_the_run_folder_is_not_moved_away_by_no_resume(root):
+    path = recipe_file(root)
+    Trainer(load_recipe(path), show_progress=False).train()
+    inside = root / "out" / "final"
+    with pytest.raises(ConfigError, match="inside"):
+        Trainer(load_recipe(path, [f"model.name={inside}"]), resume=False, show_progress=False).setup()
+    assert (inside / "model.safetensors").is_file()
+
+
+def test_logs_hold_each_step_once_after_a_resume(root):
+    path = recipe_file(root)
+    Trainer(load_recipe(path), show_progress=False).train(stop_after=3)
+    log = root / "out" / "train_log.jsonl"
+    with open(log, "a") as f:  # the interrupted run logged steps 4-5 after its last checkpoint, and a cut line
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + json.dumps({"step": 5, "loss": 1.0}) + "\n{\"st")
+    Trainer(load_recipe(path), show_progress=False).train()
+    steps = [json.loads(x)["step"] for x in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_absurd_negative_counts_are_refused(root):
+    with pytest.raises(ConfigError, match="data.n_negatives"):
+        load_recipe(recipe_file(root), ["data.n_negatives=1000000"])
+
+
+def test_experiment_paths_records_and_tasks_are_checked_before_training(tmp_path):
+    import yaml
+
+    from embedlab.bench.experiment import run_experiment
+
+    base = {"name": "x", "results": str(tmp_path / "r.json"), "table": str(tmp_path / "t.md"), "tasks": ["stsb-dev"],
+            "runs": [{"name": "a", "recipe": str(tmp_path / "never-read.yaml")}]}
+    cases = [({"workdir": "runs/{nope}"}, "only {name}"), ({"tasks": ["nope"]}, "nope"),
+             ({"table": str(tmp_path)}, "is a folder")]
+    for change, message in cases:
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(ConfigError, match=message):
+            run_experiment(tmp_path / "e.yaml", show_progress=False)
+    (tmp_path / "r.json").write_text('{"records": [{"na')
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(base))
+    with pytest.raises(ConfigError, match="cut short"):
+        run_experiment(tmp_path / "e.yaml", show_progress=False)
+
+
+def test_atomic_writes_never_replace_a_device_or_pipe(tmp_path):
+    from embedlab.atomic import check_output_file, write_text
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="device or pipe"):
+        write_text(fifo, "x")
+    with pytest.raises(ConfigError, match="device or pipe"):
+        check_output_file(fifo, overwrite=True)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_malformed_training_manifest_is_one_line(tmp_path):
+    from embedlab.data.convert import check_current
+
+    (tmp_path / "manifest.json").write_text("[1, 2")
+    with pytest.raises(ConfigError, match="unreadable training-data manifest"):
+        check_current(tmp_path)
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        check_current(tmp_path)

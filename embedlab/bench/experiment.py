@@ -131,7 +131,16 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
 
 
 def _load_records(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text())["records"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))["records"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not an experiment's records file ({type(e).__name__}: {e}); it was not written "
+                          f"by embedlab, or was cut short: move it away to start the records anew") from None
+    if not isinstance(records, list):
+        raise ConfigError(f"{path}: 'records' must be a list")
+    return records
 
 
 def _append_record(path: Path, spec: ExperimentSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,7 +179,18 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     if unknown:  # a typo (or a name split at its comma) must not silently run nothing
         raise ConfigError(f"{spec_path}: no run named {', '.join(map(repr, unknown))}; runs: "
                           f"{', '.join(run.name for run in spec.runs)}")
-    workdir = Path(spec.workdir.format(name=spec.name))
+    # Every path and task is checked before the first training run, not after it.
+    try:
+        workdir = Path(spec.workdir.format(name=spec.name))
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{spec_path}: workdir {spec.workdir!r}: only {{name}} may be filled in ({e})") from None
+    from ..evaluate.tasks import parse_tasks
+
+    parse_tasks([*spec.tasks, *spec.dev_tasks])
+    for key in ("results", "table"):
+        where = Path(getattr(spec, key))
+        if where.exists() and not where.is_file():
+            raise ConfigError(f"{spec_path}: {key} {where} is a folder, device or pipe; expected a file path")
     results_path = Path(spec.results)
     records = _load_records(results_path)
     # A record counts as done only under this experiment's protocol (records without eval_max_length predate it).

@@ -274,7 +274,15 @@ def check_current(folder: str | Path) -> None:
         return
     import json
 
-    built = json.loads(manifest.read_text(encoding="utf-8")).get("converter_hash")
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{manifest}: unreadable training-data manifest ({e}); rebuild the folder: embedlab convert "
+                          f"--out {folder}") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{manifest}: expected a JSON object (embedlab convert's manifest), got "
+                          f"{type(info).__name__}; rebuild the folder: embedlab convert --out {folder}")
+    built = info.get("converter_hash")
     if built != converter_hash():
         raise ConfigError(f"{manifest}: these training files were built by other converter code (hash {built}, "
                           f"current {converter_hash()}); rebuild them: embedlab convert --out {folder}")

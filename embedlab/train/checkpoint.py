@@ -63,14 +63,18 @@ def save_checkpoint(output_dir: Path, step: int, model, state: dict[str, Any], i
     target = checkpoint_dir(output_dir, step)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save(staging)
-    for name, folder in (extra_dirs or {}).items():
-        os.replace(folder, staging / name)
-    torch.save({**state, "rng": rng_state(), "step": step}, staging / STATE_FILE)
-    write_json(staging / INFO_FILE, {"step": step, **info})
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    try:
+        model.save(staging)
+        for name, folder in (extra_dirs or {}).items():
+            os.replace(folder, staging / name)
+        torch.save({**state, "rng": rng_state(), "step": step}, staging / STATE_FILE)
+        write_json(staging / INFO_FILE, {"step": step, **info})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:  # an interrupt mid-save leaves no half checkpoint behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
 
 
@@ -79,7 +83,8 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     root = output_dir / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
+    found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))  # by number: names outgrow their 6-digit padding
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -94,7 +99,11 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
     path = checkpoint / STATE_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except (RuntimeError, EOFError) as e:  # truncated or not a torch file at all
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: damaged trainer state ({why}); delete {checkpoint} to resume from the checkpoint "
+                          f"before, or start fresh with --no-resume") from None
+    except (pickle.UnpicklingError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: not a trainer state embedlab can read safely ({first[:200]}); it holds objects "
                           f"other than tensors and plain values (a file from an older embedlab, or not written by "

@@ -123,17 +123,47 @@ def set_previous_run_aside(output_dir: Path) -> Path | None:
     return target
 
 
-def prepare_output_dir(output_dir: Path, current: dict[str, Any], resume: bool, is_main: bool) -> Path | None:
+def prepare_output_dir(output_dir: Path, current: dict[str, Any], resume: bool, is_main: bool,
+                       inputs: tuple[str, ...] = ()) -> Path | None:
     """Apply the three rules; returns the checkpoint to resume from (None: start fresh). Only the main process
-    moves files; every process runs the checks, so every rank refuses the same way."""
+    moves files; every process runs the checks, so every rank refuses the same way. ``inputs`` (the model to train
+    from) may not lie in what a fresh start would move aside."""
     check_writable_run_folder(output_dir)
     last = ckpt.latest_checkpoint(output_dir) if resume else None
     if last is not None:
         check_resumable(last, output_dir, current)
         return last
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            continue
+        for entry in RUN_ENTRIES:
+            held = (output_dir / entry).resolve()
+            if path.resolve() == held or held in path.resolve().parents:
+                raise ConfigError(f"the model {item} is inside {output_dir / entry}, which a fresh start moves to "
+                                  f"{output_dir / PREVIOUS}; train it into another output_dir")
     if is_main and output_dir.is_dir():
         set_previous_run_aside(output_dir)
     return None
+
+
+def trim_logs(output_dir: Path, step: int) -> None:
+    """On resume at ``step``: drop log lines of later steps (written after the checkpoint by the interrupted run),
+    so the logs hold each step once."""
+    from ..atomic import write_text
+
+    for name in ("train_log.jsonl", "dev_log.jsonl"):
+        path = output_dir / name
+        if not path.is_file():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= step:
+                    kept.append(line)
+            except (ValueError, AttributeError, TypeError):
+                continue  # a line cut by the interruption
+        write_text(path, "".join(x + "\n" for x in kept))
 
 
 LOCK_FILE = ".embedlab-train.lock"

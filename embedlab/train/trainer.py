@@ -171,7 +171,7 @@ class Trainer:
         if self.rank == 0:
             self._lock = run_folder.lock_run_folder(self.output_dir)
         self._resume_from = run_folder.prepare_output_dir(self.output_dir, recipe_to_dict(r), self.resume,
-                                                          is_main=self.rank == 0)
+                                                          is_main=self.rank == 0, inputs=(r.model.name,))
         torch.manual_seed(r.seed)
         if r.train.num_threads:
             torch.set_num_threads(r.train.num_threads)
@@ -224,7 +224,16 @@ class Trainer:
                                   f"(e.g. {sorted(missing)[:3]}); was model.lora changed?")
             self.model.load_state_dict(state["trainable"], strict=False)
         else:
-            weights = load_file(str(last / "model.safetensors"))
+            try:
+                weights = load_file(str(last / "model.safetensors"))
+            except Exception as e:  # missing or damaged file (safetensors raises its own error type)
+                raise ConfigError(f"{last / 'model.safetensors'}: cannot read the checkpoint's weights ({e}); "
+                                  f"delete {last} to resume from the one before, or start fresh with --no-resume")
+            expected = set(self.model.backbone.state_dict())
+            missing = sorted(expected - set(weights))
+            if missing:  # strict=False below would otherwise resume silently from a partial file
+                raise ConfigError(f"{last / 'model.safetensors'}: the checkpoint lacks {len(missing)} of the model's "
+                                  f"tensors (e.g. {missing[:3]}); delete {last} or start fresh with --no-resume")
             self.model.backbone.load_state_dict(weights, strict=False)
         if self.zero is None:
             if state.get("optimizer") is None:
@@ -236,6 +245,8 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = state.get("best")
+        if self.rank == 0:
+            run_folder.trim_logs(self.output_dir, self.step)
         log.info("resumed from %s (step %d)", last, self.step)
 
     # ------------------------------------------------------------------ loop
@@ -278,6 +289,11 @@ class Trainer:
                 batch = next(batches)
                 with self._autocast():
                     result = run_step(self.ctx, batch, self.step)
+                if not torch.isfinite(result.loss.detach()).all():
+                    # A diverged run must stop here, not write NaN weights into checkpoints and final/.
+                    raise ConfigError(f"training diverged: the loss at step {self.step + 1} ({result.task}) is "
+                                      f"{float(result.loss.detach())}; lower train.lr or set train.grad_clip. The "
+                                      f"checkpoints in {self.output_dir / 'checkpoints'} predate it")
                 if not result.backward_done:  # GradCache runs its backward inside the step
                     self._backward(result.loss)
                 task = result.task
