@@ -18,6 +18,7 @@ It does not read or write files (merge.py) or evaluate models (greedy.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,6 +58,7 @@ class MergeMethod:
                 if len(value) != n_models:
                     raise ConfigError(f"merge method {self.name!r}: parameter {key!r} has {len(value)} values for "
                                       f"{n_models} models")
+            out[key] = check_param(self.name, key, value)
         return out
 
     def check_count(self, n_models: int) -> None:
@@ -83,9 +85,49 @@ def register(name: str, needs_base: bool, summary: str, params: dict[str, Any] |
     return decorator
 
 
-def per_model(value: Any, n: int) -> list[float]:
-    """A parameter given once or per model, as K floats."""
-    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * n
+# The type and allowed range of each numeric parameter a method may take (None: unbounded, but finite), and the
+# booleans (checked by ``flag``). Other parameters (rescale, variant, granularity) are checked by their method.
+NUMERIC_PARAMS: dict[str, tuple[float | None, float | None]] = {
+    "density": (0.0, 1.0), "t": (0.0, 1.0), "lambda": (None, None), "temperature": (None, None)}
+BOOL_PARAMS = ("normalize", "int8_mask")
+
+
+def number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite float (from a number or a numeric string) in [low, high]; anything else a ConfigError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    try:
+        x = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+    if (low is not None and x < low) or (high is not None and x > high):
+        lo, hi = ("-inf" if low is None else f"{low:g}"), ("inf" if high is None else f"{high:g}")
+        raise ConfigError(f"{what} must be in [{lo}, {hi}], got {value!r}")
+    return x
+
+
+def check_param(method: str, key: str, value: Any) -> Any:
+    """One parameter value (or per-model list) checked against its type and range; numeric strings become floats."""
+    if key in NUMERIC_PARAMS:
+        low, high = NUMERIC_PARAMS[key]
+        what = f"merge method {method!r}: parameter {key!r}"
+        if isinstance(value, (list, tuple)):
+            xs = [number(v, f"{what} (model {i + 1})", low, high) for i, v in enumerate(value)]
+            return [x if isinstance(v, str) else v for v, x in zip(value, xs)]
+        x = number(value, what, low, high)
+        return x if isinstance(value, str) else value
+    if key in BOOL_PARAMS:
+        flag({key: value}, key, method)
+    return value
+
+
+def per_model(value: Any, n: int, what: str = "parameter") -> list[float]:
+    """A parameter given once or per model, as K finite floats (anything else a ConfigError naming ``what``)."""
+    if isinstance(value, (list, tuple)):
+        return [number(v, what) for v in value]
+    return [number(value, what)] * n
 
 
 def flag(params: dict[str, Any], key: str, method: str) -> bool:

@@ -50,7 +50,7 @@ def _rescale(params, method: str) -> bool | str:
 
 
 def _deltas(base, tensors, params, seed, method):
-    density, rescale = per_model(params["density"], len(tensors)), _rescale(params, method)
+    density, rescale = per_model(params["density"], len(tensors), f"{method}: density"), _rescale(params, method)
     return lambda k: drop_and_rescale(tensors[k] - base, density[k], generator(seed, k), rescale)
 
 

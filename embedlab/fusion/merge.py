@@ -60,11 +60,27 @@ def _tensor_seed(seed: int, key: str) -> int:
 def _weights(weights: Sequence[float] | None, n: int, method: str) -> torch.Tensor:
     if weights is None:
         return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    try:
+        if isinstance(weights, (str, bytes, dict)):
+            raise TypeError
+        weights = list(weights)
+    except TypeError:
+        raise ConfigError(f"weights must be a list of numbers (one per model), got {weights!r}") from None
     if len(weights) != n:
         raise ConfigError(f"{len(weights)} weights for {n} models: give one weight per model")
-    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
-    if not torch.isfinite(w).all():
-        raise ConfigError(f"weights must be finite numbers, got {list(weights)}")
+    values = []
+    for x in weights:
+        try:
+            if isinstance(x, (bool, bytes)):
+                raise TypeError
+            values.append(float(x))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"weights must be numbers, got {x!r} in {weights}") from None
+    w = torch.tensor(values, dtype=torch.float64)
+    # the merge runs in float32: a weight (or their sum) beyond float32's range would turn the output into inf/NaN
+    if not (torch.isfinite(w).all() and torch.isfinite(w.float()).all() and torch.isfinite(w.float().abs().sum())):
+        raise ConfigError(f"weights must be finite numbers within float32's range (|w| < 3.4e38), "
+                          f"got {list(weights)}")
     if method in ("linear", "delta_guided") and (w < 0).any():
         raise ConfigError(f"{method}: weights must be >= 0, got {list(weights)}")
     if w.sum() == 0:
@@ -97,11 +113,27 @@ def merge_tensors(method: str, models: list[Checkpoint], base: Checkpoint | None
             theta0 = read_base(key).float() if (spec.needs_base and read_base is not None) else None
             result = spec.fn(theta0, _Models(read_model, key), weights.float(), params, _tensor_seed(seed, key))
             out[key] = result.to(_DTYPES.get(first.dtypes[key], torch.float32)).contiguous()
+            if not torch.isfinite(out[key]).all():
+                _non_finite(key, models, base, read_model, read_base, first.dtypes[key])
             merged += 1
             del theta0, result
         if progress is not None:
             progress(i + 1, len(keys))
     return out, merged, copied
+
+
+def _non_finite(key: str, models: list[Checkpoint], base: Checkpoint | None, read_model: list, read_base,
+                dtype: str) -> None:
+    """The merged tensor ``key`` holds NaN or inf: a ModelError naming it and the inputs (those already non-finite
+    there first), never a silently broken model."""
+    bad = [m.label for m, read in zip(models, read_model) if not torch.isfinite(read(key).float()).all()]
+    if base is not None and read_base is not None and key in base.key_files \
+            and not torch.isfinite(read_base(key).float()).all():
+        bad.append(f"{base.label} (base)")
+    inputs = ", ".join([m.label for m in models] + ([f"{base.label} (base)"] if base is not None else []))
+    why = (f"NaN or inf already in {', '.join(bad)}" if bad else
+           f"the inputs are finite: the weights or parameters overflow ({dtype})")
+    raise ModelError(f"fusion produced NaN or inf in tensor {key!r} ({why}); inputs: {inputs}")
 
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -160,6 +192,8 @@ def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | 
     if not models:
         raise ConfigError("no models to fuse")
     spec.check_count(len(models))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     params = spec.resolve_params(params, len(models))  # unknown parameters fail before any file is read
     w = _weights(weights, len(models), method)
     if spec.needs_base and base is None:

@@ -69,7 +69,7 @@ def sign_elect_disjoint_mean(delta_of: Callable[[int], torch.Tensor], weights: t
 @register("ties", needs_base=True, summary="trim to density, elect sign, disjoint mean",
           params=gta_params(True, False), per_model_params=("density",))
 def ties(base, tensors, weights, params, seed):
-    density = per_model(params["density"], len(tensors))
+    density = per_model(params["density"], len(tensors), "ties: density")
     rescale = flag(params, "rescale", "ties")
 
     def delta_of(k):

@@ -1,0 +1,101 @@
+"""Fusion under hostile input: weights and parameters out of type or range, non-finite tensors, damaged checkpoint
+files, malformed fusion configs and dev-pair files all fail as one-line embedlab errors naming what is at fault."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from embedlab.errors import ConfigError, DataError, ModelError
+from embedlab.fusion import MERGE_METHODS, fuse
+from embedlab.fusion.base import per_model
+from embedlab.text import Embedder
+
+
+@pytest.fixture
+def ckpts(tmp_path, tiny_bert):
+    """A base and two 'fine-tuned' checkpoints in the sentence-transformers layout."""
+    backbone, tok = tiny_bert
+    Embedder(backbone, tok, max_length=32, name="tiny").save(tmp_path / "base")
+    paths = []
+    for i in range(2):
+        model = copy.deepcopy(backbone)
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        Embedder(model, tok, max_length=32, name="tiny").save(tmp_path / f"ckpt{i}")
+        paths.append(tmp_path / f"ckpt{i}")
+    return tmp_path / "base", paths
+
+
+# ------------------------------------------------------------------------------------------ 1. weights, seed, NaN
+@pytest.mark.parametrize("weights", [[1e308, 1.0], [3e38, 3e38], [-1e39, 1.0]])
+def test_weights_beyond_float32_are_config_errors(ckpts, tmp_path, weights):
+    _, paths = ckpts
+    method = "task_arithmetic" if weights[0] < 0 else "linear"
+    base = ckpts[0] if method == "task_arithmetic" else None
+    with pytest.raises(ConfigError, match="float32"):
+        fuse(paths, method, base=base, weights=weights, out=tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kw", [{"weights": ["a", 1.0]}, {"weights": [None, 1.0]}, {"weights": 5},
+                                {"seed": "x"}, {"seed": 1.5}, {"seed": None}, {"seed": -5}, {"seed": True}])
+def test_bad_weight_and_seed_types_are_config_errors(ckpts, tmp_path, kw):
+    _, paths = ckpts
+    with pytest.raises(ConfigError):
+        fuse(paths, "linear", out=tmp_path / "out", show_progress=False, **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_input_tensor_is_a_model_error_naming_tensor_and_input(ckpts, tmp_path):
+    _, paths = ckpts
+    f = paths[1] / "model.safetensors"
+    state = load_file(str(f))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key][0] = float("nan")
+    save_file(state, str(f), metadata={"format": "pt"})
+    with pytest.raises(ModelError) as e:
+        fuse(paths, "linear", out=tmp_path / "out", show_progress=False)
+    assert key in str(e.value) and str(paths[1]) in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overflowing_merge_is_a_model_error(ckpts, tmp_path):
+    base, paths = ckpts  # finite inputs, but λ = 1e300 overflows float32: refused, not written as inf/NaN
+    with pytest.raises(ModelError, match="NaN or inf"):
+        fuse(paths, "task_arithmetic", base=base, params={"lambda": 1e300}, out=tmp_path / "out",
+             show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ 3. method parameters
+@pytest.mark.parametrize("method,params,match", [
+    ("ties", {"density": "abc"}, "density"), ("ties", {"density": "nan"}, "density"),
+    ("ties", {"density": 5}, r"density.*\[0, 1\]"), ("dare_linear", {"density": [0.5, 7]}, "density"),
+    ("dare_ties", {"density": -0.1}, "density"), ("slerp", {"t": 5}, r"'t'.*\[0, 1\]"),
+    ("slerp", {"t": "abc"}, "'t'"), ("task_arithmetic", {"lambda": "inf"}, "lambda"),
+    ("delta_guided", {"lambda": "abc"}, "lambda"), ("delta_guided", {"temperature": float("nan")}, "temperature"),
+    ("linear", {"normalize": "maybe"}, "normalize"), ("ties", {"density": True}, "density")])
+def test_parameters_are_type_and_range_checked(method, params, match):
+    spec = MERGE_METHODS.get(method)
+    with pytest.raises(ConfigError, match=match) as e:
+        spec.resolve_params(params, 2)
+    assert method in str(e.value)
+
+
+def test_numeric_string_parameters_become_numbers_and_per_model_is_checked():
+    params = MERGE_METHODS.get("delta_guided").resolve_params({"lambda": "2"}, 2)
+    assert params["lambda"] == 2.0  # `--param lambda=2` through YAML is 2; a quoted "2" must not reach tensor maths
+    assert MERGE_METHODS.get("ties").resolve_params({"density": [0.5, 1]}, 2)["density"] == [0.5, 1]
+    with pytest.raises(ConfigError, match="density"):
+        per_model("abc", 2, "ties: density")
+
+
+def test_bad_parameter_fails_before_reading_files(tmp_path):
+    with pytest.raises(ConfigError, match="density"):
+        fuse([tmp_path / "missing-a", tmp_path / "missing-b"], "ties", base=tmp_path / "missing-base",
+             params={"density": "abc"}, out=tmp_path / "out", show_progress=False)
