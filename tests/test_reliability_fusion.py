@@ -99,3 +99,23 @@ def test_bad_parameter_fails_before_reading_files(tmp_path):
     with pytest.raises(ConfigError, match="density"):
         fuse([tmp_path / "missing-a", tmp_path / "missing-b"], "ties", base=tmp_path / "missing-base",
              params={"density": "abc"}, out=tmp_path / "out", show_progress=False)
+
+
+# ------------------------------------------------------------------------------------------ 2. damaged inputs
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_damaged_weight_file_is_a_model_error_naming_it(ckpts, tmp_path, damage, fmt):
+    _, paths = ckpts
+    folder = paths[1]
+    f = folder / "model.safetensors"
+    if fmt == "bin":
+        torch.save(load_file(str(f)), folder / "pytorch_model.bin")
+        f.unlink()
+        f = folder / "pytorch_model.bin"
+    data = f.read_bytes()
+    f.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x89not a weight file" * 50,
+                   "empty": b""}[damage])
+    with pytest.raises(ModelError) as e:
+        fuse(paths, "linear", out=tmp_path / "out", show_progress=False)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -60,8 +60,11 @@ class Checkpoint:
             return self._bin[key]
         from safetensors import safe_open
 
-        with safe_open(str(self.key_files[key]), framework="pt") as f:
-            return f.get_tensor(key)
+        try:
+            with safe_open(str(self.key_files[key]), framework="pt") as f:
+                return f.get_tensor(key)
+        except Exception as e:  # the file changed or was damaged since it was opened
+            raise _damaged(self.label, self.key_files[key], e) from None
 
     def is_float(self, key: str) -> bool:
         return self.dtypes[key] in FLOAT_DTYPES
@@ -127,7 +130,12 @@ def open_checkpoint(name: str | Path) -> Checkpoint:
     elif (wdir / "model.safetensors").is_file():
         files = None
     elif (wdir / "pytorch_model.bin").is_file():
-        state = torch.load(wdir / "pytorch_model.bin", map_location="cpu", mmap=True, weights_only=True)
+        try:
+            state = torch.load(wdir / "pytorch_model.bin", map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:  # truncated or garbage: pickle/zip/RuntimeError, whatever torch raises
+            raise _damaged(name, wdir / "pytorch_model.bin", e) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ModelError(f"{name}: {wdir / 'pytorch_model.bin'} is not a state dict of tensors")
         return Checkpoint(str(name), root, rel, {k: wdir / "pytorch_model.bin" for k in state},
                           {k: _torch_dtype_code(v.dtype) for k, v in state.items()},
                           {k: tuple(v.shape) for k, v in state.items()}, _bin=state)
@@ -136,13 +144,24 @@ def open_checkpoint(name: str | Path) -> Checkpoint:
     from safetensors import safe_open
 
     for path in sorted(set(files.values())) if files else [wdir / "model.safetensors"]:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                sl = f.get_slice(key)
-                key_files[key] = path
-                dtypes[key] = sl.get_dtype()
-                shapes[key] = tuple(sl.get_shape())
+        if not path.is_file():
+            raise ModelError(f"{name}: weight file {path} (listed in {index.name}) not found")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    key_files[key] = path
+                    dtypes[key] = sl.get_dtype()
+                    shapes[key] = tuple(sl.get_shape())
+        except Exception as e:  # SafetensorError (header too large, truncated, ...), OSError
+            raise _damaged(name, path, e) from None
     return Checkpoint(str(name), root, rel, key_files, dtypes, shapes)
+
+
+def _damaged(name: str | Path, path: Path, e: Exception) -> ModelError:
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return ModelError(f"{name}: cannot read the weight file {path}: damaged, truncated or not a weight file "
+                      f"({type(e).__name__}: {detail})")
 
 
 def _torch_dtype_code(dtype: torch.dtype) -> str:
