@@ -119,3 +119,37 @@ def test_damaged_weight_file_is_a_model_error_naming_it(ckpts, tmp_path, damage,
         fuse(paths, "linear", out=tmp_path / "out", show_progress=False)
     assert str(f) in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ 4. fusion configs
+def _config(tmp_path, text):
+    from embedlab.fusion.config import load_fusion_config
+
+    f = tmp_path / "merge.yaml"
+    f.write_text(text)
+    return lambda: load_fusion_config(f)
+
+
+@pytest.mark.parametrize("models,params,match", [
+    ("  - model: a\n    parameters: {weight: abc}\n  - model: b\n", "", r"models\[0\]\.parameters\.weight"),
+    ("  - model: a\n  - model: b\n    parameters: {weight: .nan}\n", "", r"models\[1\]\.parameters\.weight"),
+    ("  - model: a\n  - model: b\n", "parameters: {weight: [1, 2]}\n", r"parameters\.weight")])
+def test_config_bad_weight_is_a_config_error(tmp_path, models, params, match):
+    load = _config(tmp_path, f"merge_method: linear\nmodels:\n{models}{params}")
+    with pytest.raises(ConfigError, match=match):
+        load()
+
+
+@pytest.mark.parametrize("seed", ["-5", "1.5", "true", "abc"])
+def test_config_seed_must_be_a_non_negative_integer(tmp_path, seed):
+    load = _config(tmp_path, f"merge_method: linear\nmodels:\n  - model: a\n  - model: b\nseed: {seed}\n")
+    with pytest.raises(ConfigError, match="seed"):
+        load()
+
+
+def test_config_yaml_error_is_short_with_file_and_line(tmp_path):
+    load = _config(tmp_path, "merge_method: linear\nmodels:\n  - model: a\n  - model: [b\nseed: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load()
+    msg = str(e.value)
+    assert msg.count("\n") <= 1 and "merge.yaml:" in msg and msg.split("merge.yaml:")[1][0].isdigit()

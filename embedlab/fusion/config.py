@@ -24,6 +24,7 @@ takes 1 — mergekit requires a weight for every input of the methods that use w
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class FusionConfig(BaseModel):
     models: list[ModelEntry]
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, strict=True)  # as the CLI's --seed: an integer >= 0 (not true, 1.5 or "3")
     tokenizer_source: str | None = None  # mergekit key; only "base" or the default (the first model) are meaningful
 
 
@@ -58,8 +59,11 @@ def load_fusion_config(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(read_config_text(path, "fusion config"))
         cfg = FusionConfig.model_validate(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except yaml.YAMLError as e:  # one line with file:line, as load_recipe reports it
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     except ValidationError as e:
         raise ConfigError("\n".join(f"{path}: {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) \
             from None
@@ -77,9 +81,11 @@ def load_fusion_config(path: str | Path) -> dict[str, Any]:
     params = dict(cfg.parameters)
     default_weight = params.pop("weight", None)
     weights = None
+    if default_weight is not None:
+        _weight(default_weight, f"{path}: parameters.weight")
     if default_weight is not None or any("weight" in m.parameters for m in models):
-        weights = [float(m.parameters.get("weight", 1.0 if default_weight is None else default_weight))
-                   for m in models]
+        weights = [_weight(m.parameters.get("weight", 1.0 if default_weight is None else default_weight),
+                           f"{path}: models[{_index(cfg, m)}].parameters.weight") for m in models]
     per_model_keys = sorted({k for m in models for k in m.parameters if k != "weight"})
     for key in per_model_keys:
         if key not in spec.per_model_params:
@@ -91,6 +97,23 @@ def load_fusion_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
     return {"models": [m.model for m in models], "method": cfg.merge_method, "base": cfg.base_model,
             "weights": weights, "params": params, "seed": cfg.seed}
+
+
+def _weight(value: Any, where: str) -> float:
+    """A model weight: a finite number (the merge checks the float32 range); else a ConfigError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: must be a number, got {value!r}")
+    try:
+        x = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    return x
+
+
+def _index(cfg: FusionConfig, entry: ModelEntry) -> str:
+    return next((str(i) for i, m in enumerate(cfg.models) if m is entry), "base_model")
 
 
 def _same_model(a: str, b: str) -> bool:
