@@ -153,3 +153,47 @@ def test_config_yaml_error_is_short_with_file_and_line(tmp_path):
         load()
     msg = str(e.value)
     assert msg.count("\n") <= 1 and "merge.yaml:" in msg and msg.split("merge.yaml:")[1][0].isdigit()
+
+
+# ------------------------------------------------------------------------------------------ 5. dev pairs
+GOOD = '{"query": "q1", "pos": ["p1"]}\n{"query": "q2", "pos": ["p2"]}\n'
+
+
+@pytest.mark.parametrize("content,line,match", [
+    (GOOD + '["not", "an", "object"]\n', 3, "JSON object"),
+    (GOOD + '{"sentence1": "a", "sentence2": "b", "score": "abc"}\n', 3, "not a number"),
+    ('{"query": "q1", "pos": "text"}\n' + GOOD, 1, "pos must be a list"),
+    ('{"query": "q1", "pos": [3]}\n' + GOOD, 1, "pos"),
+    ('{"query": 5, "pos": ["p"]}\n' + GOOD, 1, "query"),
+    ('{"sentence1": "a", "sentence2": null, "score": 5}\n' + GOOD, 1, "sentence2"),
+    ('{"sentence1": "a", "sentence2": "b", "score": NaN}\n' + GOOD, 1, "finite"),
+    ('{"text": "x"}\n' + GOOD, 1, "expected"),
+    ('{"query": "q1", "pos": []}\n' + GOOD, 1, "empty"),
+    (b'{"query": "q\xff", "pos": ["p"]}\n' + GOOD.encode(), 1, "UTF-8")])
+def test_dev_pairs_bad_rows_are_data_errors_with_file_and_line(tmp_path, content, line, match):
+    from embedlab.fusion.data_weights import pairs_from_file
+
+    f = tmp_path / "dev.jsonl"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=match) as e:
+        pairs_from_file(f)
+    assert e.value.path == str(f) and e.value.line == line
+
+
+@pytest.mark.parametrize("target", ["missing", "folder", "/dev/zero"])
+def test_dev_pairs_missing_folder_or_device_is_a_data_error(tmp_path, target):
+    from embedlab.fusion.data_weights import pairs_from_file
+
+    path = {"missing": tmp_path / "nope.jsonl", "folder": tmp_path, "/dev/zero": "/dev/zero"}[target]
+    with pytest.raises(DataError) as e:  # /dev/zero used to be read forever
+        pairs_from_file(path)
+    assert e.value.path == str(path)
+
+
+def test_dev_pairs_good_file_still_reads(tmp_path):
+    from embedlab.fusion.data_weights import pairs_from_file
+
+    f = tmp_path / "dev.jsonl"
+    f.write_text(GOOD + '{"sentence1": "a", "sentence2": "b", "score": "4.5"}\n'
+                 '{"sentence1": "c", "sentence2": "d", "score": 1}\n\n')
+    assert pairs_from_file(f) == [("q1", "p1"), ("q2", "p2"), ("a", "b")]

@@ -11,34 +11,40 @@ JSONL (query + first positive) or STS JSONL (pairs with a scaled score ≥ 0.8, 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ..data.readers import BadRow, BadRows, parse_score, read_jsonl, require_field, require_text
 from ..errors import ConfigError, DataError
 
 
 def pairs_from_file(path: str | Path, limit: int = 64) -> list[tuple[str, str]]:
+    """Up to ``limit`` (query, positive) pairs from FlagEmbedding or STS JSONL, read lazily with the project's readers
+    (``data.readers``): a missing file, a folder, a device or pipe (``/dev/zero``), bytes that are not UTF-8, a line
+    that is not a JSON object or a row with a wrong field is a DataError naming the file and line."""
+    bad = BadRows()  # skip=False: the first bad row raises DataError(file, line)
     pairs: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not JSON ({e.msg})", path, number) from None
-            if "query" in row and row.get("pos"):
-                pairs.append((row["query"], row["pos"][0]))
+    for number, row in read_jsonl(path, bad):
+        with bad.guard(path, number):
+            if "query" in row:
+                query = require_text(row["query"], "query")
+                pos = require_field(row, "pos")
+                if not isinstance(pos, list):
+                    raise BadRow(f"pos must be a list of positive texts, got {type(pos).__name__}")
+                if not pos:
+                    raise BadRow("pos is empty (expected at least one positive text)")
+                pairs.append((query, require_text(pos[0], "pos[0]")))
             elif {"sentence1", "sentence2", "score"} <= set(row):
-                if float(row["score"]) >= 4.0:
-                    pairs.append((row["sentence1"], row["sentence2"]))
+                a, b = require_text(row["sentence1"], "sentence1"), require_text(row["sentence2"], "sentence2")
+                if parse_score(row["score"]) >= 4.0:
+                    pairs.append((a, b))
             else:
-                raise DataError("expected {query, pos: [...]} or {sentence1, sentence2, score}", path, number)
-            if len(pairs) >= limit:
-                break
+                raise BadRow(f"expected {{query, pos: [...]}} or {{sentence1, sentence2, score}}, got fields "
+                             f"{', '.join(sorted(row)) or 'none'}")
+        if len(pairs) >= limit:
+            break
     if len(pairs) < 2:
         raise DataError(f"need at least 2 example pairs for data-driven weights, found {len(pairs)}", path)
     return pairs
