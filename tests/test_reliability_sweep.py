@@ -286,7 +286,8 @@ def test_a_diverging_training_does_not_save_a_nan_model(tmp_path, tiny_bert):
 
     make_train_root(tmp_path, tiny_bert)
     recipe = load_recipe(recipe_file(tmp_path), ["train.lr=1.0e+30", "train.grad_clip=null"])
-    with pytest.raises(ModelError, match="NaN or infinite"):
+    # the trainer now stops at the first non-finite loss; the save guard (tested on its own below) is the backstop
+    with pytest.raises((ConfigError, ModelError), match="diverged|NaN or infinite"):
         train_recipe(recipe, show_progress=False)
     assert not (tmp_path / "out" / "final").exists()
     assert not list((tmp_path / "out").glob("checkpoints/step-*"))
