@@ -174,15 +174,23 @@ def check_output_file(target: str | Path, *, overwrite: bool = False, inputs: It
     return target
 
 
+def check_writable_folder(folder: str | Path, what: str = "folder") -> Path:
+    """ConfigError unless ``folder`` is, or can be created as, a folder embedlab can write into: its nearest
+    existing ancestor must be a writable folder, not a file. Call it before the work that will write there."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {folder}: {probe} is a file, not a folder; give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {folder}: cannot write to {probe} (permission denied); give another folder")
+    return folder
+
+
 def _check_parent_writable(target: Path, resolved: Path, what: str) -> None:
-    """The nearest existing ancestor of ``resolved``'s parent must be a writable folder."""
-    parent = resolved.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{what} {target}: {parent} is a file, so the folder cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {target}: the folder {parent} is not writable")
+    """The folder that will hold ``target`` must be writable (see check_writable_folder)."""
+    check_writable_folder(resolved.parent, f"{what} {target}: folder")
 
 
 def staging_dir(target: str | Path, tag: str = "tmp") -> Path:

@@ -71,15 +71,11 @@ def _progress_bars(enabled: bool) -> bool:
 
 
 def _check_out_dir(out: Path, option: str = "--out") -> None:
-    """Fail before any work if ``out`` cannot become a folder we write into: it is a file (or sits below one), or
-    its nearest existing folder is not writable. Otherwise an evaluation would run to the end and then fail."""
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{option} {out}: {probe} is a file, not a folder; give a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {out}: cannot write to {probe} (permission denied); give another folder")
+    """Fail before any work if ``out`` cannot become a folder we write into (otherwise an evaluation would run to
+    the end and then fail)."""
+    from .atomic import check_writable_folder
+
+    check_writable_folder(out, option)
 
 
 @app.command()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, check_output_file, write_json
+from .atomic import atomic_path, check_output_file, check_writable_folder, write_json
 from .data.pairs import iter_sentences, load_ir_examples
 from .data.readers import BadRows, check_file
 from .data.records import IRExample
@@ -320,14 +319,7 @@ def mine_hard_negatives(
 
 def _check_cache_dir(cache_dir: str | Path) -> None:
     """ConfigError before any work unless ``cache_dir`` is (or can become) a writable folder."""
-    path = Path(cache_dir)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"mining cache folder {path}: {probe} is a file, not a folder; give a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"mining cache folder {path}: cannot write to {probe} (permission denied)")
+    check_writable_folder(cache_dir, "mining cache folder")
 
 
 def load_corpus_texts(path: str | Path) -> list[str]:

@@ -8,11 +8,10 @@ after an interruption is accepted.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
-from .atomic import OWNER_MARKER, owned_by_embedlab, write_json
+from .atomic import OWNER_MARKER, check_writable_folder, owned_by_embedlab, write_json
 from .errors import ConfigError
 
 
@@ -25,13 +24,7 @@ def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path],
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
         raise ConfigError(f"{what} {out} is a folder embedlab did not write (it holds {shown}, ...); embedlab would "
                           f"replace files there: choose a new folder")
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{what} {out}: {probe} is a file, so the folder cannot be created")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {out}: cannot write to {probe} (permission denied); choose another folder")
+    check_writable_folder(out, what)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / OWNER_MARKER).is_file():
         write_json(out / OWNER_MARKER, {"written_by": "embedlab", "kind": kind})

@@ -59,6 +59,15 @@ def tiny_bert():
     return make_tiny_bert()
 
 
+@pytest.fixture
+def tiny_model(tiny_bert):
+    """tiny_bert as an Embedder (max length 32)."""
+    from embedlab.text import Embedder
+
+    backbone, tok = tiny_bert
+    return Embedder(backbone, tok, max_length=32, name="tiny-bert")
+
+
 def make_tiny_bert():
     """The tiny_bert fixture's model, for module-scoped fixtures."""
     from transformers import BertConfig, BertModel

@@ -10,19 +10,10 @@ from embedlab.cli import app
 from embedlab.errors import ConfigError, UnknownChoiceError
 from embedlab.text import Embedder
 
+from tiny_training import save_shifted
 
-def _save(tiny_bert, path, shift):
-    import copy
 
-    import torch
-
-    backbone, tok = tiny_bert
-    model = copy.deepcopy(backbone)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(shift)
-    Embedder(model, tok, max_length=32, name="tiny").save(path)
-    return str(path)
+_save = save_shifted  # tests/tiny_training.py
 
 
 def test_fuse_flags_and_config(tmp_path, tiny_bert):

@@ -3,7 +3,6 @@ model, weight 1 on one model, streaming = in memory, integer buffers copied, cle
 greedy soup's keep/drop rule, and outputs that sentence-transformers loads."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -16,6 +15,8 @@ from embedlab.fusion import MERGE_METHODS, fuse
 from embedlab.fusion.config import load_fusion_config
 from embedlab.fusion.greedy import greedy_soup
 from embedlab.text import Embedder
+
+from tiny_training import save_noisy_checkpoints
 
 T = torch.tensor
 
@@ -122,19 +123,8 @@ def test_unknown_parameter_and_model_count_are_config_errors():
 # ------------------------------------------------------------------------------------------ the driver
 @pytest.fixture
 def checkpoints(tmp_path, tiny_bert):
-    """A base and three 'fine-tuned' checkpoints (base + seeded noise), saved in the sentence-transformers layout."""
-    backbone, tok = tiny_bert
-    Embedder(backbone, tok, max_length=32, name="tiny").save(tmp_path / "base")
-    paths = []
-    for i in range(3):
-        model = copy.deepcopy(backbone)
-        g = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        Embedder(model, tok, max_length=32, name="tiny").save(tmp_path / f"ckpt{i}")
-        paths.append(tmp_path / f"ckpt{i}")
-    return tmp_path / "base", paths
+    """A base and 3 'fine-tuned' checkpoints (base + seeded noise), sentence-transformers layout."""
+    return save_noisy_checkpoints(tmp_path, tiny_bert, 3)
 
 
 def _weights_of(folder):

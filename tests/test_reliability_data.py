@@ -56,10 +56,6 @@ def tiny_root(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture
-def tiny_model(tiny_bert):
-    backbone, tok = tiny_bert
-    return Embedder(backbone, tok, max_length=32, name="tiny-bert")
 
 
 @pytest.fixture

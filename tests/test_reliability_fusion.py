@@ -2,7 +2,6 @@
 files, malformed fusion configs and dev-pair files all fail as one-line embedlab errors naming what is at fault."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -11,24 +10,14 @@ from safetensors.torch import load_file, save_file
 from embedlab.errors import ConfigError, DataError, ModelError
 from embedlab.fusion import MERGE_METHODS, fuse
 from embedlab.fusion.base import per_model
-from embedlab.text import Embedder
+
+from tiny_training import save_noisy_checkpoints
 
 
 @pytest.fixture
 def ckpts(tmp_path, tiny_bert):
-    """A base and two 'fine-tuned' checkpoints in the sentence-transformers layout."""
-    backbone, tok = tiny_bert
-    Embedder(backbone, tok, max_length=32, name="tiny").save(tmp_path / "base")
-    paths = []
-    for i in range(2):
-        model = copy.deepcopy(backbone)
-        g = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        Embedder(model, tok, max_length=32, name="tiny").save(tmp_path / f"ckpt{i}")
-        paths.append(tmp_path / f"ckpt{i}")
-    return tmp_path / "base", paths
+    """A base and 2 'fine-tuned' checkpoints (base + seeded noise), sentence-transformers layout."""
+    return save_noisy_checkpoints(tmp_path, tiny_bert, 2)
 
 
 # ------------------------------------------------------------------------------------------ 1. weights, seed, NaN

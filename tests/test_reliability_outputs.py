@@ -22,23 +22,12 @@ from embedlab.errors import ConfigError, ModelError
 from embedlab.text import Embedder
 from embedlab.train.trainer import Trainer
 
-from tiny_training import make_train_root, recipe_file
+from tiny_training import make_train_root, recipe_file, save_shifted
 
 OWNER_MARKER, STAGING_MARKER = ".embedlab-output", ".embedlab-staging"  # embedlab.atomic's marker names
 
 
-def _save(tiny_bert, path, shift=0.0):
-    import copy
-
-    import torch
-
-    backbone, tok = tiny_bert
-    model = copy.deepcopy(backbone)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(shift)
-    Embedder(model, tok, max_length=32, name="tiny").save(path)
-    return str(path)
+_save = save_shifted  # tests/tiny_training.py
 
 
 def _fuse(args):

@@ -337,7 +337,8 @@ def test_mining_cache_dir_that_is_a_file_fails_before_the_model_loads(tmp_path, 
     make_train_root(tmp_path, tiny_bert)
     ir = tmp_path / "train-data" / "ir.jsonl"
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        mine_file(ir, tmp_path / "out.jsonl", "/no/such/model", cache_dir=ir / "sub", show_progress=False)
+        mine_file(ir, tmp_path / "out.jsonl", str(tmp_path / "no-such-model"), cache_dir=ir / "sub",
+                  show_progress=False)
 
 
 def test_mining_recomputes_damaged_work_files(tmp_path, tiny_bert):

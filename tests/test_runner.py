@@ -12,7 +12,6 @@ from embedlab.bench.store import ResultsStore
 from embedlab.errors import DataError, UnknownChoiceError
 from embedlab.evaluate.cache import EmbeddingCache
 from embedlab.evaluate.runner import EvalSettings, evaluate
-from embedlab.text import Embedder
 
 
 @pytest.fixture
@@ -39,10 +38,6 @@ def tiny_root(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture
-def tiny_model(tiny_bert):
-    backbone, tok = tiny_bert
-    return Embedder(backbone, tok, max_length=32, name="tiny-bert")
 
 
 def test_runner_writes_json_store_rows_and_uses_cache(tiny_root, tiny_model, tmp_path):

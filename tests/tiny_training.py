@@ -60,3 +60,39 @@ train: {{lr: 1.0e-3, max_steps: 6, save_every: 3, log_every: 1, select_on: []}}
     return str(path)
 
 
+
+
+def save_shifted(tiny_bert, path, shift: float) -> str:
+    """The tiny model with ``shift`` added to every weight, saved in the sentence-transformers layout (a checkpoint
+    that differs from the base by a known amount)."""
+    import copy
+
+    import torch
+
+    backbone, tok = tiny_bert
+    model = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(shift)
+    Embedder(model, tok, max_length=32, name="tiny").save(path)
+    return str(path)
+
+
+def save_noisy_checkpoints(tmp_path, tiny_bert, n: int):
+    """A base and ``n`` 'fine-tuned' checkpoints (base + seeded noise, seed i) -> (base folder, [checkpoint folders])."""
+    import copy
+
+    import torch
+
+    backbone, tok = tiny_bert
+    Embedder(backbone, tok, max_length=32, name="tiny").save(tmp_path / "base")
+    paths = []
+    for i in range(n):
+        model = copy.deepcopy(backbone)
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        Embedder(model, tok, max_length=32, name="tiny").save(tmp_path / f"ckpt{i}")
+        paths.append(tmp_path / f"ckpt{i}")
+    return tmp_path / "base", paths

@@ -267,17 +267,11 @@ def evaluate(
 
 
 def _check_out_dir(out: Path) -> None:
-    """ConfigError before any work when ``out`` cannot become a folder to write the JSON into (a file is in the way,
-    or the nearest existing folder is not writable); otherwise the first task would run and then fail."""
-    import os
+    """ConfigError before any work when ``out`` cannot become a folder to write the JSON into; otherwise the first
+    task would run and then fail."""
+    from ..atomic import check_writable_folder
 
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"out_dir {out}: {probe} is a file, not a folder; give a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"out_dir {out}: cannot write to {probe} (permission denied); give another folder")
+    check_writable_folder(out, "out_dir")
 
 
 def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, settings: EvalSettings) -> list[dict]:
