@@ -247,3 +247,15 @@ def test_the_table_compares_the_reference_with_intervals():
     line = next(x for x in table.splitlines() if x.startswith("| naive |") and "[" in x)
     sts, ir = line.split("|")[2:4]
     assert sts.strip().endswith("*") and not ir.strip().endswith("*")  # a real STS gap; IR rows drawn alike
+
+
+def test_a_table_shows_one_protocol_only():
+    from embedlab.bench.experiment import ExperimentSpec, render_table
+
+    spec = ExperimentSpec.model_validate({"name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb"],
+                                          "instructions": False, "runs": [{"name": "a", "recipe": "r.yaml"}]})
+    now = {"name": "a", "seed": 49, "task": "stsb", "value": 80.0, "eval_max_length": 256, "instructions": False,
+           "instruction_tokens_pooled": True}
+    before = {**now, "value": 70.0, "instructions": True, "instruction_tokens_pooled": False}
+    table = render_table(spec, [now, {**before, "seed": 50}])
+    assert "| a | 1 | 80.00 |" in table and "70.00" not in table and "1 records scored under another protocol" in table

@@ -196,8 +196,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     # A record counts as done only under this experiment's protocol (records without eval_max_length predate it).
     # A test task also needs its per-item file (the paired bootstrap reads it); a record without one is re-evaluated.
     done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"
-            and r.get("eval_max_length") == spec.eval_max_length and r.get("instructions") == spec.instructions
-            and r.get("instruction_tokens_pooled", True) == (not spec.instructions)
+            and same_protocol(spec, r)
             and (r["task"] not in spec.tasks or items_path(spec, r["name"], r["seed"], r["task"]).is_file())}
     settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
                             autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None,
@@ -280,6 +279,14 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     return results_path
 
 
+def same_protocol(spec: ExperimentSpec, record: dict[str, Any]) -> bool:
+    """True when ``record`` was scored under the experiment's protocol (evaluation length and instruction setting);
+    records of another protocol are neither reused nor tabulated."""
+    return (record.get("eval_max_length") == spec.eval_max_length
+            and record.get("instructions") == spec.instructions
+            and record.get("instruction_tokens_pooled", True) == (not spec.instructions))
+
+
 def items_dir(spec: ExperimentSpec) -> Path:
     """Where per-item outputs (for the paired bootstrap) live: ``<results without .json>-items/``."""
     results = Path(spec.results)
@@ -355,6 +362,8 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
     With ``items`` (per-item outputs, see ``load_items``), a last table compares the reference run with every other
     row on each average: the difference of the seed means and its paired bootstrap 95 % interval
     (embedlab.bench.stats); ``*`` marks a difference whose interval excludes 0."""
+    other = [r for r in records if "eval_max_length" in r and not same_protocol(spec, r)]
+    records = [r for r in records if r not in other]  # one protocol per table
     extra = [r for r in records if r.get("metric", "main_score") != "main_score"]
     records = [r for r in records if r.get("metric", "main_score") == "main_score"]
     group_of = {run.name: run.group for run in spec.runs}
@@ -391,6 +400,9 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     if items and spec.reference and spec.averages:
         out += _comparisons(spec, records, items)
+    if other:
+        out += ["", f"({len(other)} records scored under another protocol — evaluation length or instruction setting "
+                f"— are not shown; running the experiment re-evaluates them under this one.)"]
     return "\n".join(out) + "\n"
 
 
