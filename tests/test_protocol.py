@@ -259,3 +259,18 @@ def test_a_table_shows_one_protocol_only():
     before = {**now, "value": 70.0, "instructions": True, "instruction_tokens_pooled": False}
     table = render_table(spec, [now, {**before, "seed": 50}])
     assert "| a | 1 | 80.00 |" in table and "70.00" not in table and "1 records scored under another protocol" in table
+
+
+def test_a_damaged_items_file_is_one_line(tmp_path):
+    import pytest
+
+    from embedlab.bench.experiment import ExperimentSpec, items_path, load_items
+    from embedlab.errors import ConfigError
+
+    spec = ExperimentSpec.model_validate({"name": "x", "results": str(tmp_path / "r.json"), "table": "t.md",
+                                          "tasks": ["stsb"], "runs": [{"name": "a", "recipe": "r.yaml"}]})
+    path = items_path(spec, "a", 49, "stsb")
+    path.parent.mkdir()
+    path.write_text('{"gold": [1, ')
+    with pytest.raises(ConfigError, match="unreadable per-item file"):
+        load_items(spec)

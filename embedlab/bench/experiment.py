@@ -306,7 +306,14 @@ def load_items(spec: ExperimentSpec) -> dict[tuple[str, int, str], dict]:
             for task in spec.tasks:
                 path = items_path(spec, run.name, seed, task)
                 if path.is_file():
-                    out[(run.name, seed, task)] = json.loads(path.read_text(encoding="utf-8"))
+                    try:
+                        items = json.loads(path.read_text(encoding="utf-8"))
+                    except (OSError, ValueError) as e:
+                        raise ConfigError(f"{path}: unreadable per-item file ({e}); delete it and run the experiment "
+                                          f"again to re-evaluate that task") from None
+                    if not isinstance(items, dict):
+                        raise ConfigError(f"{path}: expected a JSON object of per-item outputs")
+                    out[(run.name, seed, task)] = items
     return out
 
 
