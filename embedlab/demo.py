@@ -9,7 +9,7 @@
 
 MTEB-format JSON goes to ``<out>/<label>/json`` and every score to ``<out>/results.sqlite``. Corpus embeddings are
 cached by model hash, so a second run of the demo recomputes nothing it has already done. It does not define tasks,
-losses or the report layout of a single evaluation (see evaluate/, train/, bench/report.py).
+losses or the report layout of a single evaluation (see evaluate/, train/, evaluate/report.py).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
              precision: str = "fp32") -> Path:
     """``evaluate_fn(model_name, tasks, json_dir, label) -> results`` evaluates one model (the CLI passes its own,
     which prints progress and stores the scores). Returns the report path."""
-    from .bench.report import write_comparison_report, write_report
+    from .evaluate.report import write_comparison_report, write_report
 
     from .outputs import claim_folder
 
@@ -61,7 +61,7 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     if not train:
         return write_report(out / "report.md", model, before, settings)
     from .config import load_recipe
-    from .data.convert import convert_all
+    from .prep.convert import convert_all
     from .train import train_recipe
     from .train.run_folder import finished_model
 
@@ -69,7 +69,7 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     recipe = load_recipe(recipe_path, [f"data.root={data_root}", f"output_dir={out / 'codiemb'}",
                                        f"model.name={model}"])
     names = sorted({Path(s.path).stem for s in recipe.data.sources})
-    from .data.convert import check_current
+    from .prep.convert import check_current
     from .errors import ConfigError
 
     try:

@@ -127,3 +127,32 @@ def bos_tokenizer():
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (tests/postgres_server.py), stopped and deleted at the end.
+
+    Missing binaries FAIL the tests that use it (CI installs them; a skip would hide a broken CI), unless
+    EMBEDLAB_SKIP_POSTGRES=1 is set explicitly.
+    """
+    from postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as e:
+        missing = str(e)
+    else:
+        missing = None
+    if missing:
+        if os.environ.get("EMBEDLAB_SKIP_POSTGRES") == "1":
+            pytest.skip(f"EMBEDLAB_SKIP_POSTGRES=1: {missing}")
+        pytest.fail(f"{missing}. (Set EMBEDLAB_SKIP_POSTGRES=1 to skip the PostgreSQL tests instead.)", pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """SQLAlchemy URL of an empty database on the session's PostgreSQL server: postgresql+psycopg://...:PORT/..."""
+    return postgres_server.url

@@ -74,3 +74,82 @@ def test_data_driven_weights(tmp_path, tiny_bert):
     (tmp_path / "bad.jsonl").write_text('{"foo": 1}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
         pairs_from_file(tmp_path / "bad.jsonl")
+
+
+# ------------------------------------------------------------------------------------------ typed options
+def test_every_method_parameter_has_a_typed_option():
+    """KNOBS covers every parameter a registered method declares, and the word choices are the methods' own."""
+    import typing
+
+    from embedlab.cli import fuse as fuse_cli
+    from embedlab.fusion import MERGE_METHODS, delta_guided
+
+    declared = {key for _, m in MERGE_METHODS.items() for key in m.params}
+    assert declared == {key for key, _ in fuse_cli.KNOBS.values()}
+    assert typing.get_args(fuse_cli.Variant) == delta_guided.VARIANTS
+    assert set(typing.get_args(fuse_cli.Granularity)) == set(delta_guided.GRANULARITIES)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--models", "a", "b", "--out", "o"], ["--models", "a", "--models", "b", "--out", "o"]),
+    (["--weights", "-0.5", "1.5", ".2", "--models", "a"], ["--weights", "-0.5", "--weights", "1.5", "--weights", ".2",
+                                                            "--models", "a"]),
+    (["--models", "a", "--models", "b"], ["--models", "a", "--models", "b"]),
+    (["--out", "o", "x", "--models", "a", "--", "b"], ["--out", "o", "x", "--models", "a", "--", "b"]),
+    (["--density", "0.5", "0.3", "--no-progress"], ["--density", "0.5", "--density", "0.3", "--no-progress"]),
+])
+def test_several_values_after_one_flag(args, expect):
+    from embedlab.cli.fuse import spread_values
+
+    assert spread_values(args) == expect
+
+
+def _fuse_kwargs(monkeypatch, tmp_path, *args):
+    """What `embedlab fuse ARGS` passes to fusion.merge.fuse (nothing is merged)."""
+    import embedlab.fusion.merge
+
+    seen = {}
+
+    def fake(models, method, **kw):
+        seen.update(kw, models=models, method=method)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(embedlab.fusion.merge, "fuse", fake)
+    res = CliRunner().invoke(app, ["fuse", "--models", "m1", "m2", "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 0 and seen, res.output  # (SystemExit(0) from fake)
+    return seen
+
+
+def test_typed_method_parameters_reach_the_merge(monkeypatch, tmp_path):
+    kw = _fuse_kwargs(monkeypatch, tmp_path, "--method", "dare_ties", "--density", "0.5", "--lambda", "0.9",
+                      "--no-normalize", "--rescale", "inverse_density", "--int8-mask", "--weights", "0.7", "0.3",
+                      "--seed", "3")
+    assert kw["models"] == ["m1", "m2"] and kw["weights"] == [0.7, 0.3] and kw["seed"] == 3
+    assert kw["params"] == {"density": 0.5, "lambda": 0.9, "normalize": False, "rescale": "inverse_density",
+                            "int8_mask": True}
+    # the same as --param, and per model
+    assert _fuse_kwargs(monkeypatch, tmp_path, "--method", "ties", "--density", "0.5", "0.3",
+                        "--rescale", "true")["params"] == {"density": [0.5, 0.3], "rescale": True}
+    assert _fuse_kwargs(monkeypatch, tmp_path, "--method", "ties", "--param", "density=[0.5, 0.3]",
+                        "--param", "rescale=true")["params"] == {"density": [0.5, 0.3], "rescale": True}
+    kw = _fuse_kwargs(monkeypatch, tmp_path, "--variant", "softmax", "--granularity", "element", "--temperature", "0.5")
+    assert kw["method"] == "delta_guided" and kw["params"] == {"variant": "softmax", "granularity": "element",
+                                                               "temperature": 0.5}
+
+
+def test_typed_option_errors_name_the_option(monkeypatch, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(app, ["fuse", "--models", "m1", "m2", "--out", str(tmp_path / "o"), *args])
+
+    res = run("--method", "ties", "--t", "0.3")  # slerp's parameter
+    assert isinstance(res.exception, ConfigError) and str(res.exception).startswith("--t: merge method 'ties' has no")
+    res = run("--method", "ties", "--density", "0.5", "--param", "density=0.3")
+    assert isinstance(res.exception, ConfigError) and "--density" in str(res.exception)
+    for args, option in ((["--density", "1.5"], "--density"), (["--variant", "loud"], "--variant"),
+                         (["--lambda", "nan"], "--lambda"), (["--weights", "0.5", "x"], "--weights"),
+                         (["--rescale", "maybe"], "--rescale"), (["--t", "-1"], "--t"), (["--density"], "--density")):
+        res = run(*args)
+        assert res.exit_code == 2 and f"'{option}'" in res.output, (args, res.output)
+    res = CliRunner().invoke(app, ["fuse", "--models", "--out", str(tmp_path / "o")])  # not a model named --out
+    assert res.exit_code == 2 and "'--models'" in res.output, res.output
+    assert not (tmp_path / "o").exists()

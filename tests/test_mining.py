@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-import embedlab.mining as mining
+import embedlab.prep.mining as mining
 from embedlab.data.records import IRExample
 from embedlab.data.training import load_ir_source, write_ir_examples
 from embedlab.errors import ConfigError
-from embedlab.mining import MiningStats, default_corpus, mine_file, mine_hard_negatives
+from embedlab.prep.mining import MiningStats, default_corpus, mine_file, mine_hard_negatives
 from embedlab.text import Embedder
 
 # One intra-op thread everywhere: these models are small, and on a shared 2-core machine two OpenMP threads can be
@@ -160,7 +160,7 @@ def test_argument_errors(tiny, kwargs, message):
 
 
 def test_minilm_on_real_queries(minilm, data_root, tmp_path):
-    from embedlab.data.convert import convert
+    from embedlab.prep.convert import convert
 
     convert("nli", tmp_path / "nli.jsonl", data_root)
     examples = load_ir_source(tmp_path / "nli.jsonl")[:100]

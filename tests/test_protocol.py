@@ -44,7 +44,7 @@ def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, da
     import pytest
     import yaml
 
-    from embedlab.bench.experiment import load_experiment, run_experiment
+    from embedlab.experiment import load_experiment, run_experiment
     from embedlab.errors import ConfigError
     from embedlab.text import Embedder
 
@@ -91,7 +91,7 @@ def test_task_instructions_round_trip_from_training_to_evaluation(tmp_path, tiny
     from embedlab.train.trainer import load_recipe_sources
 
     root = make_train_root(tmp_path, tiny_bert)
-    from embedlab.data.convert import converter_hash
+    from embedlab.prep.convert import converter_hash
 
     (root / "train-data" / "manifest.json").write_text(json.dumps({"converter_hash": converter_hash(), "sources": [
         {"name": "sts", "path": "sts.jsonl", "instruction": "Retrieve semantically similar text."}]}))
@@ -226,7 +226,7 @@ def test_paired_bootstrap_interval():
 def test_the_table_compares_the_reference_with_intervals():
     import numpy as np
 
-    from embedlab.bench.experiment import ExperimentSpec, render_table
+    from embedlab.experiment import ExperimentSpec, render_table
 
     spec = ExperimentSpec.model_validate({
         "name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb", "scifact"], "reference": "codiemb",
@@ -250,7 +250,7 @@ def test_the_table_compares_the_reference_with_intervals():
 
 
 def test_a_table_shows_one_protocol_only():
-    from embedlab.bench.experiment import ExperimentSpec, render_table
+    from embedlab.experiment import ExperimentSpec, render_table
 
     spec = ExperimentSpec.model_validate({"name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb"],
                                           "instructions": False, "runs": [{"name": "a", "recipe": "r.yaml"}]})
@@ -264,7 +264,7 @@ def test_a_table_shows_one_protocol_only():
 def test_a_damaged_items_file_is_one_line(tmp_path):
     import pytest
 
-    from embedlab.bench.experiment import ExperimentSpec, items_path, load_items
+    from embedlab.experiment import ExperimentSpec, items_path, load_items
     from embedlab.errors import ConfigError
 
     spec = ExperimentSpec.model_validate({"name": "x", "results": str(tmp_path / "r.json"), "table": "t.md",

@@ -312,7 +312,7 @@ def test_eval_limit_reaches_the_settings(monkeypatch):
     from embedlab import cli
 
     seen = {}
-    monkeypatch.setattr(cli, "_run_eval", lambda model, tasks, out, db, no_cache, settings, label=None:
+    monkeypatch.setattr(cli.eval, "_run_eval", lambda model, tasks, out, db, no_cache, settings, label=None:
                         seen.setdefault("settings", settings))
     res = CliRunner().invoke(cli.app, ["eval", "-m", "m", "-t", "stsb", "--limit", "5"])
     assert res.exit_code == 0, res.output

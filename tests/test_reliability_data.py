@@ -115,7 +115,7 @@ def test_cache_entry_is_keyed_on_texts_not_only_ids(tmp_path):
 def test_model_hash_covers_lowercasing_and_tokenizer(tiny_bert, bos_tokenizer):
     """Corpus caches (the eval cache and mining's work folder) key on model_hash: it must change whenever the
     token ids would, even with the same weights."""
-    from embedlab.mining import _corpus_fingerprint
+    from embedlab.prep.mining import _corpus_fingerprint
 
     backbone, tok = tiny_bert
     plain = Embedder(backbone, tok, max_length=32)
@@ -313,8 +313,12 @@ def test_skipped_rows_are_stored_with_the_score(tiny_root, tiny_model, tmp_path)
     stsb = tiny_root / "sts" / "stsb" / "sts-test.csv"
     stsb.write_text(stsb_text() + "broken row\n" + "g\tf\t2012\t9\tnot-a-number\ta\tb\n")
     store = ResultsStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
-    result = evaluate(tiny_model, "stsb", settings=EvalSettings(skip_bad_rows=True), out_dir=tmp_path / "out",
-                      store=store, cache=EmbeddingCache(enabled=False))[0]
+    from embedlab.evaluate.runner import result_rows
+
+    settings = EvalSettings(skip_bad_rows=True)
+    result = evaluate(tiny_model, "stsb", settings=settings, out_dir=tmp_path / "out",
+                      cache=EmbeddingCache(enabled=False))[0]
+    store.add_run(result_rows(tiny_model, "tiny-bert", result, settings))
     assert result.details["skipped_rows"] == 2 and result.details["pairs"] == 6
     entry = read_result(next((tmp_path / "out").rglob("STSBenchmark.json")))["scores"]["test"][0]
     assert entry["skipped_rows"] == 2
@@ -359,7 +363,7 @@ def test_real_stsb_test_is_standard(data_root):
 
 
 def test_recipe_path_that_is_a_folder_or_binary_is_a_config_error(tmp_path):
-    from embedlab.bench.experiment import load_experiment
+    from embedlab.experiment import load_experiment
     from embedlab.config import load_recipe
 
     folder = tmp_path / "recipes"

@@ -216,7 +216,7 @@ def test_recipe_numbers_out_of_range_are_refused(root, override, field):
 
 def test_mining_never_overwrites_an_input_or_an_existing_file(tmp_path, tiny_bert):
     from embedlab.data.training import write_ir_examples
-    from embedlab.mining import mine_file
+    from embedlab.prep.mining import mine_file
 
     from tiny_training import sentence
     import random
@@ -319,7 +319,7 @@ def test_absurd_negative_counts_are_refused(root):
 def test_experiment_paths_records_and_tasks_are_checked_before_training(tmp_path):
     import yaml
 
-    from embedlab.bench.experiment import run_experiment
+    from embedlab.experiment import run_experiment
 
     base = {"name": "x", "results": str(tmp_path / "r.json"), "table": str(tmp_path / "t.md"), "tasks": ["stsb-dev"],
             "runs": [{"name": "a", "recipe": str(tmp_path / "never-read.yaml")}]}
@@ -348,7 +348,7 @@ def test_atomic_writes_never_replace_a_device_or_pipe(tmp_path):
 
 
 def test_a_malformed_training_manifest_is_one_line(tmp_path):
-    from embedlab.data.convert import check_current
+    from embedlab.prep.convert import check_current
 
     (tmp_path / "manifest.json").write_text("[1, 2")
     with pytest.raises(ConfigError, match="unreadable training-data manifest"):

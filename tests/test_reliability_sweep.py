@@ -38,7 +38,7 @@ def _main(args, monkeypatch, capsys, cwd=None) -> tuple[int, str]:
     if cwd is not None:
         monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["embedlab", *map(str, args)])
-    monkeypatch.setattr(cli, "_interrupt_note", "")
+    monkeypatch.setattr(cli._common, "_interrupt_note", "")
     capsys.readouterr()
     try:
         cli.main()
@@ -126,13 +126,15 @@ def test_evaluate_refuses_an_unusable_label_or_out_dir_before_any_work(tmp_path,
     assert not (tmp_path / "json").exists()
 
 
-def test_evaluate_accepts_a_store_path_and_settings_as_a_dict(tmp_path, tiny_bert, eval_env):
-    from embedlab.bench.store import ResultsStore
+def test_evaluate_takes_settings_as_a_dict_and_writes_no_store(tmp_path, tiny_bert, eval_env, monkeypatch):
     from embedlab.evaluate.runner import evaluate
 
+    monkeypatch.chdir(tmp_path)
     model = Embedder(*tiny_bert, max_length=32)
-    evaluate(model, "stsb", store=str(tmp_path / "r.sqlite"), settings={"batch_size": 4})
-    assert ResultsStore(str(tmp_path / "r.sqlite"), create=False).query(metric="main_score")
+    assert evaluate(model, "stsb", settings={"batch_size": 4})[0].task.name == "stsb"
+    assert list(tmp_path.iterdir()) == []  # one results path: evaluation returns, callers store
+    with pytest.raises(TypeError, match="store"):
+        evaluate(model, "stsb", store=str(tmp_path / "r.sqlite"))
     with pytest.raises(ConfigError, match="no tasks"):
         evaluate(model, None)
 
@@ -332,7 +334,7 @@ def test_train_cli_with_a_bad_output_dir_placeholder(tmp_path, tiny_bert, monkey
 # ------------------------------------------------------------------------------------------------ mining
 
 def test_mining_cache_dir_that_is_a_file_fails_before_the_model_loads(tmp_path, tiny_bert):
-    from embedlab.mining import mine_file
+    from embedlab.prep.mining import mine_file
 
     make_train_root(tmp_path, tiny_bert)
     ir = tmp_path / "train-data" / "ir.jsonl"
@@ -344,7 +346,7 @@ def test_mining_cache_dir_that_is_a_file_fails_before_the_model_loads(tmp_path, 
 def test_mining_recomputes_damaged_work_files(tmp_path, tiny_bert):
     """A cut-short corpus.npy raised ValueError, an emptied one EOFError ('Aborted!' at the CLI), a chunk file holding
     a JSON list AttributeError."""
-    from embedlab.mining import mine_file
+    from embedlab.prep.mining import mine_file
 
     make_train_root(tmp_path, tiny_bert)
     ir, model = tmp_path / "train-data" / "ir.jsonl", str(tmp_path / "tiny-model")
@@ -358,7 +360,7 @@ def test_mining_recomputes_damaged_work_files(tmp_path, tiny_bert):
         mine_file(ir, tmp_path / f"again{i}.jsonl", model, **kw)
         assert (tmp_path / f"again{i}.jsonl").read_text() == (tmp_path / "ref.jsonl").read_text()
     from embedlab.data.records import IRExample
-    from embedlab.mining import mine_hard_negatives
+    from embedlab.prep.mining import mine_hard_negatives
 
     with pytest.raises(ConfigError, match="seed"):
         mine_hard_negatives([IRExample("q", ("p",))], ["a", "b"], Embedder.load(model), rank_range=(0, 1), seed=-1,
@@ -367,12 +369,12 @@ def test_mining_recomputes_damaged_work_files(tmp_path, tiny_bert):
 
 def test_an_eof_error_inside_a_command_is_not_reported_as_aborted(monkeypatch, capsys, tmp_path):
     """click turns any EOFError into 'Aborted!' with exit 1, hiding the bug behind it."""
-    import embedlab.mining
+    import embedlab.prep.mining
 
     def broken(*args, **kwargs):
         raise EOFError("No data left in file")
 
-    monkeypatch.setattr(embedlab.mining, "mine_file", broken)
+    monkeypatch.setattr(embedlab.prep.mining, "mine_file", broken)
     (tmp_path / "in.jsonl").write_text("{}\n")
     with pytest.raises(EOFError, match="No data left"):
         _main(["mine", tmp_path / "in.jsonl", "--out", tmp_path / "o.jsonl"], monkeypatch, capsys)
@@ -463,7 +465,7 @@ def test_mining_never_replaces_a_pipe_or_device_with_a_file(tmp_path, tiny_bert)
     """`embedlab mine ... --out /dev/null --overwrite` (as root) renamed a regular file over /dev/null."""
     import stat
 
-    from embedlab.mining import mine_file
+    from embedlab.prep.mining import mine_file
 
     make_train_root(tmp_path, tiny_bert)
     pipe = tmp_path / "out.jsonl"

@@ -11,7 +11,7 @@ import pytest
 from embedlab.bench.store import ResultsStore
 from embedlab.errors import DataError, UnknownChoiceError
 from embedlab.evaluate.cache import EmbeddingCache
-from embedlab.evaluate.runner import EvalSettings, evaluate
+from embedlab.evaluate.runner import EvalSettings, evaluate, result_rows
 
 
 @pytest.fixture
@@ -43,8 +43,10 @@ def tiny_root(tmp_path, monkeypatch):
 def test_runner_writes_json_store_rows_and_uses_cache(tiny_root, tiny_model, tmp_path):
     store = ResultsStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
     cache = EmbeddingCache(tmp_path / "cache")
-    results = evaluate(tiny_model, "stsb,scifact", settings=EvalSettings(batch_size=4), out_dir=tmp_path / "out",
-                       store=store, cache=cache)
+    settings = EvalSettings(batch_size=4)
+    results = evaluate(tiny_model, "stsb,scifact", settings=settings, out_dir=tmp_path / "out", cache=cache)
+    for r in results:  # the one results path: evaluation returns results, the caller writes the rows
+        store.add_run(result_rows(tiny_model, "tiny-bert", r, settings))
     assert [r.task.name for r in results] == ["stsb", "scifact"]
     assert -1 <= results[0].main_score <= 1 and 0 <= results[1].main_score <= 1
     files = sorted(p.name for p in (tmp_path / "out").rglob("*.json"))

@@ -70,7 +70,7 @@ def test_peer_refuses_other_samplers(train_root):
 
 
 def test_a_given_batch_sampler_replaces_ours(train_root):
-    """bench/train_step.py replays embedlab's batches through this hook: the trainer must draw from it."""
+    """benchmarks/train_step.py replays embedlab's batches through this hook: the trainer must draw from it."""
     seen: list[list[int]] = []
 
     class Fixed:

@@ -12,7 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 import embedlab
 from embedlab.bench import store as store_mod
-from embedlab.bench.store import ResultsStore, current_git_commit, display_value
+from embedlab.bench.store import ResultsStore
+import embedlab.evaluate.tasks  # noqa: F401 - registers the text task types' display scales
+from embedlab.results import current_git_commit, display_value
 
 
 def _row(metric="main_score", value=81.5, **kw):
@@ -110,6 +112,7 @@ def test_display_value():
     assert display_value("sts", 0.8123) == pytest.approx(81.23)
     assert display_value("retrieval", 0.5) == 50.0
     assert display_value("geometry", -3.2) == -3.2
+    assert display_value("sts", float("nan")) is None
 
 
 def test_current_git_commit(tmp_path):

@@ -6,17 +6,10 @@ import json
 import pytest
 
 from embedlab.data import catalog
-from embedlab.data.convert import (
-    CONVERTERS,
-    EvalGuard,
-    convert,
-    convert_all,
-    load_scifact_dev,
-    normalise,
-    scifact_dev_query_ids,
-)
+from embedlab.data.splits import load_scifact_dev, normalise, scifact_dev_query_ids
 from embedlab.data.training import load_sources, sources_from_manifest
 from embedlab.errors import DataError, UnknownChoiceError
+from embedlab.prep.convert import CONVERTERS, EvalGuard, convert, convert_all
 
 # Rows each converter writes from the mirror (after the eval guard); a change here is a change in training data.
 EXPECTED_ROWS = {
@@ -159,7 +152,7 @@ def test_unknown_converter_and_missing_file(tmp_path):
 
 
 def test_training_files_from_other_converter_code_stop_training(tmp_path):
-    from embedlab.data.convert import check_current, converter_hash
+    from embedlab.prep.convert import check_current, converter_hash
     from embedlab.errors import ConfigError
 
     check_current(tmp_path)  # no manifest: not converter output, not checked
@@ -173,7 +166,7 @@ def test_training_files_from_other_converter_code_stop_training(tmp_path):
 def test_stsb_train_drops_the_listed_overlap_rows(converted, data_root):
     """STS-B train holds 1075 test pairs of STS13-16 (the mirror's eval-overlap.tsv); STS14-16 are kept back, so the
     text guard cannot see most of them: the list is applied by line, and the manifest says why rows went."""
-    from embedlab.data.convert import STSB_EVAL_OVERLAP, STSB_TRAIN, stsb_overlap_lines
+    from embedlab.prep.convert import STSB_EVAL_OVERLAP, STSB_TRAIN, stsb_overlap_lines
     from embedlab.data.sts import load_stsb
 
     out, results, manifest, loaded = converted

@@ -28,9 +28,24 @@ Table ``results``:
 | duration_s        | wall time of the task's evaluation, seconds                                               |
 | run_id            | one uuid per evaluation run (all tasks of one ``embedlab eval``)                          |
 | extra             | JSON: anything else worth keeping (max_length, counts, recipe, ...)                       |
+| domain            | the domain whose task this is ("text", "medvqa"); rows before revision 0002: "text"       |
+| experiment        | the experiment the row belongs to (its spec's name), NULL for a plain ``embedlab eval``   |
+| job_id            | the job that produced the row (table ``jobs``), NULL outside the job runner               |
+| seed              | the seed of the configuration (training seed), NULL when none applies                     |
+| config, config_hash | JSON of what produced the model and the score (recipe, overrides, protocol) and its      |
+|                   | sha256 (embedlab.results.config_hash): the seeds of one configuration share it            |
+| status            | "ok", or "failed" / "skipped" for a task that produced no number                          |
 
-Values are stored verbatim: ``add_run`` does not rescale, so callers convert with ``display_value`` once.
-It does not run evaluations, draw plots or migrate schemas (a changed schema needs a new database file).
+Table ``jobs`` (one row per job of the job runner; embedlab.bench.jobs reads and writes it): id, kind, domain,
+experiment, name, spec (JSON) with its config_hash and seed (unique together: the same spec is never run twice),
+status (queued, running, done, failed, cancelled), attempts / max_attempts, threads and resources, output_dir,
+executor and worker, cancel_requested, progress and progress_text, log_tail, error, result_run_ids, timings,
+created_at / started_at / heartbeat_at / finished_at.
+
+Values are stored verbatim: ``add_run`` does not rescale; rows come from ``embedlab.results.make_rows``, which applies
+each task type's display scale once. The schema is versioned with Alembic (``embedlab/bench/migrations``): opening a
+store upgrades it to the newest revision, keeping every row (a store from before revisions existed is recognised by
+its columns and stamped first). It does not run evaluations or draw plots.
 """
 from __future__ import annotations
 
@@ -40,14 +55,14 @@ import csv
 import datetime as dt
 import json
 import math
-import subprocess
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import (JSON, DateTime, Float, Integer, String, TypeDecorator, create_engine, func, inspect,
-                        select)
+from sqlalchemy import (JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, UniqueConstraint,
+                        create_engine, func, inspect, select)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -55,34 +70,18 @@ from sqlalchemy.pool import StaticPool
 
 import embedlab
 from embedlab.atomic import atomic_path
-from embedlab.settings import PROJECT_ROOT, results_db_url
+from embedlab.results import current_git_commit, json_safe
+from embedlab.settings import results_db_url
 
-FRACTION_TASK_TYPES = ("sts", "retrieval")
 COLUMNS = (
     "id", "model", "model_path", "model_hash", "task", "task_type", "dataset", "split", "metric", "value",
     "embedlab_version", "git_commit", "created_at", "duration_s", "run_id", "extra",
+    "domain", "experiment", "job_id", "seed", "config", "config_hash", "status",
 )
+# The columns of revision 0001: a table with exactly these is a store from before Alembic, stamped and upgraded.
+COLUMNS_0001 = COLUMNS[:16]
 REQUIRED = ("model", "task", "task_type", "dataset", "split", "metric", "value")
-
-
-def display_value(task_type: str, value: float) -> float:
-    """A score on the store's display scale: x100 for STS and retrieval metrics (fractions), unchanged otherwise."""
-    return value * 100.0 if task_type in FRACTION_TASK_TYPES else value
-
-
-def current_git_commit(path: str | Path | None = None) -> str | None:
-    """The HEAD commit of the git checkout holding ``path`` (default: embedlab's source), or None when it is not a
-    git checkout, has no commit yet, or git is not installed."""
-    where = Path(path) if path is not None else PROJECT_ROOT
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-            cwd=where, capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
+HEAD = "0002"
 
 
 class _UTCDateTime(TypeDecorator):
@@ -127,9 +126,57 @@ class Result(_Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     run_id: Mapped[str] = mapped_column(String(36), index=True)
     extra: Mapped[dict | None] = mapped_column(JSON)
+    domain: Mapped[str] = mapped_column(String(32), index=True, default="text", server_default="text")
+    experiment: Mapped[str | None] = mapped_column(String(256), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict | None] = mapped_column(JSON)
+    config_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
 
     def to_dict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in COLUMNS}
+
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Job(_Base):
+    """One job of the job runner (embedlab.bench.jobs): the source of truth any process reads its state from."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("config_hash", "seed", name="uq_jobs_config_seed"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    domain: Mapped[str] = mapped_column(String(32))
+    experiment: Mapped[str | None] = mapped_column(String(256), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    spec: Mapped[dict] = mapped_column(JSON)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    threads: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    resources: Mapped[dict | None] = mapped_column(JSON)
+    output_dir: Mapped[str | None] = mapped_column(String(1024))
+    executor: Mapped[str | None] = mapped_column(String(32))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    progress: Mapped[float | None] = mapped_column(Float)
+    progress_text: Mapped[str | None] = mapped_column(String(512))
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    result_run_ids: Mapped[list | None] = mapped_column(JSON)
+    timings: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(_UTCDateTime, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {c.name: getattr(self, c.key) for c in self.__table__.columns}
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -177,16 +224,64 @@ def _engine(url: str, create: bool = True) -> Engine:
     return create_engine(url, connect_args={"timeout": 60})
 
 
-def _create_tables(engine: Engine) -> None:
-    """create_all, safe when several processes open a new store at once: SQLite's "CREATE TABLE" of the loser of
-    that race fails with "table results already exists" although the table is there and usable. Then look again."""
-    for attempt in range(3):
-        try:
-            _Base.metadata.create_all(engine)
-            return
-        except SQLAlchemyError as e:
-            if "already exists" not in str(getattr(e, "orig", e)) or attempt == 2:
-                raise
+MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_LOCK_KEY = 0x656D62656C616221  # pg_advisory_xact_lock key of embedlab's schema migrations ("emblab!")
+
+
+class _SchemaMismatch(Exception):
+    """A "results" table that no revision of embedlab wrote (another program's, or a damaged store)."""
+
+
+def migrate(engine: Engine) -> str | None:
+    """Upgrade the store at ``engine`` to the newest schema revision (HEAD) with Alembic, keeping every row.
+
+    Safe when several processes open one store at once: SQLite files are locked with flock(2) on the database file
+    (independent of SQLite's own fcntl locks), PostgreSQL with a transaction-scoped advisory lock; the revision is read
+    again under the lock. A store from before revisions existed (no ``alembic_version``, a results table with the
+    columns of revision 0001) is stamped 0001 first. Returns the revision found before upgrading (None: new store).
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.begin() as conn, _file_lock(engine):
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        found = MigrationContext.configure(conn).get_current_revision()
+        if found == HEAD:
+            return found
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        if found is None and inspect(conn).has_table(Result.__tablename__):
+            present = {c["name"] for c in inspect(conn).get_columns(Result.__tablename__)}
+            if present != set(COLUMNS_0001):
+                missing = sorted(set(COLUMNS_0001) - present)
+                raise _SchemaMismatch(f"lacks the column(s) {', '.join(missing[:4])}" if missing
+                                      else f"has unknown column(s) {', '.join(sorted(present - set(COLUMNS))[:4])}")
+            command.stamp(cfg, "0001")
+        command.upgrade(cfg, "head")
+        return found
+
+
+class _file_lock:
+    """flock on a SQLite store's file for the duration of a migration (nothing for other backends or in-memory)."""
+
+    def __init__(self, engine: Engine):
+        self.path = _sqlite_file(str(engine.url))
+        self.fd: int | None = None
+
+    def __enter__(self):
+        if self.path is not None and self.path.is_file():
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -208,33 +303,23 @@ class ResultsStore:
         self.url = results_db_url(url)
         self.engine = _engine(self.url, create=create)
         try:
-            if create:
-                _create_tables(self.engine)
-                has_table = True
-            else:
-                has_table = inspect(self.engine).has_table(Result.__tablename__)
+            # Reading never creates: a database without a results table is not a store (an existing store of an
+            # older revision is upgraded in place, keeping its rows, for readers and writers alike).
+            if not create and not inspect(self.engine).has_table(Result.__tablename__):
+                self.engine.dispose()
+                raise ConfigError(f"results store {self.display_url} has no results table (not an embedlab results "
+                                  f"store?); choose another with --db or EMBEDLAB_RESULTS_DB")
+            self.revision_found = migrate(self.engine)
+        except _SchemaMismatch as e:
+            # A "results" table of another program (or another schema) would fail at the first read or, worse, at
+            # the first write, after an evaluation: refuse it now.
+            self.engine.dispose()
+            raise ConfigError(f"results store {self.display_url}: its results table {e} (not an embedlab results "
+                              f"store, or another schema); choose another with --db or EMBEDLAB_RESULTS_DB") from None
         except (SQLAlchemyError, OSError) as e:  # unreachable server, unwritable file, not a database, ...
             self.engine.dispose()
             reason = getattr(e, "orig", None) or e
             raise ConfigError(f"cannot open results store {self.display_url}: {reason}") from None
-        if not has_table:
-            self.engine.dispose()
-            raise ConfigError(f"results store {self.display_url} has no results table (not an embedlab results "
-                              f"store?); choose another with --db or EMBEDLAB_RESULTS_DB")
-        # A "results" table of another program (or another schema) would fail at the first read or, worse, at the
-        # first write, after an evaluation: check its columns now.
-        try:
-            present = {c["name"] for c in inspect(self.engine).get_columns(Result.__tablename__)}
-        except (SQLAlchemyError, OSError) as e:
-            self.engine.dispose()
-            raise ConfigError(f"cannot open results store {self.display_url}: {getattr(e, 'orig', None) or e}") \
-                from None
-        missing = [c for c in COLUMNS if c not in present]
-        if missing:
-            self.engine.dispose()
-            raise ConfigError(f"results store {self.display_url}: its results table lacks the column(s) "
-                              f"{', '.join(missing[:4])}{f' and {len(missing) - 4} more' if len(missing) > 4 else ''} (not an embedlab results store, or another schema); choose "
-                              f"another with --db or EMBEDLAB_RESULTS_DB")
 
     @property
     def display_url(self) -> str:
@@ -261,6 +346,15 @@ class ResultsStore:
         (this checkout). All rows must end up with one run_id; a run may span several calls (one per task) by
         passing the same run_id. Unknown keys are an error, not silently dropped.
         """
+        objects, run_id = self.result_objects(rows)
+        with Session(self.engine) as session, session.begin():
+            session.add_all(objects)
+        return run_id
+
+    @staticmethod
+    def result_objects(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Result], str]:
+        """Rows checked and completed as ``add_run`` describes -> (ORM objects to add in a session, run id); lets
+        the job runner insert results and mark their job done in one transaction."""
         rows = [dict(r) for r in rows]
         now = dt.datetime.now(dt.timezone.utc)
         default_run = uuid.uuid4().hex
@@ -284,14 +378,14 @@ class ResultsStore:
             row["duration_s"] = _finite_or_none(row.get("duration_s"))
             if row.get("extra") is not None:
                 # JSON-serialisable now, or the whole run is refused before anything is written.
-                row["extra"] = json.loads(json.dumps(row["extra"], default=_json_default))
+                row["extra"] = json_safe(row["extra"])
+            if row.get("config") is not None:
+                row["config"] = json_safe(row["config"])
             objects.append(Result(**row))
         run_ids = {row["run_id"] for row in rows}
         if len(run_ids) > 1:
             raise ValueError(f"the rows of one add_run must share one run_id; got {sorted(run_ids)}")
-        with Session(self.engine) as session, session.begin():
-            session.add_all(objects)
-        return run_ids.pop() if run_ids else default_run
+        return objects, (run_ids.pop() if run_ids else default_run)
 
     def query(
         self,
@@ -301,6 +395,11 @@ class ResultsStore:
         latest_only: bool = False,
         *,
         run_id: str | None = None,
+        experiment: str | None = None,
+        domain: str | None = None,
+        job_id: str | None = None,
+        seed: int | None = None,
+        split: str | None = None,
     ) -> list[dict[str, Any]]:
         """Rows matching every given filter, oldest first, as dicts of the table's columns.
 
@@ -308,7 +407,8 @@ class ResultsStore:
         """
         filters = []
         for column, wanted in ((Result.model, model), (Result.task, task), (Result.metric, metric),
-                               (Result.run_id, run_id)):
+                               (Result.run_id, run_id), (Result.experiment, experiment), (Result.domain, domain),
+                               (Result.job_id, job_id), (Result.seed, seed), (Result.split, split)):
             if wanted is not None:
                 filters.append(column == wanted)
         stmt = select(Result).where(*filters)
@@ -333,14 +433,6 @@ class ResultsStore:
         with atomic_path(path_or_stream) as tmp:  # type: ignore[arg-type]
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 _write_csv(rows, f)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def _write_csv(rows: Iterable[Mapping[str, Any]], stream: IO[str]) -> None:

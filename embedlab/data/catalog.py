@@ -45,6 +45,7 @@ from . import retrieval as retrieval_loaders
 from . import sts as sts_loaders
 from .readers import BadRows
 from .records import IRExample, RetrievalSet, SentenceSet, STSSet
+from .splits import load_scifact_dev
 
 KINDS = ("sts", "retrieval", "pairs", "sentences")
 # What is counted per kind; the first is the kind's row ("rows" in result details).
@@ -132,9 +133,7 @@ def _beir(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> Retrieva
 
 
 def _scifact(folder: Path, split: str, spec: DatasetSpec, bad: BadRows) -> RetrievalSet:
-    if split == "dev":  # not a BEIR split: 100 train queries held out of our training file (data/convert.py)
-        from .convert import load_scifact_dev
-
+    if split == "dev":  # not a BEIR split: 100 train queries held out of our training file (data/splits.py)
         return load_scifact_dev(folder.parents[1], skip_bad_rows=bad)
     return _beir(folder, split, spec, bad)
 

@@ -1,8 +1,9 @@
-"""Evaluate one model on a list of tasks: load data, embed, score, write MTEB-format JSON and results-store rows.
+"""Evaluate one model on a list of tasks: load data, embed, score, return the results (and MTEB-format JSON files).
 
-This is the single function behind ``embedlab eval``, the demo, the web UI and Python users. It owns orchestration
+This is the single function behind ``embedlab eval``, the demo, the jobs and Python users. It owns orchestration
 only: the numbers come from sts.py / retrieval.py / geometry.py, the data from embedlab.data.catalog, the
-embeddings from the Embedder, persistence from mteb_json.py and embedlab.bench.store.
+embeddings from the Embedder, the JSON files from mteb_json.py. It never writes the results store: callers turn
+results into store rows with ``result_rows`` (through embedlab.results, the one results path) and write them.
 
 Every result says what it was computed on, in ``TaskResult.details`` (and so in the MTEB JSON extras and the store
 rows' ``extra``): the evaluated counts, ``skipped_rows`` (rows dropped by ``skip_bad_rows``), the loaded ``rows``
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import __version__
 from ..data import catalog
 from ..data.readers import BadRows
 from ..data.records import STSSet
@@ -82,6 +81,10 @@ class TaskResult:
     @property
     def main_score(self) -> float:
         return self.scores["main_score"]
+
+    def display(self, metric: str = "main_score") -> float:
+        """``metric`` on the shown scale (x100 for STS and retrieval; embedlab.results.DISPLAY_SCALES)."""
+        return self.task.display(self.scores[metric])
 
 
 def _encode(model: Embedder, texts: Sequence[str], settings: EvalSettings, prompt_name: str | None = None) -> np.ndarray:
@@ -217,13 +220,12 @@ def evaluate(
     *,
     settings: EvalSettings | None = None,
     out_dir: str | Path | None = None,
-    store=None,
     cache: EmbeddingCache | None = None,
     model_label: str | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
 ) -> list[TaskResult]:
-    """Evaluate ``model`` (an Embedder or a name/path) on ``tasks``; write JSON under ``out_dir`` (if given) and
-    rows to ``store`` (a ResultsStore, if given). Results come back in task order."""
+    """Evaluate ``model`` (an Embedder or a name/path) on ``tasks``; write MTEB-format JSON under ``out_dir`` (if
+    given). Results come back in task order; ``on_result`` sees each as it is done (e.g. to store it at once)."""
     if isinstance(settings, dict):  # EvalSettings' fields as a dict: checked like the dataclass itself
         try:
             settings = EvalSettings(**settings)
@@ -233,10 +235,6 @@ def evaluate(
     if tasks is None:
         raise ConfigError(f"no tasks given; valid tasks: {', '.join(TASKS.names())}")
     task_list = parse_tasks(list(tasks) if not isinstance(tasks, str) else tasks)  # fail fast on a bad name
-    if isinstance(store, (str, Path)):  # a results-store URL or SQLite file, like --db
-        from ..bench.store import ResultsStore
-
-        store = ResultsStore(str(store))
     if out_dir is not None:
         _check_out_dir(Path(out_dir))
     if isinstance(model, str):
@@ -249,7 +247,6 @@ def evaluate(
         except ValueError as e:
             raise ConfigError(f"model label {label!r} cannot name the results folder under {out_dir} ({e}); give "
                               f"another label") from None
-    run_id = uuid.uuid4().hex
     results = []
     for task in task_list:
         log.info("evaluating %s on %s/%s", label, task.name, task.split)
@@ -259,8 +256,6 @@ def evaluate(
         if out_dir is not None:
             write_result(out_dir, label, mteb_result(task.mteb_name, task.split, result.scores,
                                                        result.evaluation_time, extra=extra))
-        if store is not None:
-            store.add_run(_store_rows(model, label, result, run_id, settings))
         if on_result is not None:
             on_result(result)
     return results
@@ -274,21 +269,14 @@ def _check_out_dir(out: Path) -> None:
     check_writable_folder(out, "out_dir")
 
 
-def _store_rows(model: Embedder, label: str, result: TaskResult, run_id: str, settings: EvalSettings) -> list[dict]:
-    from ..bench.store import current_git_commit, display_value
+def result_rows(model: Embedder, label: str, result: TaskResult, settings: EvalSettings, **fields) -> list[dict]:
+    """Store rows (embedlab.results.make_rows) for one task's result: every numeric score, with the model's path and
+    content hash, the evaluation length and the result's details. ``fields`` adds job_id, experiment, seed, config,
+    run_id, or more ``extra``."""
+    from ..results import make_rows
 
-    commit = current_git_commit()
-    rows = []
-    for metric, value in result.scores.items():
-        if not isinstance(value, (int, float)):
-            continue
-        rows.append({
-            "model": label, "model_path": getattr(model, "source_path", None) or model.name,
-            "model_hash": model.model_hash(), "task": result.task.name, "task_type": result.task.type,
-            "dataset": result.task.dataset, "split": result.task.split, "metric": metric,
-            "value": display_value(result.task.type, float(value)),
-            "embedlab_version": __version__, "git_commit": commit, "duration_s": result.evaluation_time,
-            "run_id": run_id, "extra": {"max_length": settings.max_length or model.max_length, **result.details},
-        })
-    return rows
-
+    extra = {"max_length": settings.max_length or model.max_length, **result.details, **fields.pop("extra", {})}
+    return make_rows(domain="text", model=label, model_path=getattr(model, "source_path", None) or model.name,
+                     model_hash=model.model_hash(), task=result.task.name, task_type=result.task.type,
+                     dataset=result.task.dataset, split=result.task.split, scores=result.scores,
+                     duration_s=result.evaluation_time, extra=extra, **fields)

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..results import DISPLAY_SCALES
+
+# Display scales of the text task types (embedlab.results): correlations and nDCG are fractions, shown x100;
+# geometry metrics (alignment, uniformity, ratios, ranks) as computed.
+for _type, _scale in (("sts", 100.0), ("retrieval", 100.0), ("geometry", 1.0)):
+    DISPLAY_SCALES.add(_type, _scale)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,10 @@ class Task:
     # The task instruction CoDiEmb puts before queries and both STS sides ("Instruction: {instruction} Query: ");
     # documents get none. The retrieval ones are MTEB's usual E5-style instructions for these sets.
     instruction: str = ""
+
+    def display(self, value: float) -> float:
+        """A computed score of this task on the shown scale (x100 for STS and retrieval)."""
+        return value * DISPLAY_SCALES.get(self.type)
 
 
 STS_INSTRUCTION = "Retrieve semantically similar text."  # the training converters' STS instruction too

@@ -28,10 +28,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import read_config_text
+from ..configfile import load_config
 from ..errors import ConfigError
 from .base import MERGE_METHODS
 
@@ -56,17 +55,7 @@ class FusionConfig(BaseModel):
 def load_fusion_config(path: str | Path) -> dict[str, Any]:
     """-> keyword arguments for ``merge.fuse``: models, method, base, weights, params, seed."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(read_config_text(path, "fusion config"))
-        cfg = FusionConfig.model_validate(raw)
-    except yaml.YAMLError as e:  # one line with file:line, as load_recipe reports it
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
-    except ValidationError as e:
-        raise ConfigError("\n".join(f"{path}: {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) \
-            from None
+    cfg = load_config(path, FusionConfig, "fusion config")
     spec = MERGE_METHODS.get(cfg.merge_method)
     for where, values in [("parameters", cfg.parameters)] + [(f"models[{i}].parameters", m.parameters)
                                                              for i, m in enumerate(cfg.models)]:

@@ -5,7 +5,7 @@
     unsupervised.py  pair InfoNCE (SimCSE, the two-pass prompt baseline) and the naive mixed-batch baseline
     single_pass.py   CSE-SFP: Rep2 vs Rep1 of one forward pass (symmetric / in-view-negative options)
     distributed.py   all-gather with gradients, rank helpers, the gradient convention under DDP
-    reference.py     slow loop implementations the tests and bench/pro_loss.py check against
+    reference.py     slow loop implementations the tests and benchmarks/pro_loss.py check against
 
 Every registered loss returns ``(loss, components)``: a scalar tensor to backpropagate and a dict of floats to log
 (always including "loss"). Configs name a loss from ``LOSSES``; each entry says which inputs it takes:

@@ -2,8 +2,8 @@
 
 They follow the formulas in the module docstrings of ir.py, sts.py and unsupervised.py word for word (one list of
 candidate scores per anchor, one softmax per list) and exist only to check the vectorised versions — the tests compare
-values and gradients on random inputs, and bench/pro_loss.py times PRO against ``pro_reference``. Single-process only
-(they see the whole, already concatenated batch). Never used in training.
+values and gradients on random inputs, and benchmarks/pro_loss.py times PRO against ``pro_reference``. Single-process
+only (they see the whole, already concatenated batch). Never used in training.
 """
 from __future__ import annotations
 

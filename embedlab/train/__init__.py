@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def train_recipe(recipe, resume: bool = True, show_progress: bool = True, stop_after: int | None = None):
+def train_recipe(recipe, resume: bool = True, show_progress: bool = True, stop_after: int | None = None,
+                 on_step=None):
     """Train ``recipe`` and return ``(final model folder or None if stopped early, steps done)``.
 
     ``objective.kind: mnrl_cosent`` is trained by sentence-transformers' own trainer (the peer baseline); every other
-    objective by embedlab's trainer."""
+    objective by embedlab's trainer. ``on_step(step, total_steps)`` is called after every optimizer step of
+    embedlab's trainer (the job runner's progress); the peer reports no steps."""
     if recipe.objective.kind == "mnrl_cosent":
         from .st_peer import train_st_peer
 
@@ -22,6 +24,6 @@ def train_recipe(recipe, resume: bool = True, show_progress: bool = True, stop_a
         return final, recipe.train.max_steps
     from .trainer import Trainer
 
-    trainer = Trainer(recipe, resume=resume, show_progress=show_progress)
+    trainer = Trainer(recipe, resume=resume, show_progress=show_progress, on_step=on_step)
     final = trainer.train(stop_after=stop_after)
     return final, trainer.step

@@ -83,8 +83,8 @@ class per_task_batch_sampler:
 def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | None = None,
                   batch_sampler=None) -> Path:
     """Train ``recipe`` with SentenceTransformerTrainer; returns ``<output_dir>/final``. Reuses a finished run.
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects (bench/train_step.py times steps with one).
-    ``batch_sampler``: replaces ``per_task_batch_sampler`` (same call signature; bench/train_step.py replays
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (benchmarks/train_step.py times steps with one).
+    ``batch_sampler``: replaces ``per_task_batch_sampler`` (same call signature; benchmarks/train_step.py replays
     embedlab's batches with one so both tools see identical batches)."""
     from sentence_transformers import (
         SentenceTransformer,

@@ -201,7 +201,7 @@ def sts_step(ctx: StepContext, source_index: int, indices: Sequence[int]):
     gather = r.objective.sts_gather and ctx.world > 1
     n = len(pairs)
     # Both sides in ONE forward pass of 2n texts: one larger matrix product is faster than two on CPU (measured in
-    # bench/train_step.py), and the embeddings are the same (padding is masked).
+    # benchmarks/train_step.py), and the embeddings are the same (padding is masked).
     both = [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
     if r.objective.kind == "cosent":
         return _embed_and_loss(ctx, [(both, prompt, None)], lambda outs: cosent_sts_loss(

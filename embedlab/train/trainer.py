@@ -42,7 +42,7 @@ log = logging.getLogger("embedlab.train")
 
 def load_recipe_sources(r: Recipe) -> list:
     """The recipe's training files, loaded and validated in full, each cut to its ``max_examples``."""
-    from ..data.convert import check_current
+    from ..prep.convert import check_current
 
     from ..settings import data_root
 
@@ -142,10 +142,11 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, resume: bool = True, show_progress: bool = True):
+    def __init__(self, recipe: Recipe, resume: bool = True, show_progress: bool = True, on_step=None):
         self.recipe = recipe
         self.resume = resume
         self.show_progress = show_progress
+        self.on_step = on_step  # (step, total_steps) after each optimizer step: a job's progress
         self.output_dir = recipe.resolved_output_dir()
         # ZeRO: accelerate's Accelerator initialises the process group itself (DeepSpeed's way), so it comes first.
         self.zero = zero_mod.ZeroEngine(recipe) if zero_mod.requested() else None
@@ -191,8 +192,8 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # The fused AdamW kernel (one pass over each parameter; CPU and CUDA) instead of the per-tensor Python loop:
         # the loop cost ~6 % of a MiniLM step on one CPU thread (cProfile), and the fused kernel is what
-        # sentence-transformers' trainer uses by default (adamw_torch_fused), so bench/train_step.py compares like
-        # with like.
+        # sentence-transformers' trainer uses by default (adamw_torch_fused), so benchmarks/train_step.py compares
+        # like with like.
         fused = self.device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in self.params)
         self.optimizer = torch.optim.AdamW(self.params, lr=r.train.lr, weight_decay=r.train.weight_decay,
                                            fused=fused or None)
@@ -307,6 +308,8 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             bar.update(1)
+            if self.on_step is not None and self.rank == 0:
+                self.on_step(self.step, self.total_steps)
             if self.step % r.train.log_every == 0 or self.step == self.total_steps:
                 now = time.perf_counter()
                 record = {"step": self.step, "task": task, "lr": self.scheduler.get_last_lr()[0],
@@ -428,7 +431,7 @@ class Trainer:
         was_training = self.model.training
         results = evaluate(self.model, self.recipe.train.select_on, cache=EmbeddingCache(enabled=False))
         self.model.train(was_training)
-        scores = {r.task.name: r.main_score * 100 for r in results}
+        scores = {r.task.name: r.display() for r in results}
         mean = sum(scores.values()) / len(scores)
         with open(self.output_dir / "dev_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": self.step, "mean": mean, **scores}) + "\n")

@@ -5,7 +5,7 @@ sentence file. For each: median of --repeats timed runs per tool (interleaved, a
 ratio, the peak RSS growth during the runs (sampled every 5 ms), and the largest absolute difference between the two
 tools' embeddings. embedlab is also timed with bf16 autocast, reported with its cosine agreement to fp32.
 
-    .venv/bin/python bench/encode.py [--n 2000] [--repeats 3] [--batch-size 32] [--out docs/results/encode.json]
+    .venv/bin/python benchmarks/encode.py [--n 2000] [--repeats 3] [--batch-size 32] [--out docs/results/encode.json]
 
 Results go to docs/results/encode.json (raw numbers) and are summarised in docs/benchmarks.md.
 """
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from embedlab import __version__  # noqa: E402
 from embedlab.atomic import write_json  # noqa: E402

@@ -11,7 +11,7 @@ threads turn every small parallel op into a wait for a descheduled peer: measure
 n = 32 call took 24 ms with 2 threads and 0.36 ms with 1. One thread measures the algorithm, and it is what a
 data-parallel trainer with one process per core uses anyway. The 1-minute load average is recorded with the result.
 
-    .venv/bin/python bench/pro_loss.py [--sizes 32 128 512] [--repeats 7] [--threads 1]
+    .venv/bin/python benchmarks/pro_loss.py [--sizes 32 128 512] [--repeats 7] [--threads 1]
                                        [--out docs/results/pro_loss.json]
 
 Results go to docs/results/pro_loss.json and are summarised in docs/benchmarks.md.
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['max_abs_loss_diff']:>12.2e} {row['max_abs_grad_diff']:>12.2e}")
 
     result = dict(benchmark="pro_loss", what="forward+backward per call, float32, labels on a 6-level grid (ties)",
-                  command=" ".join([".venv/bin/python bench/pro_loss.py", *(argv if argv is not None else sys.argv[1:])]),
+                  command=" ".join([".venv/bin/python benchmarks/pro_loss.py",
+                                    *(argv if argv is not None else sys.argv[1:])]),
                   repeats=args.repeats, embedlab=__version__, torch=torch.__version__,
                   threads=torch.get_num_threads(), cpu=platform.machine(), python=platform.python_version(),
                   cpu_count=os.cpu_count(), load_avg_1min_at_end=os.getloadavg()[0],

@@ -40,15 +40,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, check_output_file, check_writable_folder, write_json
-from .data.pairs import iter_sentences, load_ir_examples
-from .data.readers import BadRows, check_file
-from .data.records import IRExample
-from .data.retrieval import load_corpus
-from .data.training import write_ir_examples
-from .errors import ConfigError, DataError
-from .evaluate.retrieval import exact_search
-from .text.embedder import Embedder
+from ..atomic import atomic_path, check_output_file, check_writable_folder, write_json
+from ..data.pairs import iter_sentences, load_ir_examples
+from ..data.readers import BadRows, check_file
+from ..data.records import IRExample
+from ..data.retrieval import load_corpus
+from ..data.training import write_ir_examples
+from ..errors import ConfigError, DataError
+from ..evaluate.retrieval import exact_search
+from ..text.embedder import Embedder
 
 log = logging.getLogger("embedlab.mining")
 

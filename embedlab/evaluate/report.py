@@ -39,14 +39,13 @@ def render_markdown(model_label: str, results: Sequence, settings: dict, title: 
              "|---|---|---:|---|---:|---|---:|"]
     for r in results:
         t = r.task
-        scale = 100.0 if t.type in ("sts", "retrieval") else 1.0
-        other = ", ".join(f"{label} {r.scores[key] * scale:.2f}" for key, label in _COLUMNS.get(t.type, [])
+        other = ", ".join(f"{label} {r.display(key):.2f}" for key, label in _COLUMNS.get(t.type, [])
                           if key in r.scores and key != "main_score")
         if t.type == "geometry":
             other = ", ".join(f"{k} {v:.3f}" for k, v in r.scores.items() if k != "main_score")
         size = ", ".join(f"{k} {v}" for k, v in r.details.items() if isinstance(v, int))
         published = f"{ref[t.name]:.2f}" if t.name in ref else ""
-        lines.append(f"| {t.name} | {t.split} | {r.main_score * scale:.2f} | {other} | {published} | {size} | "
+        lines.append(f"| {t.name} | {t.split} | {r.display():.2f} | {other} | {published} | {size} | "
                      f"{r.evaluation_time:.1f} |")
     lines += ["", "Main score: Spearman of cosine x100 (STS), nDCG@10 x100 (retrieval), uniformity (geometry).",
               "MTEB-format JSON for each task sits next to this report."]
@@ -58,7 +57,7 @@ def write_report(path: str | Path, model_label: str, results: Sequence, settings
 
 
 def _main_score(r) -> float:
-    return r.main_score * (100.0 if r.task.type in ("sts", "retrieval") else 1.0)
+    return r.display()
 
 
 def render_comparison(base_label: str, before: Sequence, after_label: str, after: Sequence, settings: dict,

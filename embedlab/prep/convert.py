@@ -1,11 +1,11 @@
 """Converters from the local dataset mirror to the training layouts, with a guard against evaluation leakage.
 
-    from embedlab.data.convert import convert, convert_all
+    from embedlab.prep.convert import convert, convert_all
     convert("wikiqa", "train-data/wikiqa.jsonl")            # -> ConvertResult(rows=873, ...)
     convert_all("train-data")                               # every converter + train-data/manifest.json
 
 Each converter is one registered function (``CONVERTERS``) that reads named files under the data root and returns
-records; ``convert`` writes them atomically as JSONL in the training layouts of ``training.py``:
+records; ``convert`` writes them atomically as JSONL in the training layouts of ``data/training.py``:
 IR ``{"query", "pos": [...], "neg": [...]}`` and STS ``{"sentence1", "sentence2", "score"}`` (scores in the source's
 own scale; the manifest declares the range, and ``TrainingSource`` scales to [0, 1]).
 
@@ -42,46 +42,38 @@ The guard can only compare texts it has: STS-B train also holds test pairs of th
 STS13-16 test pairs; counted per set as ``eval_overlap_list (<sets>)``), and stops if that list is missing.
 
 SciFact dev slice: ``SCIFACT_DEV_SIZE`` train queries (a seeded, fixed choice; ``scifact_dev_query_ids``) are held out
-of scifact-train, by text, for checkpoint selection; ``load_scifact_dev`` returns them as a RetrievalSet over the full
-corpus with their train qrels.
+of scifact-train, by text, for checkpoint selection. The slice is defined in ``embedlab.data.splits`` (with
+``load_scifact_dev``, which returns it as a RetrievalSet over the full corpus with their train qrels), so that the
+catalog can serve it without importing the converters.
 
-It does not mine negatives (``embedlab.mining``), download data (``catalog.fetch``), tokenise or shuffle: records
+It does not mine negatives (``embedlab.prep.mining``), download data (``catalog.fetch``), tokenise or shuffle: records
 keep file order, grouped by query in first-seen order.
 """
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
-
-from .. import __version__, settings
+from .. import __version__
 from ..atomic import write_json
+from ..data import catalog
+from ..data.readers import BadRows, check_file, read_delimited, read_jsonl
+from ..data.records import IRExample, STSPair
+from ..data.retrieval import load_beir, load_qrels, load_queries
+from ..data.splits import SCIFACT, normalise, resolve_data_root, scifact_dev_query_ids
+from ..data.sts import load_sick, load_stsb
+from ..data.training import write_ir_examples, write_sts_pairs
 from ..errors import ConfigError, DataError
 from ..registry import Registry
-from . import catalog
-from .readers import BadRows, check_file, read_delimited, read_jsonl
-from .records import IRExample, RetrievalSet, STSPair
-from .retrieval import load_beir, load_qrels, load_queries
-from .sts import load_sick, load_stsb
-from .training import write_ir_examples, write_sts_pairs
 
-SCIFACT_DEV_SIZE = 100
-SCIFACT_DEV_SEED = 0
 STS_INSTRUCTION = "Retrieve semantically similar text."
 
 
 # --------------------------------------------------------------------------------------------------- the guard
-
-
-def normalise(text: str) -> str:
-    """Case-folded letters and digits only: the form in which texts are compared for leakage."""
-    return re.sub(r"\W+", "", text.casefold())
 
 
 def _pair_key(a: str, b: str) -> frozenset[str]:
@@ -99,7 +91,7 @@ class EvalGuard:
     @classmethod
     def from_catalog(cls, data_root: str | Path | None = None) -> EvalGuard:
         """Every non-train split of the catalog's sts and retrieval datasets whose files exist under the root."""
-        root = _root(data_root)
+        root = resolve_data_root(data_root)
         guard = cls()
         for spec in catalog.list_datasets():
             if spec.kind not in ("sts", "retrieval"):
@@ -211,18 +203,11 @@ class ConvertResult:
                 "dropped": self.dropped}
 
 
-def _root(data_root: str | Path | None) -> Path:
-    root = Path(data_root) if data_root is not None else settings.data_root()
-    if root is None or not root.is_dir():
-        raise DataError("data root not found (set EMBEDLAB_DATA or pass data_root)", root or "EMBEDLAB_DATA")
-    return root
-
-
 def convert(name: str, out_path: str | Path, data_root: str | Path | None = None,
             guard: EvalGuard | None = None) -> ConvertResult:
     """Run one converter and write its JSONL atomically; returns what was written and what was dropped."""
     spec = CONVERTERS.get(name)
-    root = _root(data_root)
+    root = resolve_data_root(data_root)
     for rel in spec.reads:
         check_file(root / rel)  # fail on a missing file before doing any work
     guard = guard if guard is not None else EvalGuard.from_catalog(root)
@@ -240,7 +225,7 @@ def convert_all(out_dir: str | Path, data_root: str | Path | None = None,
                 names: Sequence[str] | None = None) -> list[ConvertResult]:
     """Every converter (or the named ones) into ``out_dir/<name>.jsonl``, then ``out_dir/manifest.json``."""
     out_dir = Path(out_dir)
-    root = _root(data_root)
+    root = resolve_data_root(data_root)
     guard = EvalGuard.from_catalog(root)  # built once: loading every eval set per converter would repeat the work
     results = [convert(n, out_dir / f"{n}.jsonl", root, guard) for n in (names or CONVERTERS.names())]
     write_json(out_dir / "manifest.json", {
@@ -255,13 +240,15 @@ def convert_all(out_dir: str | Path, data_root: str | Path | None = None,
 
 def converter_hash() -> str:
     """A hash of the code that decides what the training files contain (the converters, the eval guard, the
-    catalog of evaluation splits): files built by other code may hold rows the current code would drop."""
+    catalog of evaluation splits, the SciFact dev slice held out of scifact-train): files built by other code may
+    hold rows the current code would drop. It hashes the files' bytes, so any edit to them (a comment too) changes
+    it."""
     import hashlib
 
-    from . import catalog as _catalog
+    from ..data import splits as _splits
 
     h = hashlib.sha256()
-    for path in (Path(__file__), Path(_catalog.__file__)):
+    for path in (Path(__file__), Path(catalog.__file__), Path(_splits.__file__)):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -337,35 +324,6 @@ def _tsv_by_header(path: Path, columns: Sequence[str]) -> Iterable[tuple[int, di
 
 
 # --------------------------------------------------------------------------------------------------- SciFact
-
-SCIFACT = "retrieval/scifact"
-
-
-def scifact_dev_query_ids(data_root: str | Path | None = None, size: int = SCIFACT_DEV_SIZE,
-                          seed: int = SCIFACT_DEV_SEED, skip_bad_rows: bool = False) -> list[str]:
-    """The train queries held out as a dev slice: a seeded permutation of the judged train query ids (sorted
-    numerically first, so the choice does not depend on file order), first ``size``. Train queries whose text is
-    also a test query are never chosen: selecting checkpoints on them would select on the test set."""
-    folder = _root(data_root) / SCIFACT
-    queries = load_queries(folder / "queries.jsonl", skip_bad_rows)
-    test = {normalise(queries[q]) for q in load_qrels(folder / "qrels" / "test.tsv", skip_bad_rows=skip_bad_rows)
-            if q in queries}
-    qrels = load_qrels(folder / "qrels" / "train.tsv", skip_bad_rows=skip_bad_rows)
-    ids = sorted((q for q in qrels if normalise(queries.get(q, "")) not in test), key=lambda q: (len(q), q))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return sorted((ids[i] for i in order[:size]), key=lambda q: (len(q), q))
-
-
-def load_scifact_dev(data_root: str | Path | None = None, size: int = SCIFACT_DEV_SIZE,
-                     skip_bad_rows: bool | BadRows = False) -> RetrievalSet:
-    """The SciFact dev slice (held-out train queries, their train qrels, the full corpus) for model selection.
-    ``skip_bad_rows`` applies to the files read (skipped rows are counted once, by the train load)."""
-    bad = BadRows.coerce(skip_bad_rows)
-    train = load_beir(_root(data_root) / SCIFACT, "train", name="scifact-dev", skip_bad_rows=bad)
-    # The id choice reads the same files again: with the same policy, but its skips are already counted above.
-    dev = [q for q in scifact_dev_query_ids(data_root, size, skip_bad_rows=bad.skip) if q in train.qrels]
-    return RetrievalSet("scifact-dev", "dev", train.corpus, {q: train.queries[q] for q in dev},
-                        {q: train.qrels[q] for q in dev})
 
 
 @converter("scifact-train", task="ir",

@@ -9,7 +9,7 @@ before the merge (Python + torch + embedlab imported) is reported too.
 Methods: delta_guided (the default) for both modes; the naive mode is `fuse(..., streaming=False)`, which loads every
 state dict first, as a script built on `torch.load`/`load_file` would.
 
-    .venv/bin/python bench/fuse.py [--counts 2,4,8] [--models minilm,smollm2] [--out docs/results/fuse.json]
+    .venv/bin/python benchmarks/fuse.py [--counts 2,4,8] [--models minilm,smollm2] [--out docs/results/fuse.json]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peak_rss import PeakRSS  # noqa: E402
 

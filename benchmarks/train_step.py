@@ -16,7 +16,8 @@ model) for --warmup + --steps steps; throughput is taken over the last --steps o
 (embedlab: its train_log.jsonl with log_every=1; sentence-transformers: a TrainerCallback taking the time between
 consecutive step ends; both cover fetching and tokenising the batch, and exclude setup and saving).
 
-    .venv/bin/python bench/train_step.py [--steps 12] [--warmup 3] [--threads 2] [--out docs/results/train_step.json]
+    .venv/bin/python benchmarks/train_step.py [--steps 12] [--warmup 3] [--threads 2] \
+        [--out docs/results/train_step.json]
 
 Needs the training files (`embedlab convert --names nli,stsb-train --out runs/train-data`; converted if missing).
 """
@@ -147,7 +148,7 @@ def main() -> None:
         return
     root = Path(args.data_root)
     if not ((root / "nli.jsonl").is_file() and (root / "stsb-train.jsonl").is_file()):
-        from embedlab.data.convert import convert_all
+        from embedlab.prep.convert import convert_all
 
         convert_all(root, names=["nli", "stsb-train"])
     rows = []

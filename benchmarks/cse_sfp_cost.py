@@ -13,7 +13,7 @@ view 1 vs view 2). Per batch size B, each arm runs in its own subprocess for --w
     torch.cuda.max_memory_allocated above the post-setup allocation.
 Ratios single/two-pass are printed (the claim to test: ≤ 0.6 for both).
 
-    .venv/bin/python bench/cse_sfp_cost.py [--batch-sizes 16,32,64] [--steps 4] [--warmup 2] [--threads 2]
+    .venv/bin/python benchmarks/cse_sfp_cost.py [--batch-sizes 16,32,64] [--steps 4] [--warmup 2] [--threads 2]
         [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--full] [--out docs/results/cse_sfp_cost.json]
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peak_rss import PeakRSS  # noqa: E402
 

@@ -4,7 +4,7 @@ Both embed the 5183 documents (title + text, max_length 256) and the 300 test qu
 the run; embedlab without its corpus cache (a cold run), then again with the cache warm. Prints wall time, the ratio
 and both nDCG@10 values (MTEB's published number: 64.51).
 
-    .venv/bin/python bench/eval_scifact.py [--out docs/results/eval_scifact.json]
+    .venv/bin/python benchmarks/eval_scifact.py [--out docs/results/eval_scifact.json]
 """
 from __future__ import annotations
 

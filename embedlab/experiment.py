@@ -1,16 +1,20 @@
-"""Experiments: a YAML list of runs (recipe x seeds, or an untrained model) -> train, evaluate, record, tabulate.
+"""Experiments: a YAML list of runs (recipe x seeds, an untrained model, or a fusion) -> jobs -> store -> table.
 
-    embedlab experiment experiments/codiemb.yaml            # resumable: finished runs and evaluations are skipped
+    embedlab experiment experiments/codiemb.yaml            # resumable: finished jobs are not run again
 
-Each run trains with the embedlab trainer (``output_dir = <workdir>/<run>-s<seed>``; an existing ``final/`` is reused,
-a partial run resumes from its newest checkpoint), is evaluated on the experiment's tasks, and every score becomes one
-record ``{name, task, split, metric, value, seed, steps, train_seconds, ...}`` in the experiment's JSON (written
-atomically after each evaluation, so an interrupted experiment keeps what it finished). The Markdown table is rendered
-from that JSON alone (``render_table``), so a reader can check every cell against the records. With ``dev_tasks``
-every row is scored on dev splits too (the table's "dev" column), so choices between rows are made on dev data.
-Spec keys: docs/experiments.md.
+Each (run, seed) becomes one job of the job runner (embedlab.bench.jobs; kinds from embedlab.text_jobs):
+``train+evaluate`` with ``output_dir = <workdir>/<run>-s<seed>`` (an existing ``final/`` of the same recipe is
+reused, a partial run resumes from its newest checkpoint), ``evaluate`` for a model as it is, ``fuse+evaluate`` for a
+fused row (run after the others, whose models it reads). ``run_experiment`` submits them and waits (an executor:
+local worker processes by default). Every score is a row in the results store (experiment = the spec's name, model
+= the run's name, seed); the records JSON (``results:``) is an export of a query over the store and the Markdown
+table is rendered from those records alone (``render_table``), so a reader can check every cell against the JSON.
+Records the store lacks are imported from the JSON first, so a fresh checkout continues where the JSON left off.
+With ``dev_tasks`` every row is scored on dev splits too (the table's "dev" column), so choices between rows are made
+on dev data. Spec keys: docs/experiments.md.
 
-It does not define losses or tasks; it calls the trainer and the evaluation runner.
+It does not define losses or tasks, and runs nothing itself: the job kinds call the trainer and the evaluation
+runner.
 """
 from __future__ import annotations
 
@@ -18,16 +22,15 @@ import json
 import logging
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..atomic import write_json, write_text
-from ..config import read_config_text
-from ..errors import ConfigError
+from .atomic import write_json, write_text
+from .configfile import load_config
+from .errors import ConfigError
+from .jobkinds import JobSpec
 
 log = logging.getLogger("embedlab.experiment")
 
@@ -89,6 +92,8 @@ class ExperimentSpec(BaseModel):
     common_overrides: list[str] = Field(default_factory=list)
     eval_bf16: bool = False
     eval_batch_size: int = 32
+    # Threads each job uses (default: all cores, so jobs run one at a time, as one training run wants them).
+    threads: int | None = Field(None, gt=0)
     # One evaluation length for every row, whatever each model was trained at (a model saves its training length,
     # which would otherwise truncate trained rows' documents: 98 % of SciFact's are longer than 128 tokens).
     eval_max_length: int = Field(256, gt=0)
@@ -108,7 +113,7 @@ class ExperimentSpec(BaseModel):
     @field_validator("dev_tasks")
     @classmethod
     def _dev_splits_only(cls, tasks: list[str]) -> list[str]:
-        from ..evaluate.tasks import TASKS
+        from .evaluate.tasks import TASKS
 
         for name in tasks:
             if name not in TASKS:
@@ -119,15 +124,7 @@ class ExperimentSpec(BaseModel):
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
-    path = Path(path)
-    try:
-        # read_config_text: a folder or binary file is a ConfigError naming the path, like a missing file
-        raw = yaml.safe_load(read_config_text(path, "experiment"))
-        return ExperimentSpec.model_validate(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    except ValidationError as e:
-        raise ConfigError("\n".join(f"{path}: {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+    return load_config(path, ExperimentSpec, "experiment")
 
 
 def _load_records(path: Path) -> list[dict[str, Any]]:
@@ -143,140 +140,201 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _append_record(path: Path, spec: ExperimentSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Add one record to the JSON under an exclusive lock, re-reading the file first: several experiment processes
-    (e.g. two runs side by side, one core each) may write the same file."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        records = [r for r in _load_records(path)
-                   if _key(r) != _key(record)]
-        records.append(record)
-        write_json(path, {"experiment": spec.name, "tasks": spec.tasks, "records": records})
-    return records
+# The record fields besides (name, seed, task, split, metric, value): the protocol and what made the model.
+RECORD_KEYS = ("eval_bf16", "eval_max_length", "instructions", "instruction_tokens_pooled", "steps", "train_seconds",
+               "recipe", "overrides", "best", "fusion", "models", "params", "sweep", "greedy_soup")
+_BASE_KEYS = ("name", "seed", "task", "split", "metric", "value")
 
 
-def _key(r: dict[str, Any]) -> tuple:
-    return r["name"], r["seed"], r["task"], r.get("metric", "main_score")
+def experiment_jobs(spec: ExperimentSpec, workdir: Path, only: list[str] | None = None,
+                    seeds: list[int] | None = None) -> list[tuple[RunSpec, JobSpec, Path]]:
+    """The experiment as jobs: one per (run, seed), in spec order — ``evaluate`` for a model as it is,
+    ``train+evaluate`` for a recipe, ``fuse+evaluate`` for a fused row (its ``{workdir}`` filled in)."""
+    out = []
+    eval_cfg = {"max_length": spec.eval_max_length, "batch_size": spec.eval_batch_size, "bf16": spec.eval_bf16,
+                "instructions": spec.instructions}
+    for run in spec.runs:
+        if only and run.name not in only:
+            continue
+        row_eval = {**eval_cfg, **{k: getattr(run, k) for k in ("template", "slots", "pooling")
+                                   if getattr(run, k) is not None}}
+        for seed in run.seeds:
+            if seeds and seed not in seeds:
+                continue
+            folder = workdir / f"{run.name}-s{seed}"
+            config: dict[str, Any] = {"eval": row_eval}
+            if run.fuse is not None:
+                kind = "fuse+evaluate"
+                fuse = run.fuse.model_dump()
+                # Lexical normalisation: "{workdir}/../x" must resolve before the workdir itself exists.
+                fuse["models"] = [os.path.normpath(m.format(workdir=workdir)) for m in run.fuse.models]
+                config["fuse"] = fuse
+                model = None
+            elif run.recipe is None:
+                kind, model = "evaluate", run.model or "sentence-transformers/all-MiniLM-L6-v2"
+            else:
+                kind, model = "train+evaluate", run.model
+                config.update(recipe=run.recipe, overrides=[*spec.common_overrides, *run.overrides],
+                              evaluate=run.evaluate)
+            job = JobSpec(kind=kind, name=run.name, model=model, tasks=tuple([*spec.tasks, *spec.dev_tasks]),
+                          config=config, seed=seed, experiment=spec.name,
+                          threads=spec.threads or os.cpu_count() or 1)
+            out.append((run, job, folder))
+    return out
 
 
-def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
-                   seeds: list[int] | None = None) -> Path:
-    """Run (or finish) the experiment's runs — only those named in ``only`` and the ``seeds`` given, if set."""
-    import torch
-
-    from ..config import load_recipe
-    from ..evaluate.cache import EmbeddingCache
-    from ..evaluate.runner import EvalSettings, evaluate
-    from ..text import Embedder
-    from ..train import train_recipe
-    from ..train.run_folder import finished_model
-
-    spec = load_experiment(spec_path)
+def _check_spec_paths(spec: ExperimentSpec, spec_path: str | Path, only: list[str] | None) -> Path:
     unknown = sorted(set(only or []) - {run.name for run in spec.runs})
     if unknown:  # a typo (or a name split at its comma) must not silently run nothing
         raise ConfigError(f"{spec_path}: no run named {', '.join(map(repr, unknown))}; runs: "
                           f"{', '.join(run.name for run in spec.runs)}")
-    # Every path and task is checked before the first training run, not after it.
     try:
         workdir = Path(spec.workdir.format(name=spec.name))
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"{spec_path}: workdir {spec.workdir!r}: only {{name}} may be filled in ({e})") from None
-    from ..evaluate.tasks import parse_tasks
+    from .evaluate.tasks import parse_tasks
 
     parse_tasks([*spec.tasks, *spec.dev_tasks])
     for key in ("results", "table"):
         where = Path(getattr(spec, key))
         if where.exists() and not where.is_file():
             raise ConfigError(f"{spec_path}: {key} {where} is a folder, device or pipe; expected a file path")
-    results_path = Path(spec.results)
-    records = _load_records(results_path)
-    # A record counts as done only under this experiment's protocol (records without eval_max_length predate it).
-    # A test task also needs its per-item file (the paired bootstrap reads it); a record without one is re-evaluated.
-    done = {(r["name"], r["seed"], r["task"]) for r in records if r.get("metric", "main_score") == "main_score"
-            and same_protocol(spec, r)
-            and (r["task"] not in spec.tasks or items_path(spec, r["name"], r["seed"], r["task"]).is_file())}
-    settings = EvalSettings(batch_size=spec.eval_batch_size, show_progress=show_progress,
-                            autocast_dtype=torch.bfloat16 if spec.eval_bf16 else None,
-                            max_length=spec.eval_max_length)
-    for run in spec.runs:
-        if only and run.name not in only:
+    return workdir
+
+
+def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
+                   seeds: list[int] | None = None, db: str | None = None, executor: str = "local",
+                   cpus: int | None = None) -> Path:
+    """Run (or finish) the experiment's runs — only those named in ``only`` and the ``seeds`` given, if set — as
+    jobs on ``executor``, their results in the store at ``db``; then export the records JSON and the table.
+
+    Submit-and-wait: jobs already done (same configuration and seed) are not run again; records of the committed
+    JSON that the store lacks are imported first (a fresh checkout continues where the JSON left off). Fused rows
+    run after every other job of the call, since they read those jobs' models."""
+    from .bench.executors import make_executor
+    from .bench.jobs import JobQueue
+    from .bench.store import ResultsStore
+
+    spec = load_experiment(spec_path)
+    workdir = _check_spec_paths(spec, spec_path, only)
+    for run in spec.runs:  # ``evaluate: best`` needs the trainer's dev selection: say so before anything runs
+        if run.evaluate == "best" and run.recipe is None:
+            raise ConfigError(f"{spec_path}: run {run.name!r}: evaluate: best needs a recipe")
+    store = ResultsStore(db)
+    queue = JobQueue(store)
+    jobs = experiment_jobs(spec, workdir, only, seeds)
+    import_records(spec, queue, jobs)
+    ex = make_executor(executor, store.url, show_progress=show_progress,
+                       **({"cpus": cpus} if cpus and executor == "local" else {}))
+    failed = []
+    for stage in (False, True):  # models first, then the rows that fuse them
+        batch = [(run, job, folder) for run, job, folder in jobs if (job.kind == "fuse+evaluate") == stage]
+        if not batch:
             continue
-        for seed in run.seeds:
-            if seeds and seed not in seeds:
-                continue
-            todo = [t for t in [*spec.tasks, *spec.dev_tasks] if (run.name, seed, t) not in done]
-            if not todo:
-                continue
-            info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0}
-            if run.fuse is not None:
-                model_path, info = _fused_model(run, seed, workdir, spec.eval_bf16)
-            elif run.recipe is None:
-                model_path = run.model or "sentence-transformers/all-MiniLM-L6-v2"
+        ids = queue.submit([j for _, j, _ in batch], [f for _, _, f in batch], requeue_failed=True)
+
+        def said(job: dict) -> None:
+            log.info("job %s %s seed %s: %s%s", job["id"][:8], job["name"], job["seed"], job["status"],
+                     f" ({job['error'].splitlines()[-1]})" if job["status"] == "failed" and job["error"] else "")
+
+        states = ex.run(ids, on_change=said)
+        for (run, job, folder), job_id in zip(batch, ids):
+            if states[job_id] == "done":
+                _copy_items(spec, queue.get(job_id), job)
             else:
-                out = workdir / f"{run.name}-s{seed}"
-                overrides = [*spec.common_overrides, *run.overrides, f"seed={seed}", f"output_dir={out}"]
-                if run.model:
-                    overrides.append(f"model.name={run.model}")
-                recipe = load_recipe(run.recipe, overrides)
-                if finished_model(out, recipe) is None:  # a final model of another recipe is refused, not reused
-                    t0 = time.perf_counter()
-                    _, steps = train_recipe(recipe, show_progress=show_progress)
-                    write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0, "steps": steps,
-                                                         "resumed_from": None})
-                timing = json.loads((out / "train_time.json").read_text()) if (out / "train_time.json").is_file() \
-                    else {}
-                info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"),
-                        "recipe": run.recipe, "overrides": overrides}
-                model_path = str(out / run.evaluate)
-                if run.evaluate == "best":
-                    if not (out / "best" / "modules.json").is_file():
-                        raise ConfigError(f"run {run.name!r}: evaluate: best, but {out / 'best'} was not written; "
-                                          "set train.eval_every and train.select_on (dev tasks) for this run")
-                    info["best"] = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() \
-                        else None
-            model = Embedder.load(model_path)
-            if run.template is not None:
-                model.set_template(run.template, run.slots)
-            if model.template is None:  # the experiment's one instruction setting, whatever the model saved
-                from ..evaluate.tasks import instruction_prompts
-
-                model.prompts, model.default_prompt_name = (instruction_prompts() if spec.instructions else {}), None
-            if run.pooling is not None:
-                from ..text import PoolingConfig
-
-                model.pooling = PoolingConfig(run.pooling)
-            if model.template is None and spec.instructions:
-                # CoDiEmb's convention for every row: the instruction conditions the text but its tokens are not
-                # averaged into the embedding (an untrained model would otherwise mostly embed the instruction).
-                from dataclasses import replace
-
-                model.pooling = replace(model.pooling, include_prompt=False)
-            for task in todo:
-                result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(),
-                                  model_label=f"{run.name}-s{seed}")[0]
-                scale = 100.0 if result.task.type in ("sts", "retrieval") else 1.0
-                for metric in spec.extra_metrics.get(task, []):  # before the main score: it marks the task done
-                    if metric not in result.scores:
-                        raise ConfigError(f"extra_metrics: task {task} has no score {metric!r} (it has: "
-                                          f"{', '.join(sorted(result.scores))})")
-                    _append_record(results_path, spec, {
-                        "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": metric,
-                        "value": float(result.scores[metric]), "eval_bf16": spec.eval_bf16,
-                        "eval_max_length": spec.eval_max_length, "instructions": spec.instructions,
-                        "instruction_tokens_pooled": not spec.instructions, **info})
-                if result.items is not None:  # before the record that marks the task done
-                    write_json(items_path(spec, run.name, seed, task), result.items)
-                records = _append_record(results_path, spec, {
-                    "name": run.name, "seed": seed, "task": task, "split": result.task.split, "metric": "main_score",
-                    "value": result.main_score * scale, "eval_bf16": spec.eval_bf16,
-                    "eval_max_length": spec.eval_max_length, "instructions": spec.instructions,
-                        "instruction_tokens_pooled": not spec.instructions, **info})
-                log.info("%s seed %s %s: %.2f", run.name, seed, task, result.main_score * scale)
+                failed.append(f"{run.name} seed {job.seed}: {states[job_id]} ({(queue.get(job_id)['error'] or '').strip().splitlines()[-1:]})")
+    records = export_records(spec, store)
     write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
-    return results_path
+    if failed:
+        raise ConfigError(f"{len(failed)} job(s) did not finish: " + "; ".join(failed)
+                          + f" — `embedlab jobs list --experiment {spec.name}` shows them; `embedlab jobs retry ID`")
+    return Path(spec.results)
+
+
+def _copy_items(spec: ExperimentSpec, job: dict[str, Any], jobspec: JobSpec) -> None:
+    """Per-item outputs of a done job, from its folder to the experiment's items folder (for the bootstrap)."""
+    items = (job.get("timings") or {}).get("items") or {}
+    for task, src in items.items():
+        if task in spec.tasks and Path(src).is_file():
+            write_text(items_path(spec, jobspec.name, jobspec.seed, task), Path(src).read_text(encoding="utf-8"))
+
+
+def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpec, Path]]) -> int:
+    """Records of the experiment's JSON that the store lacks become store rows (so a fresh checkout's store holds
+    what the committed JSON holds). A (run, seed) whose every task is recorded under this experiment's protocol,
+    with its per-item files, by the same recipe and overrides as today's job, is adopted as that job, done: it is
+    not run again. Returns the number of rows imported."""
+    from .evaluate.tasks import TASKS
+    from .results import make_rows
+
+    records = _load_records(Path(spec.results))
+    if not records:
+        return 0
+    have = {(r["model"], r["seed"], r["task"], r["metric"])
+            for r in queue.store.query(experiment=spec.name)}
+    todo = [r for r in records if (r["name"], r["seed"], r["task"], r.get("metric", "main_score")) not in have]
+    if not todo:
+        return 0
+    by_run: dict[tuple[str, int], list[dict]] = {}
+    for r in todo:
+        by_run.setdefault((r["name"], r["seed"]), []).append(r)
+    jobs_by_key = {(job.name, job.seed): (job, folder) for _, job, folder in jobs}
+    n = 0
+    for (name, seed), recs in by_run.items():
+        rows = []
+        for r in recs:
+            if r["task"] not in TASKS:
+                raise ConfigError(f"{spec.results}: record of unknown task {r['task']!r}")
+            task = TASKS.get(r["task"])
+            extra = {k: v for k, v in r.items() if k not in _BASE_KEYS}
+            extra["record_keys"] = sorted(extra)
+            rows += [{**row, "value": r["value"]} for row in make_rows(
+                domain="text", model=name, task=task.name, task_type=task.type, dataset=task.dataset,
+                split=r["split"], scores={r.get("metric", "main_score"): 0.0}, extra=extra, experiment=spec.name,
+                seed=seed)]
+        job, folder = jobs_by_key.get((name, seed), (None, None))
+        if job is not None and _adoptable(spec, job, folder, recs):
+            queue.adopt(job, folder, rows)
+        else:
+            queue.store.add_run(rows)
+        n += len(rows)
+    log.info("%s: imported %d record(s) from %s into %s", spec.name, n, spec.results, queue.store.display_url)
+    return n
+
+
+def _adoptable(spec: ExperimentSpec, job: JobSpec, folder: Path, recs: list[dict]) -> bool:
+    main = {r["task"]: r for r in recs if r.get("metric", "main_score") == "main_score" and same_protocol(spec, r)}
+    if set(main) != set(job.tasks):
+        return False
+    if any(not items_path(spec, job.name, job.seed, t).is_file() for t in spec.tasks):
+        return False
+    if job.kind == "train+evaluate":
+        want = [*job.config["overrides"], f"seed={job.seed}"] + ([f"model.name={job.model}"] if job.model else [])
+        for r in main.values():
+            got = [o for o in r.get("overrides", []) if not o.startswith("output_dir=")]
+            if r.get("recipe") != job.config["recipe"] or got != want:
+                return False
+    return True
+
+
+def export_records(spec: ExperimentSpec, store) -> list[dict[str, Any]]:
+    """The experiment's records, as a query over the store (newest row per run, seed, task and metric; the
+    main score and the spec's extra metrics), written to ``spec.results`` — the committed JSON is an export."""
+    rows = store.query(experiment=spec.name)
+    latest: dict[tuple, dict] = {}
+    for row in rows:  # oldest first: later rows replace earlier ones
+        latest[(row["model"], row["seed"], row["task"], row["metric"])] = row
+    wanted = {(t, m) for t, ms in spec.extra_metrics.items() for m in ms}
+    records = []
+    for (name, seed, task, metric), row in latest.items():
+        if metric != "main_score" and (task, metric) not in wanted:
+            continue
+        extra = row.get("extra") or {}
+        keys = list(RECORD_KEYS) + [k for k in extra.get("record_keys", []) if k not in RECORD_KEYS]
+        records.append({"name": name, "seed": seed, "task": task, "split": row["split"], "metric": metric,
+                        "value": row["value"], **{k: extra[k] for k in keys if k in extra}})
+    write_json(Path(spec.results), {"experiment": spec.name, "tasks": spec.tasks, "records": records})
+    return records
 
 
 def same_protocol(spec: ExperimentSpec, record: dict[str, Any]) -> bool:
@@ -315,48 +373,6 @@ def load_items(spec: ExperimentSpec) -> dict[tuple[str, int, str], dict]:
                         raise ConfigError(f"{path}: expected a JSON object of per-item outputs")
                     out[(run.name, seed, task)] = items
     return out
-
-
-def _fused_model(run: RunSpec, seed: int, workdir: Path, bf16: bool) -> tuple[str, dict[str, Any]]:
-    """Fuse (sweeping on dev data if asked) into ``<workdir>/<run>-s<seed>``; resumable through sweep.json."""
-    import itertools
-    import shutil
-
-    from ..fusion import fuse
-    from ..fusion.greedy import dev_scorer, greedy_soup
-
-    f = run.fuse
-    out = workdir / f"{run.name}-s{seed}"
-    # Lexical normalisation: "{workdir}/../x" must resolve before the workdir itself exists (the OS would refuse).
-    models = [os.path.normpath(m.format(workdir=workdir)) for m in f.models]
-    info: dict[str, Any] = {"steps": 0, "train_seconds": 0.0, "fusion": f.method, "models": models}
-    if (out / "fusion.json").is_file():
-        record = json.loads((out / "fusion.json").read_text())
-        return str(out), {**info, "params": record.get("params"), **record.get("extra", {})}
-    if f.method == "greedy_soup":
-        result = greedy_soup(models, dev_scorer(f.select_on, bf16), out, seed=seed)
-        return str(out), {**info, "params": {}, **result.extra}
-    combos = [dict(zip(f.sweep, values)) for values in itertools.product(*f.sweep.values())] or [{}]
-    if len(combos) == 1:
-        result = fuse(models, f.method, out=out, base=f.base, weights=f.weights, params={**f.params, **combos[0]},
-                      seed=seed)
-        return str(out), {**info, "params": result.params}
-    log_path = workdir / f"{run.name}-s{seed}.sweep.json"
-    tried = json.loads(log_path.read_text())["candidates"] if log_path.is_file() else []
-    score = dev_scorer(f.select_on, bf16)
-    cand = workdir / f".{run.name}-s{seed}.candidate"  # one folder, overwritten by each candidate in turn
-    for combo in combos:
-        if any(c["params"] == combo for c in tried):
-            continue
-        fuse(models, f.method, out=cand, base=f.base, weights=f.weights, params={**f.params, **combo}, seed=seed)
-        tried.append({"params": combo, "dev": score(str(cand))})
-        write_json(log_path, {"select_on": f.select_on, "candidates": tried})
-        log.info("%s sweep %s: dev %.4f", run.name, combo, tried[-1]["dev"])
-    best = max(tried, key=lambda c: c["dev"])
-    result = fuse(models, f.method, out=out, base=f.base, weights=f.weights, params={**f.params, **best["params"]},
-                  seed=seed, extra={"sweep": {"select_on": f.select_on, "candidates": tried, "chosen": best}})
-    shutil.rmtree(cand, ignore_errors=True)
-    return str(out), {**info, "params": result.params, "sweep": result.extra["sweep"]}
 
 
 def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
@@ -417,7 +433,7 @@ def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
                  items: dict[tuple[str, int, str], dict]) -> list[str]:
     """Reference − row on each average, with paired bootstrap intervals over the items of every member task (the
     seeds each run has items for; a row lacking a member task's items gets "-")."""
-    from .stats import paired_difference
+    from .bench.stats import paired_difference
 
     seeds_of: dict[str, list[int]] = {}
     for r in records:

@@ -1,0 +1,344 @@
+"""The job runner's state and its worker: the ``jobs`` table of the results store is the source of truth.
+
+    queue = JobQueue(store)
+    ids = queue.submit([JobSpec(kind="evaluate", name="minilm", tasks=("stsb",), seed=0)], output_dirs=["runs/x"])
+    run_job(store.url, ids[0])            # what a worker process (local executor) or a Ray task runs
+    queue.get(ids[0])["status"]           # queued -> running -> done | failed | cancelled
+
+States: ``queued`` (waiting), ``running`` (a worker claimed it and beats its heartbeat), ``done`` (its result rows
+are in the store, written in the same transaction that marks it done), ``failed`` (an error a retry cannot fix,
+or attempts used up), ``cancelled``. Every change is a compare-and-set UPDATE, so two workers never run one job.
+
+- Submitting is idempotent: a job is keyed by its config hash and seed; submitting the same spec again returns the
+  existing job and never re-runs a finished one (``requeue_failed`` puts failed/cancelled ones back in the queue).
+- Two jobs never share an output folder: a submit that names the folder of another live job is refused.
+- A worker that dies (SIGKILL, OOM) is noticed by its executor (the process exit) or by ``reap`` (a heartbeat
+  older than ``stale_after``): the job goes back to the queue while attempts remain, else it fails — it is never left
+  "running". A retried training job resumes from its last checkpoint (the trainer's run folder).
+- Cancelling a queued job is immediate; a running one gets ``cancel_requested`` and its worker stops at the next
+  heartbeat (KeyboardInterrupt in the job's thread), marking it cancelled.
+
+The queue knows kinds only by name (embedlab.jobkinds); it never imports a domain. Executors (local processes, Ray)
+are in executors.py.
+"""
+from __future__ import annotations
+
+import _thread
+import collections
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import ConfigError, EmbedlabError
+from ..jobkinds import JobContext, JobSpec, get_kind
+from ..results import json_safe, provenance
+from .store import Job, ResultsStore
+
+log = logging.getLogger("embedlab.jobs")
+
+TERMINAL = ("done", "failed", "cancelled")
+LIVE = ("queued", "running")
+HEARTBEAT_S = float(os.environ.get("EMBEDLAB_HEARTBEAT_S", 5.0))  # seconds between a worker's beats
+STALE_AFTER_S = 120.0  # a running job whose heartbeat is older than this lost its worker
+LOG_TAIL_LINES = 40
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class JobQueue:
+    """Reads and changes the ``jobs`` table of ``store`` (a ResultsStore or URL)."""
+
+    def __init__(self, store: ResultsStore | str | None = None):
+        self.store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+        self.engine = self.store.engine
+
+    # -- submitting ---------------------------------------------------------------------------------------------
+    def submit(self, specs: Sequence[JobSpec], output_dirs: Sequence[str | Path], max_attempts: int = 2,
+               requeue_failed: bool = False) -> list[str]:
+        """Add the jobs that are not in the table yet (keyed by config hash + seed); return every spec's job id.
+
+        Each kind's ``validate`` runs first, for every spec, so a bad spec fails before any job is added."""
+        if len(specs) != len(output_dirs):
+            raise ValueError("one output folder per job")
+        for spec in specs:
+            kind = get_kind(spec.kind)
+            if kind.validate is not None:
+                kind.validate(spec)
+        ids = []
+        for spec, out in zip(specs, output_dirs):
+            out = str(Path(out).resolve())
+            key = spec.config_hash()
+            with Session(self.engine) as session, session.begin():
+                existing = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).first()
+                if existing is not None:
+                    if requeue_failed and existing.status in ("failed", "cancelled"):
+                        existing.status, existing.error, existing.cancel_requested = "queued", None, False
+                        existing.attempts, existing.finished_at = 0, None
+                    ids.append(existing.id)
+                    continue
+                clash = session.scalars(select(Job).where(Job.output_dir == out, Job.status.in_(LIVE))).first()
+                if clash is not None:
+                    raise ConfigError(f"job {spec.name} (seed {spec.seed}) would write {out}, the folder of job "
+                                      f"{clash.id[:8]} ({clash.name}, {clash.status}) with another configuration; "
+                                      "give it another output folder or cancel that job")
+                job = Job(id=uuid.uuid4().hex, kind=spec.kind, domain=get_kind(spec.kind).domain,
+                          experiment=spec.experiment, name=spec.name, spec=json_safe(spec.to_dict()),
+                          config_hash=key, seed=spec.seed, status="queued", attempts=0, max_attempts=max_attempts,
+                          threads=spec.threads, resources=json_safe(spec.resources) or None, output_dir=out,
+                          cancel_requested=False, created_at=_now())
+                try:
+                    with session.begin_nested():
+                        session.add(job)
+                except IntegrityError:  # another process submitted the same job a moment ago: that one it is
+                    job = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).one()
+                ids.append(job.id)
+        return ids
+
+    def adopt(self, spec: JobSpec, output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> str:
+        """Record a job that was done before the job table knew it (an experiment's imported records): a done
+        job row and its result rows, in one transaction. Returns its id (the existing one if already known)."""
+        key = spec.config_hash()
+        config = {k: v for k, v in spec.to_dict().items() if k not in ("threads", "resources")}
+        with Session(self.engine) as session, session.begin():
+            existing = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).first()
+            if existing is not None:
+                return existing.id
+            job_id = uuid.uuid4().hex
+            objects, run_id = self.store.result_objects(
+                [{**r, "job_id": job_id, "config": config, "config_hash": key} for r in rows])
+            now = _now()
+            session.add(Job(id=job_id, kind=spec.kind, domain=get_kind(spec.kind).domain, experiment=spec.experiment,
+                            name=spec.name, spec=json_safe(spec.to_dict()), config_hash=key, seed=spec.seed,
+                            status="done", attempts=0, max_attempts=0, threads=spec.threads,
+                            output_dir=str(Path(output_dir).resolve()), cancel_requested=False, progress=1.0,
+                            progress_text="imported from the experiment's records", result_run_ids=[run_id],
+                            timings={"imported": True}, created_at=now, finished_at=now))
+            session.add_all(objects)
+        return job_id
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job with this id (or unique id prefix, as ``embedlab jobs`` shows them), as a dict."""
+        with Session(self.engine) as session:
+            found = session.scalars(select(Job).where(Job.id.startswith(job_id, autoescape=True))).all()
+        if not found:
+            raise ConfigError(f"no job {job_id!r} in {self.store.display_url}")
+        if len(found) > 1:
+            raise ConfigError(f"job id prefix {job_id!r} matches {len(found)} jobs; give more characters")
+        return found[0].to_dict()
+
+    def list(self, experiment: str | None = None, status: str | Iterable[str] | None = None,
+             ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        stmt = select(Job)
+        if experiment is not None:
+            stmt = stmt.where(Job.experiment == experiment)
+        if status is not None:
+            stmt = stmt.where(Job.status.in_([status] if isinstance(status, str) else list(status)))
+        if ids is not None:
+            stmt = stmt.where(Job.id.in_(list(ids)))
+        with Session(self.engine) as session:
+            return [j.to_dict() for j in session.scalars(stmt.order_by(Job.created_at, Job.id))]
+
+    # -- state changes (each one compare-and-set) -------------------------------------------------------------------
+    def _update(self, job_id: str, where: Sequence = (), **values) -> bool:
+        with Session(self.engine) as session, session.begin():
+            done = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+        return done.rowcount == 1
+
+    def claim(self, job_id: str, worker: str, executor: str) -> dict[str, Any] | None:
+        """queued -> running for this worker; None when someone else has it (or it is no longer queued)."""
+        now = _now()
+        with Session(self.engine) as session, session.begin():
+            done = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued",
+                                                     Job.cancel_requested.is_(False))
+                                   .values(status="running", attempts=Job.attempts + 1, worker=worker,
+                                           executor=executor, started_at=now, heartbeat_at=now, error=None))
+        return self.get(job_id) if done.rowcount == 1 else None
+
+    def heartbeat(self, job_id: str, worker: str, progress: float | None = None, text: str | None = None,
+                  log_tail: str | None = None) -> bool:
+        """Record that ``worker`` is alive; returns True when the job should stop (cancelled, or taken away)."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if progress is not None:
+            values["progress"] = float(progress)
+        if text is not None:
+            values["progress_text"] = text[:512]
+        if log_tail is not None:
+            values["log_tail"] = log_tail
+        if not self._update(job_id, (Job.status == "running", Job.worker == worker), **values):
+            return True  # reaped or otherwise no longer ours: stop
+        return bool(self.get(job_id)["cancel_requested"])
+
+    def finish(self, job_id: str, worker: str, rows: Sequence[dict[str, Any]], timings: dict[str, Any],
+               log_tail: str | None = None) -> str | None:
+        """Write the job's result rows and mark it done, in one transaction; returns the run id of its rows
+        (None when the job was taken from this worker meanwhile: then nothing is written)."""
+        objects, run_id = self.store.result_objects(rows) if rows else ([], None)
+        with Session(self.engine) as session, session.begin():
+            done = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.worker == worker)
+                                   .values(status="done", progress=1.0, progress_text="done", finished_at=_now(),
+                                           result_run_ids=[run_id] if run_id else [], timings=json_safe(timings),
+                                           log_tail=log_tail))
+            if done.rowcount != 1:
+                session.rollback()
+                return None
+            session.add_all(objects)
+        return run_id
+
+    def fail(self, job_id: str, error: str, retry: bool, worker: str | None = None,
+             log_tail: str | None = None) -> str:
+        """A running job stopped with ``error``: back to the queue when ``retry`` and attempts remain, else failed.
+        Returns the new state."""
+        job = self.get(job_id)
+        state = "queued" if retry and job["attempts"] < job["max_attempts"] and not job["cancel_requested"] \
+            else ("cancelled" if job["cancel_requested"] else "failed")
+        where = [Job.status == "running"] + ([Job.worker == worker] if worker else [])
+        values: dict[str, Any] = {"status": state, "error": error[-4000:], "worker": None}
+        if state != "queued":
+            values["finished_at"] = _now()
+        if log_tail is not None:
+            values["log_tail"] = log_tail
+        self._update(job_id, where, **values)
+        return self.get(job_id)["status"]
+
+    def cancel(self, job_id: str) -> str:
+        """queued -> cancelled now; running -> cancel_requested (its worker stops within a heartbeat)."""
+        job = self.get(job_id)
+        if self._update(job["id"], (Job.status == "queued",), status="cancelled", cancel_requested=True,
+                        finished_at=_now()):
+            return "cancelled"
+        if self._update(job["id"], (Job.status == "running",), cancel_requested=True):
+            return "cancelling"
+        return self.get(job["id"])["status"]
+
+    def retry(self, job_id: str) -> str:
+        """failed / cancelled -> queued with fresh attempts (a training job resumes from its last checkpoint)."""
+        job = self.get(job_id)
+        if not self._update(job["id"], (Job.status.in_(("failed", "cancelled")),), status="queued", attempts=0,
+                            cancel_requested=False, error=None, finished_at=None, worker=None):
+            raise ConfigError(f"job {job['id'][:8]} is {job['status']}; only failed or cancelled jobs are retried")
+        return "queued"
+
+    def reap(self, stale_after: float = STALE_AFTER_S, worker: str | None = None) -> list[str]:
+        """Running jobs whose worker is gone — heartbeat older than ``stale_after`` seconds, or (``worker`` given)
+        claimed by that worker — go back to the queue (or fail when attempts are used up). Returns their ids."""
+        cutoff = _now() - dt.timedelta(seconds=stale_after)
+        cond = [Job.heartbeat_at < cutoff] + ([Job.worker == worker] if worker else [])
+        with Session(self.engine) as session:
+            lost = [j.id for j in session.scalars(select(Job).where(Job.status == "running", or_(*cond)))]
+        for job_id in lost:
+            self.fail(job_id, "the worker stopped without finishing (killed, or no heartbeat for "
+                              f"{stale_after:.0f} s)", retry=True)
+        return lost
+
+
+# -- the worker ---------------------------------------------------------------------------------------------------
+class _Tail(logging.Handler):
+    """Keeps the job's last log lines for the heartbeat (``embedlab jobs show``)."""
+
+    def __init__(self, n: int = LOG_TAIL_LINES):
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=n)
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a log line must never break the job
+            pass
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(store_url: str, job_id: str, executor: str = "local", show_progress: bool = False,
+            heartbeat_s: float | None = None) -> str:
+    """Claim job ``job_id`` and run it in this process; returns its final state ("skipped" when it was not
+    queued). Used by worker processes and Ray tasks alike."""
+    queue = JobQueue(store_url)
+    me = worker_name()
+    job = queue.claim(job_id, me, executor)
+    if job is None:
+        return "skipped"
+    spec = JobSpec.from_dict(job["spec"])
+    tail = _Tail()
+    root = logging.getLogger("embedlab")
+    root.addHandler(tail)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    state: dict[str, Any] = {"progress": 0.0, "text": "starting", "stop": False}
+    stop_beating = threading.Event()
+
+    def on_progress(fraction: float | None, text: str) -> None:
+        if fraction is not None:
+            state["progress"] = fraction
+        state["text"] = text
+
+    def beat() -> None:
+        while not stop_beating.wait(heartbeat_s or HEARTBEAT_S):
+            try:
+                if queue.heartbeat(job_id, me, state["progress"], state["text"], tail.text()):
+                    state["stop"] = True
+                    _thread.interrupt_main()  # KeyboardInterrupt in the job's thread: it stops where it is
+                    return
+            except Exception as e:  # a database hiccup: try again at the next beat
+                log.warning("heartbeat of job %s failed: %s", job_id[:8], e)
+
+    import torch
+
+    torch.set_num_threads(max(1, spec.threads))
+    t0 = time.perf_counter()
+    beater = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+    beater.start()
+    try:
+        ctx = JobContext(Path(job["output_dir"]), threads=spec.threads, show_progress=show_progress,
+                         on_progress=on_progress)
+        outcome = get_kind(spec.kind).run(spec, ctx)
+        stop_beating.set()
+        config = {k: v for k, v in spec.to_dict().items() if k not in ("threads", "resources")}
+        rows = [{**r, "job_id": job_id, "experiment": spec.experiment, "seed": spec.seed, "config": config,
+                 "config_hash": spec.config_hash()} for r in outcome.rows]
+        timings = {"seconds": time.perf_counter() - t0, **_info_summary(outcome.info), "provenance": provenance()}
+        run_id = queue.finish(job_id, me, rows, timings, tail.text())
+        return "done" if run_id is not None or not rows else queue.get(job_id)["status"]
+    except KeyboardInterrupt:
+        stop_beating.set()
+        if state["stop"]:
+            return queue.fail(job_id, "cancelled", retry=False, worker=me, log_tail=tail.text())
+        queue.fail(job_id, "interrupted (Ctrl-C / SIGINT): back to the queue", retry=True, worker=me,
+                   log_tail=tail.text())
+        raise
+    except EmbedlabError as e:  # bad config or data: the same error on every attempt, so no retry
+        stop_beating.set()
+        return queue.fail(job_id, f"{type(e).__name__}: {e}", retry=False, worker=me, log_tail=tail.text())
+    except Exception:
+        stop_beating.set()
+        return queue.fail(job_id, traceback.format_exc(limit=20), retry=True, worker=me, log_tail=tail.text())
+    finally:
+        stop_beating.set()
+        root.removeHandler(tail)
+
+
+def _info_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The outcome's info as JSON (sweeps and paths included); anything not JSON-able is shown as text."""
+    try:
+        return json_safe(info)
+    except TypeError:
+        return {k: str(v) for k, v in info.items()}

@@ -1,0 +1,46 @@
+"""``embedlab experiment``: an experiment YAML as jobs (submit and wait), its records exported, its table rendered."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import _on_interrupt, _progress_bars, _say
+
+app = typer.Typer()
+
+
+@app.command()
+def experiment(
+    spec: Path = typer.Argument(..., help="experiment YAML (see experiments/)"),
+    only: Optional[str] = typer.Option(None, "--only", help="comma-separated run names"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: each run's own)"),
+    table_only: bool = typer.Option(False, "--table-only", help="re-render the table from the recorded JSON"),
+    db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file (default: "
+                                     "EMBEDLAB_RESULTS_DB)"),
+    executor: str = typer.Option("local", "--executor", help="local | ray | inline"),
+    cpus: Optional[int] = typer.Option(None, "--cpus", min=1, help="local executor: cores to fill (default: all)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run every (run, seed) of an experiment as a job (resumable: done jobs are not rerun), store the scores,
+    export the records JSON and render the table."""
+    from ..atomic import write_text
+    from ..experiment import _load_records, load_experiment, load_items, render_table, run_experiment
+
+    if table_only:
+        s = load_experiment(spec)
+        write_text(s.table, render_table(s, _load_records(Path(s.results)), load_items(s)))
+        _say(f"table: {s.table}")
+        return
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise typer.BadParameter(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if seed_list is not None and min(seed_list) < 0:
+        raise typer.BadParameter(f"--seeds must be integers >= 0, got {seeds!r}")
+    _on_interrupt("interrupted: finished jobs are stored, running ones went back to the queue; the same command "
+                  "resumes")
+    path = run_experiment(spec, only=only.split(",") if only else None, show_progress=_progress_bars(progress),
+                          seeds=seed_list, db=db, executor=executor, cpus=cpus)
+    _say(f"records: {path}")

@@ -1,0 +1,189 @@
+"""The job runner: matrix expansion, the job table's state machine (idempotent submit, compare-and-set claims,
+cancel, retry, reaping lost workers), and the local executor on real text jobs — a matrix on 2 workers, a worker
+killed mid-training (the retried job resumes from its checkpoint), a cancelled job, a resubmission that runs nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import yaml
+
+from embedlab.bench.executors import LocalExecutor
+from embedlab.bench.jobs import JobQueue
+from embedlab.bench.jobspec import expand, load_job_matrix
+from embedlab.errors import ConfigError
+from embedlab.jobkinds import JobSpec
+
+from tiny_training import recipe_file
+
+
+def _matrix(tmp_path, **kw):
+    spec = {"kind": "evaluate", "tasks": ["stsb"], "seeds": [0, 1], "workdir": str(tmp_path / "w" / "{experiment}"),
+            "matrix": {"model": ["a/m1", "b/m2"], "config.eval.batch_size": [16, 32]}, **kw}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_matrix_expands_to_one_job_per_combination_and_seed(tmp_path):
+    spec = load_job_matrix(_matrix(tmp_path))
+    jobs = expand(spec)
+    assert len(jobs) == 2 * 2 * 2
+    names = sorted({j.name for j, _ in jobs})
+    assert names == ["evaluate-model=m1-batch_size=16", "evaluate-model=m1-batch_size=32",
+                     "evaluate-model=m2-batch_size=16", "evaluate-model=m2-batch_size=32"]
+    first, folder = jobs[0]
+    assert first.experiment == "grid" and first.model == "a/m1" and first.config == {"eval": {"batch_size": 16}}
+    assert folder == tmp_path / "w" / "grid" / "evaluate-model=m1-batch_size=16-s0"
+    assert len({j.config_hash() for j, _ in jobs}) == 4  # the seed is not part of the hash: it is stored beside it
+
+
+@pytest.mark.parametrize("matrix,message", [({"optimizer": [1]}, "matrix.optimizer: not a job field"),
+                                            ({"model": []}, "matrix.model: an empty list")])
+def test_a_bad_matrix_names_the_key(tmp_path, matrix, message):
+    with pytest.raises(ConfigError, match=message):
+        expand(load_job_matrix(_matrix(tmp_path, matrix=matrix)))
+
+
+def test_an_unknown_key_in_a_job_spec_names_file_and_key(tmp_path):
+    path = _matrix(tmp_path, sedes=[1])
+    with pytest.raises(ConfigError, match=r"grid.yaml: sedes: unknown key"):
+        load_job_matrix(path)
+
+
+def _job(name="j", seed=0, **config):
+    return JobSpec(kind="evaluate", name=name, model="m", tasks=("stsb",), config=config, seed=seed)
+
+
+def test_submit_is_idempotent_and_refuses_a_shared_output_folder(tmp_path):
+    q = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
+    a, = q.submit([_job()], [tmp_path / "a"])
+    assert q.submit([_job()], [tmp_path / "a"]) == [a]  # same config and seed: the same job
+    b, = q.submit([_job(seed=1)], [tmp_path / "b"])
+    assert b != a
+    with pytest.raises(ConfigError, match="would write .* the folder of job"):
+        q.submit([_job(name="other", x=1)], [tmp_path / "a"])
+    with pytest.raises(ConfigError, match="unknown task"):  # the kind's check runs before anything is added
+        q.submit([JobSpec(kind="evaluate", name="z", tasks=("nope",))], [tmp_path / "z"])
+    with pytest.raises(ConfigError, match="job kind"):
+        q.submit([JobSpec(kind="paint", name="z", tasks=("stsb",))], [tmp_path / "z"])
+    assert len(q.list()) == 2
+
+
+def test_claims_are_compare_and_set_and_lost_workers_are_reaped(tmp_path):
+    q = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
+    job_id, = q.submit([_job()], [tmp_path / "a"], max_attempts=2)
+    assert q.claim(job_id, "w1", "local")["status"] == "running"
+    assert q.claim(job_id, "w2", "local") is None  # already taken
+    assert q.heartbeat(job_id, "w2") is True  # not w2's job: told to stop
+    assert q.heartbeat(job_id, "w1") is False
+    assert q.reap(stale_after=3600) == []
+    assert q.reap(stale_after=0) == [job_id]  # no beat for 0 s: the worker is lost, attempt 1 of 2 -> queued
+    assert q.get(job_id)["status"] == "queued"
+    q.claim(job_id, "w3", "local")
+    q.reap(stale_after=0)
+    job = q.get(job_id)
+    assert job["status"] == "failed" and job["attempts"] == 2 and "stopped without finishing" in job["error"]
+    assert q.retry(job_id[:8]) == "queued" and q.get(job_id)["attempts"] == 0  # an id prefix works
+    assert q.cancel(job_id) == "cancelled"  # a queued job: at once
+    assert q.retry(job_id) == "queued"
+    with pytest.raises(ConfigError, match="only failed or cancelled"):
+        q.retry(job_id)
+
+
+def test_local_executor_runs_a_matrix_on_two_workers_and_a_resubmission_runs_nothing(tmp_path, train_root,
+                                                                                      data_root):
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    q = JobQueue(url)
+    specs = [JobSpec(kind="evaluate", name=f"tiny-bs{bs}", model=str(train_root / "tiny-model"),
+                     tasks=("stsb-dev",), config={"eval": {"batch_size": bs, "limit": 30}}, seed=0, experiment="g")
+             for bs in (8, 16)]
+    ids = q.submit(specs, [tmp_path / s.name for s in specs])
+    seen = []
+    states = LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs", poll_s=0.2).run(ids, on_change=seen.append)
+    assert states == {i: "done" for i in ids}
+    assert {j["status"] for j in seen} >= {"queued", "done"}
+    workers = {q.get(i)["worker"] for i in ids}
+    assert len(workers) == 2  # two processes
+    rows = q.store.query(experiment="g", metric="main_score")
+    assert sorted(r["model"] for r in rows) == ["tiny-bs16", "tiny-bs8"]
+    assert all(r["job_id"] in ids and r["seed"] == 0 and r["config_hash"] for r in rows)
+    assert rows[0]["value"] == pytest.approx(rows[1]["value"], abs=1e-3)  # batch size does not change scores
+    assert all(q.get(i)["result_run_ids"] == [r["run_id"] for r in rows if r["job_id"] == i] for i in ids)
+    # The same spec again: the same jobs, already done; nothing runs, no row is added.
+    assert q.submit(specs, [tmp_path / s.name for s in specs]) == ids
+    assert LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs").run(ids) == {i: "done" for i in ids}
+    assert len(q.store.query(experiment="g", metric="main_score")) == 2
+
+
+def _train_job(train_root, steps: int, name="t"):
+    recipe = recipe_file(train_root)
+    return JobSpec(kind="train+evaluate", name=name, tasks=("stsb-dev",), seed=3,
+                   config={"recipe": recipe, "overrides": [f"train.max_steps={steps}", "train.save_every=10",
+                                                           "train.log_every=1"],
+                           "eval": {"limit": 20}})
+
+
+def _wait_for(predicate, timeout=120.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _steps_logged(folder) -> list[int]:
+    path = folder / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_killed_worker_is_retried_and_its_training_resumes_from_the_checkpoint(tmp_path, train_root, data_root,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_HEARTBEAT_S", "0.3")
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    q = JobQueue(url)
+    folder = tmp_path / "run"
+    job_id, = q.submit([_train_job(train_root, steps=400)], [folder], max_attempts=2)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
+                                                                         poll_s=0.2).run([job_id])))
+    thread.start()
+    _wait_for(lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+              and len(_steps_logged(folder)) >= 15)
+    pid = int(q.get(job_id)["worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert result == {job_id: "done"}
+    job = q.get(job_id)
+    assert job["attempts"] == 2 and job["status"] == "done"
+    steps = _steps_logged(folder)
+    assert steps.count(1) == 1, "the retry started from scratch instead of the checkpoint"
+    assert steps[-1] == 400 and len(steps) < 2 * 400
+    assert len(q.store.query(job_id=job_id, metric="main_score")) == 1
+
+
+def test_cancelling_a_running_job_stops_it(tmp_path, train_root, data_root, monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_HEARTBEAT_S", "0.3")
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    q = JobQueue(url)
+    folder = tmp_path / "run"
+    job_id, = q.submit([_train_job(train_root, steps=100000)], [folder])
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
+                                                                         poll_s=0.2).run([job_id])))
+    thread.start()
+    _wait_for(lambda: len(_steps_logged(folder)) >= 3)
+    assert q.cancel(job_id) == "cancelling"
+    thread.join(timeout=120)
+    assert result == {job_id: "cancelled"}
+    job = q.get(job_id)
+    assert job["status"] == "cancelled" and job["finished_at"] is not None
+    assert q.store.query(job_id=job_id) == []  # no results from a cancelled job
