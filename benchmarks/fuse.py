@@ -103,7 +103,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"{key:8s} K={k} {mode:10s} {row['seconds']:7.1f}s  memory added {row['peak_added_mb']:7.0f} MB "
                       f"(RSS before {row['rss_before_mb']:.0f} MB; one model {size_mb:.0f} MB)", flush=True)
-    print(f"\n{'model':8s} {'K':>2s} {'stream s':>9s} {'naive s':>8s} {'stream +MB':>10s} {'naive +MB':>9s} {'mem ratio':>9s}")
+    print(f"\n{'model':8s} {'K':>2s} {'stream s':>9s} {'naive s':>8s} {'stream +MB':>10s} {'naive +MB':>9s} "
+          f"{'mem ratio':>9s}")
     summary = {}
     for key in args.models.split(","):
         for k in counts:

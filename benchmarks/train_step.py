@@ -11,10 +11,10 @@ on its own so the IR/STS mix cannot differ between tools:
 Both tools see the same batches: sentence-transformers' trainer is given a batch sampler that replays embedlab's
 sampler order (the same example indices, step by step), so padded lengths match and the ratio compares the steps,
 not the luck of the draw. Both include tokenisation, forward, backward, clipping and the AdamW step. Each (tool, task,
-precision) runs in its own subprocess (so peak RSS is that configuration's alone: ru_maxrss of the process, which includes Python, torch and the
-model) for --warmup + --steps steps; throughput is taken over the last --steps only, from the per-step wall times
-(embedlab: its train_log.jsonl with log_every=1; sentence-transformers: a TrainerCallback taking the time between
-consecutive step ends; both cover fetching and tokenising the batch, and exclude setup and saving).
+precision) runs in its own subprocess (so peak RSS is that configuration's alone: ru_maxrss of the process, which
+includes Python, torch and the model) for --warmup + --steps steps; throughput is taken over the last --steps only, from
+the per-step wall times (embedlab: its train_log.jsonl with log_every=1; sentence-transformers: a TrainerCallback taking
+the time between consecutive step ends; both cover fetching and tokenising the batch, and exclude setup and saving).
 
     .venv/bin/python benchmarks/train_step.py [--steps 12] [--warmup 3] [--threads 2] \
         [--out docs/results/train_step.json]
@@ -165,7 +165,8 @@ def main() -> None:
                 print(f"{precision} {task:3s} {tool:21s} {row['examples_per_s']:7.2f} ex/s  "
                       f"peak RSS {row['peak_rss_mb']:6.0f} MB", flush=True)
     summary = {}
-    print(f"\n{'precision':9s} {'task':4s} {'ST ex/s':>8s} {'embedlab':>9s} {'ratio':>6s} {'ST MB':>7s} {'ours MB':>8s}")
+    print(f"\n{'precision':9s} {'task':4s} {'ST ex/s':>8s} {'embedlab':>9s} {'ratio':>6s} {'ST MB':>7s} "
+          f"{'ours MB':>8s}")
     for precision in ("fp32", "bf16"):
         for task in ("ir", "sts"):
             st, ours = (next(r for r in rows if (r["tool"], r["task"], r["precision"]) == (t, task, precision))

@@ -87,7 +87,8 @@ class SamplerConfig(_Strict):
         default_factory=lambda: {"ir": 32, "sts": 32})  # global batch per task
     temperature: float = Field(2.0, gt=0)
     ratio: dict[Literal["ir", "sts", "unsup"], Annotated[float, Field(gt=0)]] | None = None
-    sts_threshold: float = Field(0.8, ge=0, le=1)  # naive baseline: STS pairs with scaled score >= this become positives
+    # naive baseline: STS pairs with scaled score >= this become positives
+    sts_threshold: float = Field(0.8, ge=0, le=1)
 
 
 class ObjectiveConfig(_Strict):

@@ -38,8 +38,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML "
-                              f"({getattr(e, 'problem', None) or type(e).__name__}); quote text, e.g. key='[x'") from None
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote text, "
+                              f"e.g. key='[x'") from None
     return raw
 
 

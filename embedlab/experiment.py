@@ -225,7 +225,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     jobs = experiment_jobs(spec, workdir, only, seeds)
     import_records(spec, queue, jobs)
     ex = make_executor(executor, store.url, show_progress=show_progress,
-                       **({"cpus": cpus} if cpus and executor == "local" else {}))
+                       **({"cpus": cpus} if cpus and executor in ("local", "ray") else {}))
     failed = []
     for stage in (False, True):  # models first, then the rows that fuse them
         batch = [(run, job, folder) for run, job, folder in jobs if (job.kind == "fuse+evaluate") == stage]
@@ -242,7 +242,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             if states[job_id] == "done":
                 _copy_items(spec, queue.get(job_id), job)
             else:
-                failed.append(f"{run.name} seed {job.seed}: {states[job_id]} ({(queue.get(job_id)['error'] or '').strip().splitlines()[-1:]})")
+                last = (queue.get(job_id)["error"] or "").strip().splitlines()[-1:]
+                failed.append(f"{run.name} seed {job.seed}: {states[job_id]}" + (f" ({last[0]})" if last else ""))
     records = export_records(spec, store)
     write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
     if failed:

@@ -7,7 +7,6 @@ each task's instruction before its queries / STS sides and the instruction token
 experiment runner's setting), and (c), for models whose pooling averages prompt tokens, with them averaged in.
 Dev splits only: the choice of `instructions:` in experiments/*.yaml is made from these numbers.
 """
-import json
 import sys
 from dataclasses import replace
 

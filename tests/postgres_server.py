@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for tests: initdb into a temp folder, start on a free 127.0.0.1 port, remove at the end.
+"""A throwaway PostgreSQL server for tests: initdb into a temp folder, start on a free 127.0.0.1 port,
+remove at the end.
 
     with PostgresServer.start() as server:     # ~1-2 s: initdb, pg_ctl start, createdb
         server.url                             # postgresql+psycopg://postgres@127.0.0.1:PORT/embedlab_test

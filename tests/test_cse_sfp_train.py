@@ -77,7 +77,8 @@ def test_lora_resume_gives_identical_weights(decoder_root):
     Trainer(recipe(tmp, extra=lora + [f"output_dir={tmp / 'a'}"]), show_progress=False).train()
     Trainer(recipe(tmp, extra=lora + [f"output_dir={tmp / 'b'}"]), show_progress=False).train(stop_after=4)
     Trainer(recipe(tmp, extra=lora + [f"output_dir={tmp / 'b'}"]), show_progress=False).train()
-    a, b = load_file(str(tmp / "a" / "final" / "model.safetensors")), load_file(str(tmp / "b" / "final" / "model.safetensors"))
+    a = load_file(str(tmp / "a" / "final" / "model.safetensors"))
+    b = load_file(str(tmp / "b" / "final" / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 

@@ -135,7 +135,8 @@ def test_prompt_token_pooling_picks_the_template_position(tiny_llama):
     cls_like = Embedder(backbone, tok, pooling=PoolingConfig("cls"), normalize=False, is_decoder=True)
     assert np.abs(first.encode(TEXTS[:3]) - cls_like.encode(TEXTS[:3])).max() < 1e-6
     with pytest.raises(ConfigError, match="token_position"):
-        Embedder(backbone, tok, pooling=PoolingConfig("prompt_token", token_position=500), is_decoder=True).encode(["a"])
+        Embedder(backbone, tok, pooling=PoolingConfig("prompt_token", token_position=500),
+                 is_decoder=True).encode(["a"])
 
 
 def test_plan_batches_token_budget():

@@ -186,3 +186,70 @@ def test_only_with_an_unknown_name_fails_instead_of_running_nothing(tmp_path):
                                     "runs": [{"name": "slerp (a, b)", "model": "m"}]}))
     with pytest.raises(ConfigError, match="name"):
         load_experiment(path)
+
+
+def test_the_job_runner_gives_the_numbers_of_a_direct_train_and_evaluate(train_root, data_root, monkeypatch):
+    """Today's experiment YAMLs through the new runner (jobs in worker processes, rows in the store, JSON exported)
+    give the same numbers as training and evaluating by hand."""
+    from embedlab.config import load_recipe
+    from embedlab.evaluate.cache import EmbeddingCache
+    from embedlab.evaluate.runner import EvalSettings, evaluate
+    from embedlab.text import Embedder
+    from embedlab.train import train_recipe
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    recipe = recipe_file(tmp)
+    overrides = ["train.max_steps=3", "train.save_every=null"]
+    spec = {"name": "same", "workdir": str(tmp / "work"), "results": str(tmp / "same.json"),
+            "table": str(tmp / "same.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
+            "common_overrides": overrides,
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")},
+                     {"name": "trained", "recipe": recipe, "seeds": [1]}]}
+    (tmp / "same.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(tmp / "same.yaml", show_progress=False)
+    got = {r["name"]: r["value"] for r in json.loads((tmp / "same.json").read_text())["records"]}
+
+    settings = EvalSettings(max_length=64)
+
+    def score(path) -> float:
+        model = Embedder.load(path)
+        model.prompts, model.default_prompt_name = {}, None
+        return evaluate(model, ["stsb-dev"], settings=settings, cache=EmbeddingCache(enabled=False))[0].display()
+
+    train_recipe(load_recipe(recipe, [*overrides, "seed=1", f"output_dir={tmp / 'by-hand'}"]), show_progress=False)
+    assert got["untrained"] == pytest.approx(score(tmp / "tiny-model"), abs=1e-9)
+    assert got["trained"] == pytest.approx(score(tmp / "by-hand" / "final"), abs=1e-6)
+    from embedlab.bench.store import ResultsStore
+
+    rows = ResultsStore(str(tmp / "embedlab-results.sqlite")).query(experiment="same", metric="main_score")
+    assert {r["model"] for r in rows} == {"untrained", "trained"} and all(r["job_id"] for r in rows)
+
+
+def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, data_root, monkeypatch):
+    """A fresh checkout has the records JSON (and per-item files) but no store: the records are imported, the runs
+    they cover are adopted as done jobs (nothing is trained or evaluated again), and the export reproduces them."""
+    from embedlab.experiment import items_path, load_experiment
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    spec = {"name": "old", "workdir": str(tmp / "work"), "results": str(tmp / "old.json"),
+            "table": str(tmp / "old.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
+    (tmp / "old.yaml").write_text(yaml.safe_dump(spec))
+    protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True}
+    records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 12.5, **protocol, "steps": 0, "train_seconds": 0.0},
+               {"name": "gone", "seed": 1, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 7.0, "eval_bf16": False, "eval_max_length": 128, "steps": 5, "train_seconds": 3.0}]
+    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+    items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
+    items.parent.mkdir(parents=True)
+    items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    run_experiment(tmp / "old.yaml", show_progress=False)
+    out = json.loads((tmp / "old.json").read_text())["records"]
+    assert out == records  # 12.5 is not a score a model computed: the untrained job was adopted, not rerun
+    assert not (tmp / "work").exists()
+    assert "| untrained | 1 | 12.50 |" in (tmp / "old.md").read_text()
+    run_experiment(tmp / "old.yaml", show_progress=False)  # idempotent: nothing imported twice
+    assert json.loads((tmp / "old.json").read_text())["records"] == records

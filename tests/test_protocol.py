@@ -116,8 +116,9 @@ def test_task_instructions_round_trip_from_training_to_evaluation(tmp_path, tiny
     assert used == ["STSBenchmark"]
     # no instruction in any training source: nothing saved (evaluation must not add text training never saw)
     (root / "train-data" / "manifest.json").unlink()
-    bare = load_recipe(recipe_file(root), ["train.max_steps=1", f"output_dir={root / 'bare'}",
-                                           "data.sources=[{name: sts, path: sts.jsonl, task: sts, score_range: [0, 5]}]"])
+    bare = load_recipe(recipe_file(root),
+                       ["train.max_steps=1", f"output_dir={root / 'bare'}",
+                        "data.sources=[{name: sts, path: sts.jsonl, task: sts, score_range: [0, 5]}]"])
     assert Embedder.load(str(Trainer(bare, show_progress=False).train())).prompts == {}
     off = load_recipe(recipe_file(root), ["train.max_steps=1", "data.instructions=false",
                                           f"output_dir={root / 'off'}"])

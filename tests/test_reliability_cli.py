@@ -213,7 +213,8 @@ def _bad_db_values(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-dir").mkdir()
     return {"malformed": "not a url://x", "unknown-driver": "foo://x",
-            "folder-under-a-file": str(tmp_path / "a-file" / "sub" / "r.sqlite"), "a-directory": str(tmp_path / "a-dir")}
+            "folder-under-a-file": str(tmp_path / "a-file" / "sub" / "r.sqlite"),
+            "a-directory": str(tmp_path / "a-dir")}
 
 
 @pytest.mark.parametrize("kind", ["malformed", "unknown-driver", "folder-under-a-file", "a-directory"])

@@ -71,7 +71,8 @@ def _scifact_root(root: Path, n: int = 8) -> Path:
     (sf / "qrels").mkdir(parents=True, exist_ok=True)
     with open(sf / "corpus.jsonl", "w") as f:
         for i in range(2 * n):
-            f.write(json.dumps({"_id": f"d{i}", "title": f"title {i}", "text": f"document {i} on topic {i % 5}"}) + "\n")
+            f.write(json.dumps({"_id": f"d{i}", "title": f"title {i}",
+                                "text": f"document {i} on topic {i % 5}"}) + "\n")
     with open(sf / "queries.jsonl", "w") as f:
         for i in range(n):
             f.write(json.dumps({"_id": f"q{i}", "text": f"what about topic {i % 5} number {i}"}) + "\n")

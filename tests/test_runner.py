@@ -24,15 +24,16 @@ def tiny_root(tmp_path, monkeypatch):
             ("A woman cooks.", "A woman is cooking food.", 4.8), ("Stocks fell.", "A bird sings.", 0.0)]
     for split in ("test", "dev", "train"):
         (root / "sts" / "stsb" / f"sts-{split}.csv").write_text(
-            "".join(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{s:.3f}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
+            "".join(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{s:.3f}\t{a}\t{b}\n"
+                    for i, (a, b, s) in enumerate(rows)))
     beir = root / "retrieval" / "scifact"
     (beir / "qrels").mkdir(parents=True)
     docs = {"d1": "Guitars have six strings.", "d2": "Dogs are loyal animals.", "d3": "Soccer is football.",
             "d4": "Rain falls from clouds.", "d5": "Cooking needs heat."}
     (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
                                                for k, v in docs.items()))
-    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in
-                                                [("q1", "how many strings on a guitar"), ("q2", "where does rain come from")]))
+    queries = [("q1", "how many strings on a guitar"), ("q2", "where does rain come from")]
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td4\t1\n")
     monkeypatch.setenv("EMBEDLAB_DATA", str(root))
     return root

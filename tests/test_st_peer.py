@@ -52,7 +52,8 @@ def test_short_peer_run_trains_and_loads(train_root):
     final, steps = train_recipe(recipe, show_progress=False)
     assert steps == 3 and (final / "modules.json").is_file()
     assert (tmp / "peer" / "st-checkpoints" / "checkpoint-2").is_dir()  # HF checkpoints (the args are pickled)
-    before, after = load_file(str(tmp / "tiny-model" / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    before = load_file(str(tmp / "tiny-model" / "model.safetensors"))
+    after = load_file(str(final / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in after), "the peer changed no weight"
     from sentence_transformers import SentenceTransformer
 

@@ -14,8 +14,6 @@ import traceback
 import uuid
 from pathlib import Path
 
-import pytest
-
 from embedlab.bench.store import ResultsStore
 
 EMBEDLAB = Path(__file__).resolve().parents[1] / "embedlab"

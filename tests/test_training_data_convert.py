@@ -74,7 +74,8 @@ def test_scifact_train_disjoint_from_test_and_dev(converted, data_root):
     dev = load_scifact_dev(data_root)
     assert len(dev.queries) == 100 and not queries & {normalise(q) for q in dev.queries.values()}
     assert not {normalise(q) for q in dev.queries.values()} & {normalise(q) for q in test.queries.values()}
-    assert results["scifact-train"].dropped == {"dev_slice": 101, "eval_query": 2}  # 101: one claim is repeated under two ids
+    # 101: one claim is repeated under two ids
+    assert results["scifact-train"].dropped == {"dev_slice": 101, "eval_query": 2}
     assert scifact_dev_query_ids(data_root) == scifact_dev_query_ids(data_root)  # fixed choice
     # The same slice is the catalog's scifact/dev split, i.e. the `scifact-dev` evaluation task.
     assert catalog.load_retrieval("scifact", "dev").queries == dev.queries

@@ -79,7 +79,8 @@ def save_shifted(tiny_bert, path, shift: float) -> str:
 
 
 def save_noisy_checkpoints(tmp_path, tiny_bert, n: int):
-    """A base and ``n`` 'fine-tuned' checkpoints (base + seeded noise, seed i) -> (base folder, [checkpoint folders])."""
+    """A base and ``n`` 'fine-tuned' checkpoints (base + seeded noise, seed i)
+    -> (base folder, [checkpoint folders])."""
     import copy
 
     import torch

@@ -1,5 +1,7 @@
 """Launched by tests/test_train_zero.py under ``accelerate launch``: train RECIPE into OUTPUT_DIR, stopping after
-STOP steps with a checkpoint (the interruption half of the resume check). Usage: zero_worker.py RECIPE OUTPUT_DIR STOP"""
+STOP steps with a checkpoint (the interruption half of the resume check).
+
+Usage: zero_worker.py RECIPE OUTPUT_DIR STOP"""
 import sys
 
 from embedlab.config import load_recipe

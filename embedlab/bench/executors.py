@@ -143,5 +143,8 @@ def make_executor(name: str, store_url: str, **kwargs):
     if name == "ray":
         from .ray_executor import RayExecutor
 
-        return RayExecutor(store_url, **{k: v for k, v in kwargs.items() if k in ("address", "show_progress")})
+        if "cpus" in kwargs:  # the size of a local Ray instance this process starts (ignored on a cluster)
+            kwargs["num_cpus"] = kwargs.pop("cpus")
+        return RayExecutor(store_url, **{k: v for k, v in kwargs.items()
+                                         if k in ("address", "show_progress", "num_cpus")})
     raise ConfigError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import ConfigError
 
 # Task types whose main score is not a "higher is better" percentage: shown, but not averaged or used for choosing.
-NOT_AVERAGED = frozenset({"geometry"})
+NOT_AVERAGED = frozenset()
 MISSING_CATEGORY = "(none)"
 
 
@@ -267,7 +267,7 @@ def _choice_key(e: Entry) -> tuple:
 
 def _nothing_found(store: Any, experiment: str | None, domain: str | None, metric: str, split: str) -> str:
     """Why a leaderboard is empty, with what the store does hold (experiments, or metrics and splits)."""
-    from sqlalchemy import distinct, select
+    from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from .store import Result
@@ -277,10 +277,10 @@ def _nothing_found(store: Any, experiment: str | None, domain: str | None, metri
                                       f"domain {domain!r}" if domain else "") if x) or "the store"
     try:
         with Session(store.engine) as session:
-            experiments = [e for e in session.scalars(select(distinct(Result.experiment))) if e is not None]
+            experiments = [e for e in session.scalars(select(Result.experiment).distinct()) if e is not None]
             filt = [c == v for c, v in ((Result.experiment, experiment), (Result.domain, domain)) if v is not None]
-            metrics = sorted(session.scalars(select(distinct(Result.metric)).where(*filt)))
-            splits = sorted(session.scalars(select(distinct(Result.split)).where(*filt)))
+            metrics = sorted(session.scalars(select(Result.metric).where(*filt).distinct()))
+            splits = sorted(session.scalars(select(Result.split).where(*filt).distinct()))
     except Exception:  # a store-like object without an engine (tests, wrappers): the short message
         return f"no {metric} results on split {split!r} for {scope} in {where}"
     if not metrics:

@@ -28,6 +28,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -253,17 +254,22 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _points(records: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
-    pts = []
+def _points(records: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float, float, str]]:
+    """(step, value, task) of every record with a finite ``key``; thinned evenly per task to MAX_CURVE_POINTS."""
+    by_task: dict[str, list[tuple[float, float, str]]] = {}
     for r in records:
         step, value = r.get("step"), r.get(key)
         if isinstance(step, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and value == value and abs(value) != float("inf"):
-            pts.append((float(step), float(value)))
-    if len(pts) > MAX_CURVE_POINTS:
-        stride = -(-len(pts) // MAX_CURVE_POINTS)
-        pts = pts[::stride] + ([pts[-1]] if (len(pts) - 1) % stride else [])
-    return pts
+                and math.isfinite(value):
+            task = str(r.get("task") or "")
+            by_task.setdefault(task, []).append((float(step), float(value), task))
+    out = []
+    for pts in by_task.values():
+        if len(pts) > MAX_CURVE_POINTS:
+            stride = -(-len(pts) // MAX_CURVE_POINTS)
+            pts = pts[::stride] + ([pts[-1]] if (len(pts) - 1) % stride else [])
+        out += pts
+    return sorted(out)
 
 
 def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
@@ -293,8 +299,8 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
             skipped_cap.append(label)
             continue
         drawn += 1
-        loss += [{"run": label, "step": s, "value": v} for s, v in _points(_read_jsonl(train), "loss")]
-        dev += [{"run": label, "step": s, "value": v} for s, v in _points(_read_jsonl(dev_log), "mean")]
+        loss += [{"run": label, "step": s, "value": v, "task": t} for s, v, t in _points(_read_jsonl(train), "loss")]
+        dev += [{"run": label, "step": s, "value": v} for s, v, _ in _points(_read_jsonl(dev_log), "mean")]
     if skipped_cap:
         notes.append(f"training curves drawn for the first {MAX_CURVE_RUNS} runs only; not drawn: "
                      + ", ".join(skipped_cap))
@@ -342,15 +348,43 @@ def _bars(name: str, title: str, caption: str, data: list[dict[str, Any]], group
     return _render(name, title, caption, chart)
 
 
+def _panels(data: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[str]]:
+    """How to split a loss chart: one panel per training task when the log names 2-4 of them (the losses of
+    different tasks have different scales), else per task family (the part before ":", e.g. "ir" / "sts") when
+    that gives 2-4, else one panel."""
+    tasks = list(dict.fromkeys(d.get("task") or "" for d in data))
+    if 2 <= len(tasks) <= 4:
+        return "task", tasks
+    families = list(dict.fromkeys(t.split(":", 1)[0] for t in tasks))
+    if 2 <= len(families) <= 4:
+        return "family", families
+    return None, []
+
+
 def _curve(name: str, title: str, caption: str, data: list[dict[str, Any]], y_title: str, points: bool) -> Chart:
     import altair as alt
 
     runs = list(dict.fromkeys(d["run"] for d in data))
-    chart = alt.Chart(alt.Data(values=data)).mark_line(point=points, strokeWidth=1.5).encode(
+    field, panels = _panels(data) if not points else (None, [])
+    if field == "family":
+        data = [{**d, "family": (d.get("task") or "").split(":", 1)[0]} for d in data]
+    per_series: dict[tuple, int] = {}
+    for d in data:
+        key = (d["run"], d.get(field) if field else None)
+        per_series[key] = per_series.get(key, 0) + 1
+    # Markers on sparse series (a line of one point is invisible), none on dense ones (they would hide the line).
+    marks = alt.OverlayMarkDef(size=14) if points or max(per_series.values()) <= 60 else False
+    chart = alt.Chart(alt.Data(values=data)).mark_line(point=marks, strokeWidth=1.5).encode(
         x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
         color=alt.Color("run:N", sort=runs, scale=_colors(len(runs)),
                         legend=alt.Legend(title="run", labelLimit=320, orient="bottom", columns=2)),
-    ).properties(width=640, height=260, title=title)
+    )
+    if field is None:
+        chart = chart.properties(width=640, height=260, title=title)
+    else:
+        chart = chart.properties(width=max(220, 640 // len(panels)), height=240).facet(
+            column=alt.Column(f"{field}:N", sort=panels, title=None), title=title
+        ).resolve_scale(y="independent")
     return _render(name, title, caption, chart)
 
 
@@ -382,7 +416,8 @@ def _charts(lb: Leaderboard, curves: Mapping[str, list[dict[str, Any]]]) -> list
                             "over seeds.", data, cats, models, y_title))
     if curves.get("loss"):
         charts.append(_curve("loss", "Training loss", "The loss at each logged step (train_log.jsonl), one line per "
-                             "run (job name and seed).", curves["loss"], "loss", points=False))
+                             "run (job name and seed); one panel per training task when there are several.",
+                             curves["loss"], "loss", points=False))
     if curves.get("dev"):
         charts.append(_curve("dev", "Dev score during training", "The mean dev score at each evaluation "
                              "(dev_log.jsonl), on the display scale.", curves["dev"], "dev score (mean)",
@@ -406,21 +441,28 @@ def _one(values: Iterable[Any]) -> str:
 
 
 def _wall_from_rows(rows: Sequence[Mapping[str, Any]]) -> float | None:
-    per_task = {}
-    for r in rows:
+    """The evaluation time behind the numbers: per task, the duration of its newest run (rows repeat a task's
+    duration once per metric; an older re-run does not count)."""
+    per_task: dict[str, float] = {}
+    for r in sorted(rows, key=lambda r: r["created_at"]):
         if r.get("duration_s") is not None:
-            per_task[(r["run_id"], r["task"])] = r["duration_s"]  # one duration per task, repeated per metric
+            per_task[r["task"]] = r["duration_s"]
     return sum(per_task.values()) if per_task else None
 
 
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
 def _provenance(jobs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One block per job, then one per stored run no job of the report produced: where each number came from."""
+    """Where each number came from: one entry per job, then one per (model, configuration, seed) of the stored
+    rows no job of the report produced (plain evaluations, rows imported without a job)."""
     out = []
-    by_job: dict[str, list] = {}
+    by_job: dict[str | None, list] = {}
     for r in rows:
         by_job.setdefault(r.get("job_id"), []).append(r)
     job_ids = set()
-    for j in jobs:
+    for j in sorted(jobs, key=lambda j: (j["name"], str(j["config_hash"]), j["seed"])):
         job_ids.add(j["id"])
         mine = by_job.get(j["id"], [])
         timings = j.get("timings") or {}
@@ -431,11 +473,11 @@ def _provenance(jobs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
         if wall is None:
             wall = _wall_from_rows(mine)
         spec = dict(j.get("spec") or {})
-        config = {k: v for k, v in spec.items() if k not in ("threads", "resources")}
         folder = j.get("output_dir")
         out.append({
-            "label": f"{j['name']} s{j['seed']}", "kind": j["kind"], "status": j["status"], "job": j["id"][:8],
-            "seed": j["seed"], "config_hash": j["config_hash"], "config": json.dumps(config, indent=2, sort_keys=True),
+            "label": f"{j['name']} s{j['seed']}", "model": j["name"], "kind": j["kind"], "status": j["status"],
+            "id": j["id"][:8], "seed": j["seed"], "config_hash": j["config_hash"],
+            "config": {k: v for k, v in spec.items() if k not in ("threads", "resources", "seed")},
             "git_commit": prov.get("git_commit") or _one(r.get("git_commit") for r in mine),
             "embedlab_version": prov.get("embedlab_version") or _one(r.get("embedlab_version") for r in mine),
             "packages": _packages(prov.get("packages")), "python": prov.get("python") or "not recorded",
@@ -443,29 +485,66 @@ def _provenance(jobs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
                                   if prov.get(k) is not None) or "not recorded",
             "data": _data(mine, spec.get("tasks") or ()), "wall": _seconds(wall), "wall_s": wall,
             "output_dir": folder or "-", "folder_missing": bool(folder) and not Path(folder).is_dir(),
-            "finished": j["finished_at"].strftime("%Y-%m-%d %H:%M UTC") if j.get("finished_at") else "-",
-            "imported": bool(timings.get("imported")),
+            "finished": _when(j.get("finished_at")), "imported": bool(timings.get("imported")),
         })
-    runs: dict[str, list] = {}
+    groups: dict[tuple, list] = {}
     for r in rows:
-        if r.get("job_id") in job_ids:
-            continue
-        runs.setdefault(r["run_id"], []).append(r)
-    for run_id, mine in runs.items():
-        first = mine[0]
+        if r.get("job_id") not in job_ids:
+            groups.setdefault((r["model"], r.get("config_hash"), r.get("seed")), []).append(r)
+    for (model, chash, seed), mine in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]),
+                                                                             str(kv[0][2]))):
+        run_ids = list(dict.fromkeys(r["run_id"] for r in sorted(mine, key=lambda r: r["created_at"])))
+        newest = max(mine, key=lambda r: r["created_at"])
         wall = _wall_from_rows(mine)
         out.append({
-            "label": f"{first['model']}" + (f" s{first['seed']}" if first.get("seed") is not None else ""),
-            "kind": "evaluation run", "status": _one(r.get("status") for r in mine), "job": run_id[:8],
-            "seed": first.get("seed"), "config_hash": first.get("config_hash") or "-",
-            "config": json.dumps(first.get("config"), indent=2, sort_keys=True) if first.get("config") else "-",
+            "label": model + (f" s{seed}" if seed is not None else ""), "model": model, "kind": "evaluation",
+            "status": _one(r.get("status") for r in mine),
+            "id": run_ids[-1][:8] + (f" (+{len(run_ids) - 1} older)" if len(run_ids) > 1 else ""), "seed": seed,
+            "config_hash": chash, "config": newest.get("config"),
             "git_commit": _one(r.get("git_commit") for r in mine),
             "embedlab_version": _one(r.get("embedlab_version") for r in mine), "packages": "not recorded",
             "python": "not recorded", "machine": "not recorded", "data": _data(mine), "wall": _seconds(wall),
-            "wall_s": wall, "output_dir": "-", "folder_missing": False,
-            "finished": max(r["created_at"] for r in mine).strftime("%Y-%m-%d %H:%M UTC"), "imported": False,
+            "wall_s": wall, "output_dir": "-", "folder_missing": False, "finished": _when(newest["created_at"]),
+            "imported": False,
         })
     return out
+
+
+def _provenance_view(prov: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The provenance as the page shows it: a table (one row per job / run), the package versions (each distinct
+    set once, with the runs that used it) and the configurations (each config hash once, its JSON)."""
+    table = {"title": "Provenance", "columns": ["run", "kind", "status", "id", "config", "git commit", "embedlab",
+                                                "python", "machine", "wall time", "data", "output folder"],
+             "rows": []}
+    for p in prov:
+        commit = p["git_commit"]
+        table["rows"].append([
+            _text(p["label"]), _text(p["kind"]), _text(p["status"]), _text(p["id"], code=True),
+            {**_text(_short(p["config_hash"]), code=True), "title": p["config_hash"] or "-"},
+            {**_text(commit[:12] if commit != "not recorded" else commit, code=commit != "not recorded"),
+             "title": commit},
+            _text(p["embedlab_version"]), _text(p["python"]), _text(p["machine"]), _text(p["wall"], num=True),
+            _text(", ".join(p["data"]) or "-"),
+            {**_text(p["output_dir"] + (" (gone)" if p["folder_missing"] else ""), code=p["output_dir"] != "-"),
+             "warn": p["folder_missing"]}])
+    packages: dict[str, list[str]] = {}
+    for p in prov:
+        packages.setdefault(p["packages"], []).append(p["label"])
+    configs: dict[str, dict[str, Any]] = {}
+    for p in prov:
+        key = p["config_hash"] or "-"
+        if key not in configs:
+            configs[key] = {"hash": key, "short": _short(p["config_hash"]), "models": [],
+                            "json": json.dumps(p["config"], indent=2, sort_keys=True) if p["config"] else "-"}
+        if p["model"] not in configs[key]["models"]:
+            configs[key]["models"].append(p["model"])
+    groups = []
+    for k, labels in packages.items():
+        labels = list(dict.fromkeys(labels))
+        groups.append({"packages": k, "runs": labels if len(labels) <= 12 else labels[:12] + [
+            f"and {len(labels) - 12} more"]})
+    return {"table": table, "packages": groups,
+            "configs": list(configs.values())}
 
 
 # -- outputs -----------------------------------------------------------------------------------------------------
@@ -573,22 +652,14 @@ def _markdown(meta: Mapping[str, Any], tables: Mapping[str, Any], charts: Sequen
         out += figure("loss") + figure("dev")
     else:
         out += ["No training logs (train_log.jsonl / dev_log.jsonl) in the jobs' output folders.", ""]
-    out += ["## Provenance", "",
-            "| run | kind | status | id | config | git commit | embedlab | wall time | data |",
-            "|---|---|---|---|---|---|---|---:|---|"]
-    for p in provenance:
-        out.append("| " + " | ".join(_md_escape(x) for x in (
-            p["label"], p["kind"], p["status"], p["job"], f"`{_short(p['config_hash'])}`",
-            f"`{p['git_commit'][:12]}`" if p["git_commit"] != "not recorded" else p["git_commit"],
-            p["embedlab_version"], p["wall"], ", ".join(p["data"]))) + " |")
-    out.append("")
-    for p in provenance:
-        out += [f"<details><summary>{_md_escape(p['label'])} ({p['kind']}, {p['job']})</summary>", "",
-                f"- config hash: `{p['config_hash']}`", f"- git commit: `{p['git_commit']}`",
-                f"- packages: {p['packages']}", f"- python {p['python']}; machine: {p['machine']}",
-                f"- output folder: `{p['output_dir']}`" + (" (gone)" if p["folder_missing"] else ""),
-                f"- finished: {p['finished']}; wall time: {p['wall']}", "", "```json", p["config"], "```", "",
-                "</details>", ""]
+    view = _provenance_view(provenance)
+    out += ["## Provenance", "", "One row per job (or per model, configuration and seed of stored rows no job of "
+            "this report produced).", ""] + _md_table(view["table"]) + ["", "**Package versions**", ""]
+    out += [f"- {_md_escape(g['packages'])}: {_md_escape(', '.join(g['runs']))}" for g in view["packages"]] + [""]
+    out += ["**Configurations**", ""]
+    for c in view["configs"]:
+        out += [f"<details><summary><code>{c['short']}</code>: {_md_escape(', '.join(c['models']))}</summary>", "",
+                f"config hash `{c['hash']}`", "", "```json", c["json"], "```", "", "</details>", ""]
     out += ["## How to read this report", ""] + [f"- {x}" for x in _how_to_read(meta)] + [""]
     return "\n".join(out)
 
@@ -603,5 +674,5 @@ def _html(meta: Mapping[str, Any], tables: Mapping[str, Any], charts: Sequence[C
     charts_by_name = {c.name: {"title": c.title, "caption": c.caption, "svg": Markup(c.svg), "name": c.name}
                       for c in charts}
     return env.get_template("report.html.j2").render(meta=meta, tables=tables, charts=charts_by_name,
-                                                     provenance=provenance, notes=notes,
+                                                     provenance=_provenance_view(provenance), notes=notes,
                                                      how_to_read=_how_to_read(meta))

@@ -33,7 +33,7 @@ def _executor(name: str, url: str, cpus: Optional[int], address: Optional[str], 
     from ..bench.executors import make_executor
 
     kwargs: dict = {"show_progress": _progress_bars(progress)}
-    if name == "local" and cpus:
+    if name in ("local", "ray") and cpus:
         kwargs["cpus"] = cpus
     if name == "ray" and address:
         kwargs["address"] = address

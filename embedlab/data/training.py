@@ -2,14 +2,15 @@
 
 A *training source* is one data file with a name, a task type and what the trainer needs to read it:
 
-| task  | file layout (JSONL; STS may also be CSV/TSV with a header)            | extra settings                 |
-|-------|------------------------------------------------------------------------|--------------------------------|
-| `ir`  | `{"query": str, "pos": [str, ...], "neg": [str, ...], "prompt": str?}` | optional instruction           |
-| `sts` | `{"sentence1": str, "sentence2": str, "score": number}`               | declared `score_range` [lo, hi]; optional instruction |
-| `unsup` | plain text, one sentence a line (blank lines skipped), read lazily   | —                              |
+| task    | file layout (JSONL; STS may also be CSV/TSV with a header)             | extra settings                   |
+|---------|------------------------------------------------------------------------|----------------------------------|
+| `ir`    | `{"query": str, "pos": [str, ...], "neg": [str, ...], "prompt": str?}` | optional instruction             |
+| `sts`   | `{"sentence1": str, "sentence2": str, "score": number}`                | declared `score_range` [lo, hi]; |
+|         |                                                                        | optional instruction             |
+| `unsup` | plain text, one sentence a line (blank lines skipped), read lazily     | —                                |
 
-STS label scaling (explicit, because losses such as the mid-layer InfoNCE threshold on the label): every score y must lie
-in the declared range [lo, hi] and is mapped to [0, 1] by
+STS label scaling (explicit, because losses such as the mid-layer InfoNCE threshold on the label): every score y must
+lie in the declared range [lo, hi] and is mapped to [0, 1] by
 
     y' = (y - lo) / (hi - lo)          e.g. STS-B [0, 5]: 3.8 -> 0.76;  SICK [1, 5]: 3.8 -> 0.70
 

@@ -102,11 +102,12 @@ def render_comparison(base_label: str, before: Sequence, after_label: str, after
             if key == "main_score":
                 continue
             other = a.scores.get(key) if a is not None else None
-            lines.append(f"| {key} | {value:.3f} | {other:.3f} |" if other is not None else f"| {key} | {value:.3f} | |")
+            lines.append(f"| {key} | {value:.3f} | {other:.3f} |" if other is not None
+                         else f"| {key} | {value:.3f} | |")
     lines += ["", "Main score: Spearman of cosine x100 (STS), nDCG@10 x100 (retrieval). One training run (one seed) "
               "at demo size: see docs/codiemb.md for the comparison with the baselines over seeds.",
-              "Published: MTEB's fp32 scores of the base model; in fp32 (`--fp32`) our base column equals them, with bf16 "
-              "autocast it differs by a few hundredths.",
+              "Published: MTEB's fp32 scores of the base model; in fp32 (`--fp32`) our base column equals them, "
+              "with bf16 autocast it differs by a few hundredths.",
               "MTEB-format JSON for each model sits under `<label>/json` next to this report."]
     return "\n".join(lines) + "\n"
 

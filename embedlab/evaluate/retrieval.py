@@ -205,7 +205,8 @@ def _trec_ranking(doc_scores: Mapping[str, float]) -> list[str]:
     return [d for d, _ in sorted(doc_scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
 
 
-def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]],
+                     run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """nDCG@10 of every judged query (pytrec_eval), in qrels order: the items whose mean is ``score_run``'s main
     score, kept for paired bootstrap intervals."""
     import pytrec_eval

@@ -87,7 +87,8 @@ class TaskResult:
         return self.task.display(self.scores[metric])
 
 
-def _encode(model: Embedder, texts: Sequence[str], settings: EvalSettings, prompt_name: str | None = None) -> np.ndarray:
+def _encode(model: Embedder, texts: Sequence[str], settings: EvalSettings,
+            prompt_name: str | None = None) -> np.ndarray:
     prompt_name = prompt_name if prompt_name in model.prompts else None
     return model.encode(texts, batch_size=settings.batch_size, max_length=settings.max_length, prompt_name=prompt_name,
                         show_progress=settings.show_progress, token_budget=settings.token_budget,

@@ -93,7 +93,8 @@ BOOL_PARAMS = ("normalize", "int8_mask")
 
 
 def number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
-    """A finite float (from a number or a numeric string) in [low, high]; anything else a ConfigError naming ``what``."""
+    """A finite float (from a number or a numeric string) in [low, high]; anything else a ConfigError
+    naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"{what} must be a number, got {value!r}")
     try:

@@ -167,7 +167,8 @@ def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, r
                                                       "optimizer*", "zero", ".*"))
         if not has_tokenizer(staging / first.weights_rel):
             raise ModelError(f"{first.label}: the fused model would have no tokenizer files (tokenizer.json, "
-                             f"vocab.txt, tokenizer.model or vocab.json + merges.txt) in {first.path / first.weights_rel}")
+                             f"vocab.txt, tokenizer.model or vocab.json + merges.txt) in "
+                             f"{first.path / first.weights_rel}")
         save_file(state, str(staging / first.weights_rel / "model.safetensors"), metadata={"format": "pt"})
         write_json(staging / "fusion.json", record)
         replace_dir(staging, out, overwrite=overwrite, inputs=inputs)

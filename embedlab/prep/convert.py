@@ -11,27 +11,28 @@ own scale; the manifest declares the range, and ``TrainingSource`` scales to [0,
 
 What each converter reads (and, as important, what it does not):
 
-| name          | task | reads                                                     | never reads / excludes                   |
-|---------------|------|-----------------------------------------------------------|------------------------------------------|
-| scifact-train | ir   | SciFact qrels/train.tsv, its queries, corpus (title+text)  | qrels/test.tsv queries (eval); a fixed   |
-|               |      |                                                           | dev slice of train queries (see below)   |
-| medquad       | ir   | MedQuAD question -> answer                                | (no split is an eval set here)           |
-| wikiqa        | ir   | WikiQASent-train: label-1 sentences pos, label-0 neg      | WikiQA dev/test                          |
-| pubmedqa      | ir   | PQA-L question -> [long answer, contexts joined]          | the 500 PMIDs of test_ground_truth.json  |
-| mediqa-rqe    | ir   | RQE TrainingSet (AMIA 2016): pairs labelled true, minus   | RQE validation and test sets             |
-|               |      | pairs whose two questions are the same text               |                                          |
-| nli           | ir   | SNLI dev+test triplets, XNLI-en triplets: anchor ->       | (SNLI/XNLI are not embedlab eval sets)   |
-|               |      | entailment, contradiction as hard negative                 |                                          |
-| mrpc          | ir   | msr_paraphrase_train.txt, Quality 1 pairs                 | msr_paraphrase_test.txt                  |
-| stsb-train    | sts  | STS-B sts-train.csv, scores 0-5                           | sts-dev.csv, sts-test.csv                |
-| sick-train    | sts  | SICK_train.txt, relatedness 1-5                           | SICK_trial.txt (dev), SICK test          |
+| name          | task | reads                                               | never reads / excludes                  |
+|---------------|------|-----------------------------------------------------|-----------------------------------------|
+| scifact-train | ir   | SciFact qrels/train.tsv, its queries, corpus        | qrels/test.tsv queries (eval); a fixed  |
+|               |      | (title+text)                                        | dev slice of train queries (see below)  |
+| medquad       | ir   | MedQuAD question -> answer                          | (no split is an eval set here)          |
+| wikiqa        | ir   | WikiQASent-train: label-1 sentences pos,            | WikiQA dev/test                         |
+|               |      | label-0 neg                                         |                                         |
+| pubmedqa      | ir   | PQA-L question -> [long answer, contexts joined]    | the 500 PMIDs of test_ground_truth.json |
+| mediqa-rqe    | ir   | RQE TrainingSet (AMIA 2016): pairs labelled true,   | RQE validation and test sets            |
+|               |      | minus pairs whose two questions are the same text   |                                         |
+| nli           | ir   | SNLI dev+test triplets, XNLI-en triplets: anchor -> | (SNLI/XNLI are not embedlab eval sets)  |
+|               |      | entailment, contradiction as hard negative          |                                         |
+| mrpc          | ir   | msr_paraphrase_train.txt, Quality 1 pairs           | msr_paraphrase_test.txt                 |
+| stsb-train    | sts  | STS-B sts-train.csv, scores 0-5                     | sts-dev.csv, sts-test.csv               |
+| sick-train    | sts  | SICK_train.txt, relatedness 1-5                     | SICK_trial.txt (dev), SICK test         |
 
 The leakage guard (``EvalGuard``). Reading the right file is not enough: STS-B's train split was assembled from the
 STS 2012-2014 evaluation sets (1,011 of its pairs are STS12 pairs and 597 STS13 pairs) and shares 12/17 pairs with its
 own dev/test; STS12's MSRpar subset is MRPC pairs (375 of MRPC train's paraphrases); SICK train shares pairs with SICK
-trial; two SciFact train queries have the text of a test query. So every converter's output is filtered against the text of every evaluation split registered in the catalog
-and present under the data root (every split except ``train`` of the ``sts`` and ``retrieval`` datasets; kept-back
-splits count as soon as their files appear):
+trial; two SciFact train queries have the text of a test query. So every converter's output is filtered against the
+text of every evaluation split registered in the catalog and present under the data root (every split except ``train``
+of the ``sts`` and ``retrieval`` datasets; kept-back splits count as soon as their files appear):
 - an STS training pair is dropped when the same unordered pair of texts is an evaluation pair;
 - an IR example is dropped when its query is an evaluation query; a positive or negative is removed when (query, text)
   is an evaluation STS pair; an example left without positives is dropped.

@@ -2,7 +2,8 @@
 
     mined = mine_hard_negatives(examples, corpus=None, model=Embedder.load("sentence-transformers/all-MiniLM-L6-v2"),
                                 rank_range=(10, 50), n_negatives=4, margin=0.95, seed=0)
-    mine_file("wikiqa.jsonl", "wikiqa.mined.jsonl", "sentence-transformers/all-MiniLM-L6-v2")   # what `embedlab mine` runs
+    # what `embedlab mine` runs:
+    mine_file("wikiqa.jsonl", "wikiqa.mined.jsonl", "sentence-transformers/all-MiniLM-L6-v2")
 
 For each query (in order):
 1. the corpus is ranked by cosine similarity to the query (exact search, ``evaluate.retrieval.exact_search``); the

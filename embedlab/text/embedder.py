@@ -151,7 +151,8 @@ class Embedder(torch.nn.Module):
             model._check_length(int(max_length))
             model.max_length = int(max_length)
         model.name = resolved.name
-        model.source_path = str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file else resolved.location
+        model.source_path = (str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file
+                             else resolved.location)
         if torch_dtype is not None:
             model.backbone.to(torch_dtype)
         if device is not None:
@@ -180,7 +181,8 @@ class Embedder(torch.nn.Module):
         if name is None:
             return ""
         if name not in self.prompts:
-            raise ConfigError(f"unknown prompt name {name!r}; this model has: {', '.join(sorted(self.prompts)) or 'none'}")
+            raise ConfigError(f"unknown prompt name {name!r}; this model has: "
+                              f"{', '.join(sorted(self.prompts)) or 'none'}")
         return self.prompts[name]
 
     def prompt_length(self, prompt: str) -> int:

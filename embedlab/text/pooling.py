@@ -129,7 +129,8 @@ POOLING.add("last_token", _last_token)
 POOLING.add("prompt_token", _prompt_token)
 
 
-def pool(states: torch.Tensor, attention_mask: torch.Tensor, cfg: PoolingConfig, prompt_length: int = 0) -> torch.Tensor:
+def pool(states: torch.Tensor, attention_mask: torch.Tensor, cfg: PoolingConfig,
+         prompt_length: int = 0) -> torch.Tensor:
     """Pool ``states`` [B, T, D] under ``attention_mask`` [B, T] (1 = real token)."""
     mask = attention_mask
     if not cfg.include_prompt and prompt_length:

@@ -152,8 +152,11 @@ def _is_decoder_config(folder: Path) -> bool:
                                                                "phi3", "gemma", "gemma2"}
 
 
-def resolve(name: str) -> ResolvedModel:
-    """Resolve ``name``: package model (by hub id or alias) -> existing path -> hub id."""
+def resolve(name: str | os.PathLike) -> ResolvedModel:
+    """Resolve ``name``: package model (by hub id or alias) -> existing path -> hub id. A ``pathlib.Path`` is a
+    path (``Path("")`` — the working directory — is refused like an empty name)."""
+    if isinstance(name, os.PathLike) and str(name) not in ("", "."):
+        name = os.fspath(name)
     if not isinstance(name, str) or not name.strip():  # Path("") is the working directory: say what is wrong
         raise ModelError(f"no model given (the model name is {name!r}); give a package model name, a folder or a "
                          f"hub id")

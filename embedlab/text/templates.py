@@ -12,8 +12,9 @@ How a text is built (``TemplateEncoder``):
 1. the sentence is cut to ``max_sentence_tokens`` tokens *before* templating (at a token boundary of the sentence
    alone, so the template is never truncated);
 2. prefix + sentence + suffix is tokenised with the tokenizer's special tokens; appended special tokens (EOS,
-   BERT's [SEP]) are removed (the last slot must be the last real token); BOS follows ``bos``: ``auto`` keeps what the tokenizer adds, ``always``
-   prepends the tokenizer's BOS token when it adds none (a tokenizer without one is an error), ``never`` drops it;
+   BERT's [SEP]) are removed (the last slot must be the last real token); BOS follows ``bos``: ``auto`` keeps what
+   the tokenizer adds, ``always`` prepends the tokenizer's BOS token when it adds none (a tokenizer without one is an
+   error), ``never`` drops it;
 3. each slot's position: the text up to the marker is tokenised the same way; its ids must be a prefix of the full
    ids and the slot is the last of them. If the boundary merges with the next characters (the slot token would see
    text after the marker) the encoder stops with a message naming the template, slot and sentence.
@@ -109,9 +110,11 @@ register_template(Template(
     'terms provide additional but less central details. With this in mind , this sentence : "[X]" means in one '
     'word:"<rep>', "Knowledge enhancement (Zhang et al., 2024)"))
 # CSE-SFP two-slot templates: rep1 closes the first clause (cannot see the second), rep2 is the final token.
-register_template(Template("csesfp_llama", 'This sentence : "[X]" means in one word<rep1>, it can be summarized as<rep2>',
+register_template(Template("csesfp_llama",
+                           'This sentence : "[X]" means in one word<rep1>, it can be summarized as<rep2>',
                            "CSE-SFP, LLaMA-2/3 (and the default for other families)", bos="always"))
-register_template(Template("csesfp_mistral", 'This sentence : "[X]" means something<rep1>, it can be summarized as<rep2>',
+register_template(Template("csesfp_mistral",
+                           'This sentence : "[X]" means something<rep1>, it can be summarized as<rep2>',
                            "CSE-SFP, Mistral", bos="always"))
 register_template(Template("csesfp_opt",
                            'This sentence : "[X]" means something<rep1>, it can also be summarized as<rep2>',

@@ -11,9 +11,10 @@ peer trained by the reference library rather than by our loop:
   the positive is each query's first positive, the negatives its first k;
 - every STS source becomes ``(sentence1, sentence2, score)`` with the score scaled to [0, 1] by its declared range
   (the same scaling as our trainer) and is trained with ``CoSENTLoss``;
-- ``MultiDatasetBatchSamplers.PROPORTIONAL`` (a dataset is drawn in proportion to its size, each batch from one dataset),
-  the recipe's per-task batch sizes (through a batch-sampler callable that looks at the dataset's columns), full batches
-  only, and the recipe's steps, learning rate, warmup, linear decay, gradient clipping, weight decay, seed and bf16.
+- ``MultiDatasetBatchSamplers.PROPORTIONAL`` (a dataset is drawn in proportion to its size, each batch from one
+  dataset), the recipe's per-task batch sizes (through a batch-sampler callable that looks at the dataset's columns),
+  full batches only, and the recipe's steps, learning rate, warmup, linear decay, gradient clipping, weight decay, seed
+  and bf16.
 - losses keep ST's defaults (scale 20, i.e. temperature 0.05, for both): the peer is sentence-transformers as its users
   run it, not a copy of our objective.
 

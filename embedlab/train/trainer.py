@@ -4,13 +4,14 @@
     trainer.train()            # resumes from the newest checkpoint in output_dir if there is one
 
 What it does: seeds everything; loads and validates every training source before the first step; builds the sampler
-(single-task or mixed batches); AdamW with linear warmup/decay; gradient clipping, accumulation and checkpointing; bf16 /
-fp16 autocast on a GPU; checkpoints every ``save_every`` steps with exact resume (model, optimizer, scheduler, sampler
-position, RNG); dev evaluation and best-checkpoint selection; a JSONL log of losses, learning rate and throughput; a
-progress bar with ETA. Multi-process runs (``torchrun --nproc_per_node N -m embedlab train ...``) initialise the
-process group from the environment, give every rank the same steps, gather IR negatives across ranks in the loss and
-average gradients with one all-reduce per step. Launched by ``accelerate launch --use_deepspeed --zero_stage 1|2``,
-the model and optimizer go to a DeepSpeed ZeRO engine instead (zero.py), which reduces, clips and steps.
+(single-task or mixed batches); AdamW with linear warmup/decay; gradient clipping, accumulation and checkpointing;
+bf16 / fp16 autocast on a GPU; checkpoints every ``save_every`` steps with exact resume (model, optimizer, scheduler,
+sampler position, RNG); dev evaluation and best-checkpoint selection; a JSONL log of losses, learning rate and
+throughput; a progress bar with ETA. Multi-process runs (``torchrun --nproc_per_node N -m embedlab train ...``)
+initialise the process group from the environment, give every rank the same steps, gather IR negatives across ranks in
+the loss and average gradients with one all-reduce per step. Launched by
+``accelerate launch --use_deepspeed --zero_stage 1|2``, the model and optimizer go to a DeepSpeed ZeRO engine instead
+(zero.py), which reduces, clips and steps.
 
 What it does not do: the losses (embedlab.objectives), the batch order (embedlab.data.samplers) and the per-step
 batch assembly (steps.py) live elsewhere.
@@ -238,8 +239,8 @@ class Trainer:
             self.model.backbone.load_state_dict(weights, strict=False)
         if self.zero is None:
             if state.get("optimizer") is None:
-                raise ConfigError(f"{last}: the optimizer state is in DeepSpeed shards (a ZeRO run); resume it with the "
-                                  "same accelerate launch, or start fresh with --no-resume")
+                raise ConfigError(f"{last}: the optimizer state is in DeepSpeed shards (a ZeRO run); resume it with "
+                                  "the same accelerate launch, or start fresh with --no-resume")
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])

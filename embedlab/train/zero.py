@@ -49,8 +49,8 @@ def _check_recipe(r: Recipe) -> None:
         raise ConfigError("train.gradcache_chunk: GradCache cannot run under DeepSpeed ZeRO (its second backward "
                           "bypasses the engine's gradient reduction); drop one of the two")
     if r.train.mixed_precision == "fp16":
-        raise ConfigError("train.mixed_precision: fp16 uses a gradient scaler that conflicts with the DeepSpeed engine; "
-                          "use bf16 (autocast, fp32 weights) or fp32 under ZeRO")
+        raise ConfigError("train.mixed_precision: fp16 uses a gradient scaler that conflicts with the DeepSpeed "
+                          "engine; use bf16 (autocast, fp32 weights) or fp32 under ZeRO")
 
 
 class ZeroEngine:
