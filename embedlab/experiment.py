@@ -252,6 +252,20 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     return Path(spec.results)
 
 
+def refresh(spec_path: str | Path, db: str | None = None) -> Path:
+    """Import the records JSON into the store (where it lacks them), export it again and render the table — all
+    through the store, running no job (``embedlab experiment --table-only``). Returns the table's path."""
+    from .bench.jobs import JobQueue
+    from .bench.store import ResultsStore
+
+    spec = load_experiment(spec_path)
+    workdir = _check_spec_paths(spec, spec_path, None)
+    with ResultsStore(db) as store:
+        import_records(spec, JobQueue(store), experiment_jobs(spec, workdir))
+        records = export_records(spec, store)
+    return write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
+
+
 def _copy_items(spec: ExperimentSpec, job: dict[str, Any], jobspec: JobSpec) -> None:
     """Per-item outputs of a done job, from its folder to the experiment's items folder (for the bootstrap)."""
     items = (job.get("timings") or {}).get("items") or {}
@@ -334,6 +348,12 @@ def export_records(spec: ExperimentSpec, store) -> list[dict[str, Any]]:
         keys = list(RECORD_KEYS) + [k for k in extra.get("record_keys", []) if k not in RECORD_KEYS]
         records.append({"name": name, "seed": seed, "task": task, "split": row["split"], "metric": metric,
                         "value": row["value"], **{k: extra[k] for k in keys if k in extra}})
+    # A stable order (spec's runs, seeds, tasks, then metrics), so that a re-export diffs only where numbers changed.
+    run_order = {run.name: i for i, run in enumerate(spec.runs)}
+    task_order = {t: i for i, t in enumerate([*spec.tasks, *spec.dev_tasks])}
+    records.sort(key=lambda r: (run_order.get(r["name"], len(run_order)), r["name"], r["seed"],
+                                task_order.get(r["task"], len(task_order)), r["task"], r["metric"] != "main_score",
+                                r["metric"]))
     write_json(Path(spec.results), {"experiment": spec.name, "tasks": spec.tasks, "records": records})
     return records
 

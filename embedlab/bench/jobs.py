@@ -90,6 +90,9 @@ class JobQueue:
                     ids.append(existing.id)
                     continue
                 clash = session.scalars(select(Job).where(Job.output_dir == out, Job.status.in_(LIVE))).first()
+                if clash is not None and (clash.config_hash, clash.seed) == (key, spec.seed):
+                    ids.append(clash.id)  # another process submitted this very job since our first look
+                    continue
                 if clash is not None:
                     raise ConfigError(f"job {spec.name} (seed {spec.seed}) would write {out}, the folder of job "
                                       f"{clash.id[:8]} ({clash.name}, {clash.status}) with another configuration; "

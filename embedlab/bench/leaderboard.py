@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import ConfigError
 
 # Task types whose main score is not a "higher is better" percentage: shown, but not averaged or used for choosing.
-NOT_AVERAGED = frozenset()
+NOT_AVERAGED = frozenset({"geometry"})
 MISSING_CATEGORY = "(none)"
 
 
@@ -119,9 +119,9 @@ class Leaderboard:
 
     def overall_table(self) -> list[dict[str, Any]]:
         """One row per model (its best configuration), best average first."""
-        return [{"rank": e.rank, "model": e.model, "config_hash": e.config_hash, "n_configs": len(self.configs_of(e.model)),
-                 "n_seeds": e.n_seeds, "seeds": list(e.seeds), "mean": e.average.mean, "std": e.average.std,
-                 "n": e.average.n} for e in self.entries]
+        return [{"rank": e.rank, "model": e.model, "config_hash": e.config_hash,
+                 "n_configs": len(self.configs_of(e.model)), "n_seeds": e.n_seeds, "seeds": list(e.seeds),
+                 "mean": e.average.mean, "std": e.average.std, "n": e.average.n} for e in self.entries]
 
     def task_table(self) -> list[dict[str, Any]]:
         """One row per (model, task) of the best configurations."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import check_output_dir, replace_dir, staging_dir, write_json, write_text
+from ..atomic import check_output_dir, replace_dir, staging_dir, write_text
 from ..errors import ConfigError
 from .leaderboard import Leaderboard, Stat, leaderboard
 
@@ -121,7 +121,8 @@ def build_report(store: Any, out_dir: str | Path, experiment: str | None = None,
             "averaged": lb.averaged, "not_averaged": [t for t in lb.tasks if t not in lb.averaged]}
     outputs: dict[str, str | bytes] = {
         "leaderboard.csv": _csv(lb),
-        "results.json": json.dumps(_results_json(lb, meta, provenance, notes), indent=2, ensure_ascii=False) + "\n",
+        "results.json": json.dumps(_results_json(lb, meta, provenance, notes), indent=2, ensure_ascii=False,
+                                   default=str) + "\n",
     }
     for chart in charts:
         outputs[f"charts/{chart.name}.svg"] = chart.svg
@@ -309,10 +310,13 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
 
 # -- charts ------------------------------------------------------------------------------------------------------
 def _render(name: str, title: str, caption: str, chart: Any) -> Chart:
+    import altair as alt
     import vl_convert
 
     spec = chart.to_dict()
-    svg = vl_convert.vegalite_to_svg(spec, allowed_base_urls=[])
+    # The Vega-Lite version Altair wrote the spec for ("v6.4.1" -> "6.4"); no URL may be fetched while rendering.
+    version = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    svg = vl_convert.vegalite_to_svg(spec, vl_version=version, allowed_base_urls=[])
     # Several SVGs inline in one page share one id space: make every id (clip paths, gradients) the chart's own.
     ids = set(re.findall(r'\bid="([^"]+)"', svg))
     for old in sorted(ids, key=len, reverse=True):

@@ -16,7 +16,7 @@ def experiment(
     spec: Path = typer.Argument(..., help="experiment YAML (see experiments/)"),
     only: Optional[str] = typer.Option(None, "--only", help="comma-separated run names"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: each run's own)"),
-    table_only: bool = typer.Option(False, "--table-only", help="re-render the table from the recorded JSON"),
+    table_only: bool = typer.Option(False, "--table-only", help="run nothing: import the records JSON into the store, export it and render the table"),
     db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file (default: "
                                      "EMBEDLAB_RESULTS_DB)"),
     executor: str = typer.Option("local", "--executor", help="local | ray | inline"),
@@ -25,13 +25,10 @@ def experiment(
 ) -> None:
     """Run every (run, seed) of an experiment as a job (resumable: done jobs are not rerun), store the scores,
     export the records JSON and render the table."""
-    from ..atomic import write_text
-    from ..experiment import _load_records, load_experiment, load_items, render_table, run_experiment
+    from ..experiment import refresh, run_experiment
 
     if table_only:
-        s = load_experiment(spec)
-        write_text(s.table, render_table(s, _load_records(Path(s.results)), load_items(s)))
-        _say(f"table: {s.table}")
+        _say(f"table: {refresh(spec, db)}")
         return
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
