@@ -1,22 +1,26 @@
 """Executors: run queued jobs somewhere and wait for them. Two behind one interface, ``run(job_ids) -> states``.
 
-- ``local`` (default): worker processes on this machine (``python -m embedlab.bench.worker``), started while the
-  jobs' declared threads fit into ``cpus`` (default: the machine's cores), each with its thread count set in its
-  environment. A worker that exits while its job is still "running" (SIGKILL, out of memory) has its job put back
-  in the queue or failed (``JobQueue.fail``); Ctrl-C stops the workers, whose jobs go back to the queue.
+- ``local`` (default): worker processes on this machine (``python -m embedlab.bench.worker --serve``), given jobs
+  while the jobs' declared threads fit into ``cpus`` (default: the machine's cores) and reused from job to job (each
+  job sets its own thread count). A worker that exits while its job is still "running" (SIGKILL, out of memory) has
+  its job put back in the queue or failed (``JobQueue.fail``); Ctrl-C stops the workers, whose jobs go back to the
+  queue.
 - ``inline``: one job after another in this process (debugging, profiling; no isolation from a crash).
 - ``ray``: each job a Ray task with its declared CPUs, GPUs and memory, on an existing cluster (``address`` or
   ``RAY_ADDRESS``) or a local instance. Installed with the ``ray`` extra.
 
 Both only start jobs and watch them: claiming, heartbeats, results and retries are the queue's (jobs.py), so a job
-behaves the same whichever executor ran it. Logs of each worker go to ``<log_dir>/<job id>.log``.
+behaves the same whichever executor ran it. Each job's log goes to ``<log_dir>/<job id>.log``.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue as queue_mod
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,37 +32,73 @@ log = logging.getLogger("embedlab.jobs")
 EXECUTORS = ("local", "ray", "inline")
 
 
+class _Worker:
+    """One worker process of the local executor: takes job ids on stdin, answers ``done <id>`` on its stdout."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.job: str | None = None
+        self.threads = 0
+        self.replies: "queue_mod.Queue[str]" = queue_mod.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # ends when the worker exits
+            self.replies.put(line.decode("utf-8", "replace").strip())
+
+    def give(self, job_id: str, threads: int) -> None:
+        self.job, self.threads = job_id, threads
+        self.proc.stdin.write(f"{job_id}\n".encode())
+        self.proc.stdin.flush()
+
+    def finished(self) -> list[str]:
+        done = []
+        while True:
+            try:
+                line = self.replies.get_nowait()
+            except queue_mod.Empty:
+                return done
+            if line.startswith("done ") and line[5:] == self.job:
+                done.append(self.job)
+                self.job, self.threads = None, 0
+
+
 class LocalExecutor:
+    """Worker processes on this machine, reused from job to job (a Python + torch start costs seconds; a tiny job,
+    milliseconds). A worker serves at most ``jobs_per_worker`` jobs, then a fresh one takes its place."""
+
     name = "local"
 
     def __init__(self, store_url: str, cpus: int | None = None, log_dir: str | Path = "runs/job-logs",
-                 poll_s: float = 0.5, show_progress: bool = False):
+                 poll_s: float = 0.2, show_progress: bool = False, jobs_per_worker: int = 50):
         self.store_url = store_url
         self.cpus = cpus or os.cpu_count() or 1
         self.log_dir = Path(log_dir)
         self.poll_s = poll_s
         self.show_progress = show_progress
+        self.jobs_per_worker = jobs_per_worker
 
-    def _start(self, job: dict) -> subprocess.Popen:
+    def _start(self) -> _Worker:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        threads = str(max(1, job["threads"]))
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "TOKENIZERS_PARALLELISM": "false"}
-        cmd = [sys.executable, "-m", "embedlab.bench.worker", "--db", self.store_url, "--job", job["id"],
-               "--executor", self.name] + (["--progress"] if self.show_progress else [])
-        out = open(self.log_dir / f"{job['id']}.log", "ab")
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        cmd = [sys.executable, "-m", "embedlab.bench.worker", "--db", self.store_url, "--serve",
+               "--executor", self.name, "--max-jobs", str(self.jobs_per_worker), "--log-dir", str(self.log_dir)] \
+            + (["--progress"] if self.show_progress else [])
+        log = open(self.log_dir / "workers.log", "ab")
         try:
             # start_new_session: a Ctrl-C in the terminal reaches this process only; it stops the workers itself.
-            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                    start_new_session=True)
         finally:
-            out.close()
+            log.close()
+        return _Worker(proc)
 
     def run(self, job_ids: Sequence[str], on_change: Callable[[dict], None] | None = None) -> dict[str, str]:
         """Run the given jobs (those still queued; running ones elsewhere are waited for) until every one is in a
         final state; returns id -> state. ``on_change`` sees each job whenever its state changes."""
         queue = JobQueue(self.store_url)
         wanted = list(dict.fromkeys(job_ids))
-        procs: dict[str, tuple[subprocess.Popen, int]] = {}
+        workers: list[_Worker] = []
         seen: dict[str, str] = {}
         try:
             while True:
@@ -66,50 +106,67 @@ class LocalExecutor:
                 missing = [i for i in wanted if i not in jobs]
                 if missing:
                     raise ConfigError(f"no job {missing[0]} in the store")
-                for job_id, (proc, _) in list(procs.items()):
-                    code = proc.poll()
-                    if code is None:
+                for w in list(workers):
+                    w.finished()
+                    if w.proc.poll() is None:
                         continue
-                    del procs[job_id]
-                    job = queue.get(job_id)
-                    if job["status"] == "running":  # the worker died without saying so (SIGKILL, OOM, crash)
-                        state = queue.fail(job_id, f"worker process exited with code {code} while the job ran",
-                                           retry=True)
-                        log.warning("job %s (%s): worker exited with %s; job now %s", job_id[:8], job["name"],
-                                    code, state)
-                    jobs[job_id] = queue.get(job_id)
+                    workers.remove(w)
+                    if w.job is not None and queue.get(w.job)["status"] == "running":
+                        # The worker died under its job without saying so (SIGKILL, out of memory, a crash).
+                        state = queue.fail(w.job, f"worker process exited with code {w.proc.returncode} while the "
+                                                  "job ran", retry=True)
+                        log.warning("job %s: worker exited with %s; job now %s", w.job[:8], w.proc.returncode, state)
+                        jobs[w.job] = queue.get(w.job)
                 queue.reap()  # workers of other processes or machines that stopped beating
                 for job in jobs.values():
                     if seen.get(job["id"]) != job["status"]:
                         seen[job["id"]] = job["status"]
                         if on_change is not None:
                             on_change(job)
-                if all(j["status"] in TERMINAL for j in jobs.values()) and not procs:
+                busy = [w for w in workers if w.job is not None]
+                if all(j["status"] in TERMINAL for j in jobs.values()) and not busy:
                     return {i: jobs[i]["status"] for i in wanted}
-                busy = sum(t for _, t in procs.values())
+                used = sum(w.threads for w in busy)
+                given = {w.job for w in busy}
                 for job in jobs.values():
-                    if job["status"] != "queued" or job["id"] in procs:
+                    if job["status"] != "queued" or job["id"] in given:
                         continue
                     need = max(1, job["threads"])
-                    if busy and busy + need > self.cpus:
+                    if used and used + need > self.cpus:
                         continue
-                    procs[job["id"]] = (self._start(job), need)
-                    busy += need
+                    idle = next((w for w in workers if w.job is None and w.proc.poll() is None), None)
+                    if idle is None:
+                        idle = self._start()
+                        workers.append(idle)
+                    idle.give(job["id"], need)
+                    used += need
                 time.sleep(self.poll_s)
         except BaseException:
-            for proc, _ in procs.values():  # Ctrl-C or an error here: the workers put their jobs back and stop
-                if proc.poll() is None:
-                    proc.send_signal(2)
+            for w in workers:  # Ctrl-C or an error here: the workers put their jobs back and stop
+                if w.proc.poll() is None:
+                    w.proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + 30
-            for job_id, (proc, _) in procs.items():
+            for w in workers:
                 try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                if queue.get(job_id)["status"] == "running":
-                    queue.fail(job_id, "stopped with the executor", retry=True)
+                    w.proc.kill()
+                    w.proc.wait()
+                if w.job is not None and queue.get(w.job)["status"] == "running":
+                    queue.fail(w.job, "stopped with the executor", retry=True)
             raise
+        finally:
+            for w in workers:  # no more work: end of input makes an idle worker exit
+                try:
+                    if w.proc.poll() is None:
+                        w.proc.stdin.close()
+                except OSError:
+                    pass
+            for w in workers:
+                try:
+                    w.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()
 
 
 class InlineExecutor:

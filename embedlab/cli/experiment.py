@@ -16,7 +16,9 @@ def experiment(
     spec: Path = typer.Argument(..., help="experiment YAML (see experiments/)"),
     only: Optional[str] = typer.Option(None, "--only", help="comma-separated run names"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: each run's own)"),
-    table_only: bool = typer.Option(False, "--table-only", help="run nothing: import the records JSON into the store, export it and render the table"),
+    table_only: bool = typer.Option(False, "--table-only",
+                                    help="run nothing: import the records JSON into the store, export it and "
+                                         "render the table"),
     db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file (default: "
                                      "EMBEDLAB_RESULTS_DB)"),
     executor: str = typer.Option("local", "--executor", help="local | ray | inline"),
