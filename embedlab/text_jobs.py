@@ -54,6 +54,10 @@ def _validate(spec: JobSpec) -> None:
         raise ConfigError(f"job {spec.name}: config.recipe is required for train+evaluate")
     if spec.kind == "fuse+evaluate" and not spec.config.get("fuse"):
         raise ConfigError(f"job {spec.name}: config.fuse is required for fuse+evaluate")
+    if spec.model is not None and spec.kind == "evaluate":
+        from .text.resolve import resolve
+
+        resolve(spec.model)  # a typo in a path fails at submit, not minutes later in a worker (reads no weights)
 
 
 def _load_for_eval(model_path: str, cfg: dict[str, Any]):

@@ -187,3 +187,31 @@ def test_cancelling_a_running_job_stops_it(tmp_path, train_root, data_root, monk
     job = q.get(job_id)
     assert job["status"] == "cancelled" and job["finished_at"] is not None
     assert q.store.query(job_id=job_id) == []  # no results from a cancelled job
+
+
+def test_ctrl_c_on_the_cli_puts_the_running_job_back_in_the_queue(tmp_path, train_root, data_root):
+    """`embedlab jobs submit` interrupted: exit 130, the worker stopped, its job queued again (never left running),
+    and `embedlab jobs run` then finishes it from its checkpoint."""
+    import subprocess
+    import sys
+
+    recipe = recipe_file(train_root)
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump({
+        "kind": "train+evaluate", "name": "t", "tasks": ["stsb-dev"], "seeds": [3],
+        "workdir": str(tmp_path / "w"),
+        "config": {"recipe": recipe, "overrides": ["train.max_steps=100000", "train.save_every=10"],
+                   "eval": {"limit": 10}}}))
+    db = str(tmp_path / "s.sqlite")
+    env = {**os.environ, "EMBEDLAB_HEARTBEAT_S": "0.3", "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "embedlab"]
+    proc = subprocess.Popen([*cli, "jobs", "submit", str(spec), "--db", db], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "w" / "t-s3"
+    _wait_for(lambda: len(_steps_logged(folder)) >= 12)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    [job] = JobQueue(db).list()
+    assert job["status"] == "queued" and "interrupted" in (job["error"] or "")
+    assert "went back to the queue" in err

@@ -64,7 +64,7 @@ def test_every_experiment_row_is_evaluated_at_one_length(tmp_path, tiny_bert, da
             "runs": [{"name": "untrained", "model": str(root / "tiny-model")},
                      {"name": "trained", "recipe": recipe_file(root), "seeds": [1]}]}
     (root / "e.yaml").write_text(yaml.safe_dump(spec))
-    run_experiment(root / "e.yaml", show_progress=False)
+    run_experiment(root / "e.yaml", show_progress=False, executor="inline")  # in this process: the spy sees it
     records = json.loads((root / "res.json").read_text())["records"]
     assert {r["name"] for r in records} == {"untrained", "trained"}
     assert all(r["eval_max_length"] == 64 for r in records)

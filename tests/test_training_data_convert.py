@@ -183,3 +183,16 @@ def test_stsb_train_drops_the_listed_overlap_rows(converted, data_root):
     sts13 = pair_keys(catalog.load_sts("sts13", "test").pairs)
     on13 = [n for n, sets in listed.items() if "sts13" in sets]
     assert on13 and all(pair_keys([raw[n - 1]]) <= sts13 for n in on13)
+
+
+def test_the_converter_hash_follows_code_not_comments_or_docstrings(tmp_path):
+    from embedlab.prep.convert import code_hash
+
+    src = tmp_path / "m.py"
+    src.write_text('"""Doc."""\n\ndef f(x):\n    """What f does."""\n    return x + 1  # add one\n')
+    before = code_hash([src])
+    src.write_text('"""Another doc,\nrewrapped."""\n\n\ndef f(x):\n    """Other words."""\n    # a comment\n'
+                   '    return x + 1\n')
+    assert code_hash([src]) == before
+    src.write_text('"""Doc."""\n\ndef f(x):\n    """What f does."""\n    return x + 2\n')
+    assert code_hash([src]) != before

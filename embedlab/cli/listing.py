@@ -38,7 +38,7 @@ def datasets() -> None:
 
 @app.command("list")
 def list_registered() -> None:
-    """Everything registered: tasks, pooling modes, datasets, local models."""
+    """Everything registered: tasks, pooling modes, datasets, local models, templates, merge methods, job kinds."""
     from ..data import catalog
     from ..evaluate.tasks import TASKS
     from ..text.pooling import POOLING
@@ -58,3 +58,11 @@ def list_registered() -> None:
     console.print(_table("merge methods (embedlab fuse)", ["name", "needs base", "parameters", "what it does"],
                          [[n, "yes" if m.needs_base else "no", ", ".join(f"{k}={v}" for k, v in m.params.items()),
                            m.summary] for n, m in MERGE_METHODS.items()]))
+    from ..jobkinds import JOB_KINDS, load_domains
+
+    load_domains()
+    console.print(_table("job kinds (embedlab jobs, experiments)", ["name", "domain", "what it does"],
+                         [[n, k.domain, k.description] for n, k in JOB_KINDS.items()]))
+    from ..bench.executors import EXECUTORS
+
+    _say("job executors: " + ", ".join(EXECUTORS))

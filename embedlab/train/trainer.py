@@ -48,8 +48,10 @@ def load_recipe_sources(r: Recipe) -> list:
     from ..settings import data_root
 
     root = Path(r.data.root)
-    if any(not s.path.startswith("data:") for s in r.data.sources):
-        check_current(root)  # converter output built by older code may hold rows now known to leak evaluation data
+    if any(not s.path.startswith("data:") and not Path(s.path).is_absolute() for s in r.data.sources):
+        # Files read from the root: converter output built by older code may hold rows now known to leak
+        # evaluation data. (Sources given as absolute paths are the user's own files, not the root's.)
+        check_current(root)
 
     def where(path: str) -> Path:
         if path.startswith("data:"):  # the dataset mirror (EMBEDLAB_DATA), e.g. data:unsup/sentences.txt
