@@ -177,10 +177,23 @@ def experiment_jobs(spec: ExperimentSpec, workdir: Path, only: list[str] | None 
                 config.update(recipe=run.recipe, overrides=[*spec.common_overrides, *run.overrides],
                               evaluate=run.evaluate)
             job = JobSpec(kind=kind, name=run.name, model=model, tasks=tuple([*spec.tasks, *spec.dev_tasks]),
-                          config=config, seed=seed, experiment=spec.name,
-                          threads=spec.threads or os.cpu_count() or 1)
+                          config=config, seed=seed, experiment=spec.name, threads=_threads(spec, run, config))
             out.append((run, job, folder))
     return out
+
+
+def _threads(spec: ExperimentSpec, run: RunSpec, config: dict[str, Any]) -> int:
+    """Threads a job of ``run`` declares: the spec's ``threads``, else the recipe's ``train.num_threads`` (a training
+    job then leaves the other cores to other jobs), else all cores."""
+    if spec.threads:
+        return spec.threads
+    if run.recipe is not None:
+        from .config import load_recipe
+
+        recipe = load_recipe(run.recipe, config["overrides"])  # also checks every recipe before anything runs
+        if recipe.train.num_threads:
+            return recipe.train.num_threads
+    return os.cpu_count() or 1
 
 
 def _check_spec_paths(spec: ExperimentSpec, spec_path: str | Path, only: list[str] | None) -> Path:
@@ -204,7 +217,7 @@ def _check_spec_paths(spec: ExperimentSpec, spec_path: str | Path, only: list[st
 
 def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
                    seeds: list[int] | None = None, db: str | None = None, executor: str = "local",
-                   cpus: int | None = None) -> Path:
+                   cpus: int | None = None, address: str | None = None) -> Path:
     """Run (or finish) the experiment's runs — only those named in ``only`` and the ``seeds`` given, if set — as
     jobs on ``executor``, their results in the store at ``db``; then export the records JSON and the table.
 
@@ -225,7 +238,8 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     jobs = experiment_jobs(spec, workdir, only, seeds)
     import_records(spec, queue, jobs)
     ex = make_executor(executor, store.url, show_progress=show_progress,
-                       **({"cpus": cpus} if cpus and executor in ("local", "ray") else {}))
+                       **({"cpus": cpus} if cpus and executor in ("local", "ray") else {}),
+                       **({"address": address} if address and executor == "ray" else {}))
     failed = []
     for stage in (False, True):  # models first, then the rows that fuse them
         batch = [(run, job, folder) for run, job, folder in jobs if (job.kind == "fuse+evaluate") == stage]
@@ -318,7 +332,8 @@ def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpe
 
 
 def _adoptable(spec: ExperimentSpec, job: JobSpec, folder: Path, recs: list[dict]) -> bool:
-    main = {r["task"]: r for r in recs if r.get("metric", "main_score") == "main_score" and same_protocol(spec, r)}
+    main = {r["task"]: r for r in recs if r.get("metric", "main_score") == "main_score" and same_protocol(spec, r)
+            and r.get("eval_bf16") == spec.eval_bf16}
     if set(main) != set(job.tasks):
         return False
     if any(not items_path(spec, job.name, job.seed, t).is_file() for t in spec.tasks):
@@ -340,6 +355,11 @@ def export_records(spec: ExperimentSpec, store) -> list[dict[str, Any]]:
     for row in rows:  # oldest first: later rows replace earlier ones
         latest[(row["model"], row["seed"], row["task"], row["metric"])] = row
     wanted = {(t, m) for t, ms in spec.extra_metrics.items() for m in ms}
+    scored = {task for (_, _, task, metric) in latest if metric == "main_score"}
+    for task, metric in sorted(wanted):  # a typo in extra_metrics must not leave a silent "-" column
+        if task in scored and not any(k[2] == task and k[3] == metric for k in latest):
+            have = sorted({k[3] for k in latest if k[2] == task})
+            raise ConfigError(f"extra_metrics: task {task} has no score {metric!r} (it has: {', '.join(have)})")
     records = []
     for (name, seed, task, metric), row in latest.items():
         if metric != "main_score" and (task, metric) not in wanted:

@@ -39,8 +39,8 @@ ENTRY_POINT_GROUP = "embedlab.domains"
 @dataclass(frozen=True)
 class JobSpec:
     """Everything that determines a job's result. ``config`` holds the kind's own settings (JSON-able: a recipe
-    path and overrides, evaluation settings, fusion parameters...); ``name`` labels the job's rows (the model
-    column of its results) and ``experiment`` groups jobs into one table."""
+    path and overrides, evaluation settings, fusion parameters...); ``name`` names the job (and its folder),
+    ``label`` the model column of its result rows, ``experiment`` groups jobs into one table."""
 
     kind: str
     name: str
@@ -51,6 +51,9 @@ class JobSpec:
     experiment: str | None = None
     threads: int = 1  # CPU threads the job uses: the local executor fits jobs into the cores by this
     resources: dict[str, Any] = field(default_factory=dict)  # e.g. {"gpus": 1, "memory_gb": 8} for Ray
+    # The model column of the job's result rows (default: ``name``). Jobs of one model under several configurations
+    # share it, so a leaderboard can pick the best configuration per model.
+    label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,11 +64,15 @@ class JobSpec:
     def from_dict(cls, d: dict[str, Any]) -> JobSpec:
         return cls(**{**d, "tasks": tuple(d.get("tasks") or ())})
 
+    @property
+    def row_label(self) -> str:
+        return self.label or self.name
+
     def config_hash(self) -> str:
         """The key that makes two submissions of one job the same job: everything but the seed (stored beside it)
         and the scheduling hints (threads, resources), which do not change the result."""
         d = self.to_dict()
-        for key in ("seed", "threads", "resources"):
+        for key in ("seed", "threads", "resources", "label"):
             d.pop(key)
         return config_hash(d)
 
@@ -112,17 +119,24 @@ _loaded = False
 
 
 def load_domains() -> None:
-    """Import every domain module (built-in and entry points) so that their kinds are registered. Idempotent."""
+    """Import every domain module (built-in and entry points) so that their kinds are registered. Idempotent. A
+    plug-in that fails to load is reported (a warning naming it) and skipped: the other domains still work."""
     global _loaded
     if _loaded:
         return
-    names = list(DOMAIN_MODULES)
+    for name in DOMAIN_MODULES:
+        importlib.import_module(name)
     try:
-        names += [ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.value not in names]
+        plugins = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.value not in DOMAIN_MODULES]
     except Exception as e:  # a broken third-party distribution must not stop the built-in domains
         log.warning("could not read the %s entry points: %s", ENTRY_POINT_GROUP, e)
-    for name in names:
-        importlib.import_module(name)
+        plugins = []
+    for ep in plugins:
+        try:
+            ep.load()  # "package.module" or "package.module:register"; importing registers the kinds
+        except Exception as e:
+            log.warning("job-kind plug-in %s (%s) failed to load and is skipped: %s: %s", ep.name, ep.value,
+                        type(e).__name__, e)
     _loaded = True
 
 

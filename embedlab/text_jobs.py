@@ -100,12 +100,12 @@ def _evaluate(spec: JobSpec, ctx: JobContext, model_path: str, info: dict[str, A
                 "instruction_tokens_pooled": not cfg.get("instructions")}
     for i, task in enumerate(spec.tasks):
         ctx.progress(i / len(spec.tasks), f"evaluating {task} ({i + 1}/{len(spec.tasks)})")
-        result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(), model_label=spec.name)[0]
+        result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(), model_label=spec.row_label)[0]
         if result.items is not None:
             path = ctx.output_dir / "items" / f"{task}.json"
             write_json(path, result.items)
             items[task] = str(path)
-        rows += result_rows(model, spec.name, result, settings, extra={**protocol, **info})
+        rows += result_rows(model, spec.row_label, result, settings, extra={**protocol, **info})
         log.info("%s seed %s %s: %.2f", spec.name, spec.seed, task, result.display())
     ctx.progress(1.0, "done")
     return JobOutcome(rows=rows, info={**info, "items": items, "protocol": protocol})

@@ -253,3 +253,14 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     assert "| untrained | 1 | 12.50 |" in (tmp / "old.md").read_text()
     run_experiment(tmp / "old.yaml", show_progress=False)  # idempotent: nothing imported twice
     assert json.loads((tmp / "old.json").read_text())["records"] == records
+
+
+def test_a_misspelt_extra_metric_is_an_error_not_an_empty_column(train_root, data_root, monkeypatch):
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    spec = {"name": "xm", "workdir": str(tmp / "w"), "results": str(tmp / "xm.json"), "table": str(tmp / "xm.md"),
+            "tasks": ["stsb-dev"], "eval_max_length": 32, "extra_metrics": {"stsb-dev": ["cosine_pearsn"]},
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
+    (tmp / "xm.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"task stsb-dev has no score 'cosine_pearsn' \(it has: .*cosine_pearson"):
+        run_experiment(tmp / "xm.yaml", show_progress=False, executor="inline")

@@ -41,9 +41,17 @@ def test_matrix_expands_to_one_job_per_combination_and_seed(tmp_path):
     assert first.experiment == "grid" and first.model == "a/m1" and first.config == {"eval": {"batch_size": 16}}
     assert folder == tmp_path / "w" / "grid" / "evaluate-model=m1-batch_size=16-s0"
     assert len({j.config_hash() for j, _ in jobs}) == 4  # the seed is not part of the hash: it is stored beside it
+    # Rows are labelled by model, not by configuration: the leaderboard picks the best batch size per model.
+    assert sorted({j.label for j, _ in jobs}) == ["evaluate-m1", "evaluate-m2"]
 
 
-@pytest.mark.parametrize("matrix,message", [({"optimizer": [1]}, "matrix.optimizer: not a job field"),
+def test_matrix_names_keep_paths_with_one_last_component_apart(tmp_path):
+    spec = load_job_matrix(_matrix(tmp_path, matrix={"model": ["runs/a/final", "runs/b/final"]}))
+    assert sorted({j.name for j, _ in expand(spec)}) == ["evaluate-model=a_final", "evaluate-model=b_final"]
+
+
+@pytest.mark.parametrize("matrix,message", [({"optimizer": [1]}, "matrix.optimizer: not a matrix axis"),
+                                            ({"threads": [1, 2]}, "matrix.threads: not a matrix axis"),
                                             ({"model": []}, "matrix.model: an empty list")])
 def test_a_bad_matrix_names_the_key(tmp_path, matrix, message):
     with pytest.raises(ConfigError, match=message):
@@ -72,7 +80,21 @@ def test_submit_is_idempotent_and_refuses_a_shared_output_folder(tmp_path):
         q.submit([JobSpec(kind="evaluate", name="z", tasks=("nope",))], [tmp_path / "z"])
     with pytest.raises(ConfigError, match="job kind"):
         q.submit([JobSpec(kind="paint", name="z", tasks=("stsb",))], [tmp_path / "z"])
+    # All or nothing: the second spec is refused, so the first is not added either.
+    with pytest.raises(ConfigError, match="would write"):
+        q.submit([_job(name="new", y=1), _job(name="other", x=2)], [tmp_path / "new", tmp_path / "b"])
+    with pytest.raises(ConfigError, match="two jobs of this submission"):
+        q.submit([_job(name="p", z=1), _job(name="q", z=2)], [tmp_path / "same", tmp_path / "same"])
     assert len(q.list()) == 2
+    # A finished job still owns its folder; forgetting it (not while it is queued) frees the folder.
+    q.claim(a, "w", "test")
+    q.finish(a, "w", [], {})
+    with pytest.raises(ConfigError, match="jobs forget"):
+        q.submit([_job(name="other", x=3)], [tmp_path / "a"])
+    with pytest.raises(ConfigError, match="cancel it before forgetting"):
+        q.forget(b)
+    assert q.forget(a[:8])["id"] == a
+    assert len(q.submit([_job(name="other", x=3)], [tmp_path / "a"])) == 1 and len(q.list()) == 2
 
 
 def test_claims_are_compare_and_set_and_lost_workers_are_reaped(tmp_path):

@@ -1,4 +1,6 @@
-"""The product's job runner, results store and report.
+"""The benchmark core, domain-neutral: the results store (+ Alembic migrations), jobs and their executors (local,
+inline, Ray), job matrix files, leaderboards, reports and paired-bootstrap statistics.
 
-Not to be confused with the top-level ``bench/`` folder, which holds speed and memory benchmark scripts.
+It reaches a domain only through the registries (embedlab.jobkinds, embedlab.results); the speed and memory
+scripts are in the top-level ``benchmarks/`` folder.
 """

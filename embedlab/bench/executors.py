@@ -153,7 +153,7 @@ class LocalExecutor:
                     w.proc.kill()
                     w.proc.wait()
                 if w.job is not None and queue.get(w.job)["status"] == "running":
-                    queue.fail(w.job, "stopped with the executor", retry=True)
+                    queue.fail(w.job, "stopped with the executor", retry=True, count_attempt=False)
             raise
         finally:
             for w in workers:  # no more work: end of input makes an idle worker exit

@@ -11,7 +11,8 @@ or attempts used up), ``cancelled``. Every change is a compare-and-set UPDATE, s
 
 - Submitting is idempotent: a job is keyed by its config hash and seed; submitting the same spec again returns the
   existing job and never re-runs a finished one (``requeue_failed`` puts failed/cancelled ones back in the queue).
-- Two jobs never share an output folder: a submit that names the folder of another live job is refused.
+- Two jobs never share an output folder: a submit that names the folder of another job (another configuration or
+  seed, in any state but cancelled) is refused; ``forget`` removes a finished job's row to free its folder.
 - A worker that dies (SIGKILL, OOM) is noticed by its executor (the process exit) or by ``reap`` (a heartbeat
   older than ``stale_after``): the job goes back to the queue while attempts remain, else it fails — it is never left
   "running". A retried training job resumes from its last checkpoint (the trainer's run folder).
@@ -36,7 +37,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,45 +73,70 @@ class JobQueue:
                requeue_failed: bool = False) -> list[str]:
         """Add the jobs that are not in the table yet (keyed by config hash + seed); return every spec's job id.
 
-        Each kind's ``validate`` runs first, for every spec, so a bad spec fails before any job is added."""
+        All or nothing: each kind's ``validate`` runs for every spec first, and the jobs are added in one
+        transaction, so a refused spec leaves no job of the batch behind. A folder already belonging to another job
+        (another configuration or seed, in any state but cancelled) is refused: two jobs never write one folder.
+        ``requeue_failed`` puts failed and cancelled jobs of the batch back in the queue with fresh attempts."""
         if len(specs) != len(output_dirs):
             raise ValueError("one output folder per job")
         for spec in specs:
             kind = get_kind(spec.kind)
             if kind.validate is not None:
                 kind.validate(spec)
-        ids = []
-        for spec, out in zip(specs, output_dirs):
-            out = str(Path(out).resolve())
-            key = spec.config_hash()
-            with Session(self.engine) as session, session.begin():
-                existing = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).first()
-                if existing is not None:
-                    if requeue_failed and existing.status in ("failed", "cancelled"):
-                        existing.status, existing.error, existing.cancel_requested = "queued", None, False
-                        existing.attempts, existing.finished_at = 0, None
-                    ids.append(existing.id)
-                    continue
-                clash = session.scalars(select(Job).where(Job.output_dir == out, Job.status.in_(LIVE))).first()
-                if clash is not None and (clash.config_hash, clash.seed) == (key, spec.seed):
-                    ids.append(clash.id)  # another process submitted this very job since our first look
-                    continue
-                if clash is not None:
-                    raise ConfigError(f"job {spec.name} (seed {spec.seed}) would write {out}, the folder of job "
-                                      f"{clash.id[:8]} ({clash.name}, {clash.status}) with another configuration; "
-                                      "give it another output folder or cancel that job")
-                job = Job(id=uuid.uuid4().hex, kind=spec.kind, domain=get_kind(spec.kind).domain,
-                          experiment=spec.experiment, name=spec.name, spec=json_safe(spec.to_dict()),
-                          config_hash=key, seed=spec.seed, status="queued", attempts=0, max_attempts=max_attempts,
-                          threads=spec.threads, resources=json_safe(spec.resources) or None, output_dir=out,
-                          cancel_requested=False, created_at=_now())
-                try:
-                    with session.begin_nested():
-                        session.add(job)
-                except IntegrityError:  # another process submitted the same job a moment ago: that one it is
-                    job = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).one()
-                ids.append(job.id)
-        return ids
+        outs = [str(Path(out).resolve()) for out in output_dirs]
+        keys = [spec.config_hash() for spec in specs]
+        seen: dict[str, tuple[str, int]] = {}
+        for spec, out, key in zip(specs, outs, keys):  # within the batch itself
+            if seen.setdefault(out, (key, spec.seed)) != (key, spec.seed):
+                raise ConfigError(f"job {spec.name} (seed {spec.seed}): two jobs of this submission would write {out}")
+        for attempt in range(5):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    return [self._add(session, spec, out, key, max_attempts, requeue_failed)
+                            for spec, out, key in zip(specs, outs, keys)]
+            except IntegrityError:
+                # Another process added one of these jobs between our look and our insert: the whole batch rolled
+                # back; look again (those jobs are found now). No savepoints: SQLite's driver commits at RELEASE.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _add(self, session: Session, spec: JobSpec, out: str, key: str, max_attempts: int,
+             requeue_failed: bool) -> str:
+        def same_job():
+            return session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).first()
+
+        existing = same_job()
+        if existing is None:
+            clash = session.scalars(select(Job).where(Job.output_dir == out, Job.status != "cancelled",
+                                                      or_(Job.config_hash != key, Job.seed != spec.seed))).first()
+            if clash is not None:
+                raise ConfigError(f"job {spec.name} (seed {spec.seed}) would write {out}, the folder of job "
+                                  f"{clash.id[:8]} ({clash.name}, seed {clash.seed}, {clash.status}) of another "
+                                  f"configuration; give it another folder, or `embedlab jobs forget {clash.id[:8]}` "
+                                  "and move that folder away")
+            job = Job(id=uuid.uuid4().hex, kind=spec.kind, domain=get_kind(spec.kind).domain,
+                      experiment=spec.experiment, name=spec.name, spec=json_safe(spec.to_dict()), config_hash=key,
+                      seed=spec.seed, status="queued", attempts=0, max_attempts=max_attempts, threads=spec.threads,
+                      resources=json_safe(spec.resources) or None, output_dir=out, cancel_requested=False,
+                      created_at=_now())
+            session.add(job)
+            session.flush()  # a duplicate from another process fails here (IntegrityError: submit looks again)
+            return job.id
+        if requeue_failed and existing.status in ("failed", "cancelled"):
+            existing.status, existing.error, existing.cancel_requested = "queued", None, False
+            existing.attempts, existing.finished_at = 0, None
+        return existing.id
+
+    def forget(self, job_id: str) -> dict[str, Any]:
+        """Remove a finished, failed or cancelled job from the table (its result rows and its folder stay), so that
+        its folder may be given to another job. A queued or running job is refused: cancel it first."""
+        job = self.get(job_id)
+        with Session(self.engine) as session, session.begin():
+            gone = session.execute(delete(Job).where(Job.id == job["id"], Job.status.in_(TERMINAL)))
+        if gone.rowcount != 1:
+            raise ConfigError(f"job {job['id'][:8]} is {job['status']}; cancel it before forgetting it")
+        return job
 
     def adopt(self, spec: JobSpec, output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> str:
         """Record a job that was done before the job table knew it (an experiment's imported records): a done
@@ -202,16 +230,18 @@ class JobQueue:
         return run_id
 
     def fail(self, job_id: str, error: str, retry: bool, worker: str | None = None,
-             log_tail: str | None = None) -> str:
-        """A running job stopped with ``error``: back to the queue when ``retry`` and attempts remain, else failed.
-        Returns the new state."""
-        job = self.get(job_id)
-        state = "queued" if retry and job["attempts"] < job["max_attempts"] and not job["cancel_requested"] \
-            else ("cancelled" if job["cancel_requested"] else "failed")
+             log_tail: str | None = None, count_attempt: bool = True) -> str:
+        """A running job stopped with ``error``: back to the queue when ``retry`` and attempts remain, cancelled when a
+        cancel was asked for, else failed — decided inside one UPDATE, so a cancel arriving meanwhile cannot leave
+        the job queued with its cancel flag set (claim would then refuse it forever). ``count_attempt=False``
+        (an interruption, not a failure of the job) gives the attempt back. Returns the new state."""
+        attempts = Job.attempts if count_attempt else Job.attempts - 1
+        requeue = and_(sa_true() if retry else sa_false(), attempts < Job.max_attempts,
+                       Job.cancel_requested.is_(False))
+        state = case((requeue, "queued"), (Job.cancel_requested.is_(True), "cancelled"), else_="failed")
         where = [Job.status == "running"] + ([Job.worker == worker] if worker else [])
-        values: dict[str, Any] = {"status": state, "error": error[-4000:], "worker": None}
-        if state != "queued":
-            values["finished_at"] = _now()
+        values: dict[str, Any] = {"status": state, "error": error[-4000:], "worker": None, "attempts": attempts,
+                                  "finished_at": case((requeue, None), else_=_now())}
         if log_tail is not None:
             values["log_tail"] = log_tail
         self._update(job_id, where, **values)
@@ -326,7 +356,7 @@ def run_job(store_url: str, job_id: str, executor: str = "local", show_progress:
         if state["stop"]:
             return queue.fail(job_id, "cancelled", retry=False, worker=me, log_tail=tail.text())
         queue.fail(job_id, "interrupted (Ctrl-C / SIGINT): back to the queue", retry=True, worker=me,
-                   log_tail=tail.text())
+                   log_tail=tail.text(), count_attempt=False)
         raise
     except EmbedlabError as e:  # bad config or data: the same error on every attempt, so no retry
         stop_beating.set()

@@ -8,14 +8,17 @@
     seeds: [0, 1, 2]
     threads: 1                          # CPU threads per job (the local executor fits jobs into the cores)
     matrix:                             # dotted paths into the job -> lists: one job per combination
-      model: [sentence-transformers/all-MiniLM-L6-v2, runs/my-model/final]
+      model: [sentence-transformers/all-MiniLM-L6-v2, runs/my-model/final]   # names: ...L6-v2, final
       config.eval.batch_size: [16, 32]
     workdir: runs/jobs/{experiment}     # each job's folder: <workdir>/<name>-s<seed>
 
 Every combination of the matrix values times every seed is one job, named ``<name>-<key>=<value>...`` (``name``
-defaults to the kind). Matrix keys are ``model``, ``tasks``, ``threads`` or ``config.<path>``; anything else, an
-empty list or a path through a non-mapping is a ConfigError naming the key. It only expands; submitting is
-``JobQueue.submit``'s.
+defaults to the kind; a value is shortened to its last path components, as many as keep the values of one key
+apart). The rows of a job are labelled by its model (``name`` and the model's short name when the matrix varies the
+model), not by its configuration: a leaderboard then picks the best configuration per model. Matrix keys are
+``model``, ``tasks`` or ``config.<path>`` (threads and resources do not change results: they are not a matrix
+axis); anything else, an empty list or a path through a non-mapping is a ConfigError naming the key. It only
+expands; submitting is ``JobQueue.submit``'s.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from ..configfile import load_config
 from ..errors import ConfigError
 from ..jobkinds import JobSpec
 
-_TOP_KEYS = ("model", "tasks", "threads")
+_TOP_KEYS = ("model", "tasks")
 
 
 class JobMatrix(BaseModel):
@@ -56,11 +59,20 @@ def load_job_matrix(path: str | Path) -> JobMatrix:
     return spec
 
 
-def _short(value: Any) -> str:
-    """A matrix value as a folder-safe name part: the last path component of a path or hub id."""
-    text = "+".join(map(str, value)) if isinstance(value, list) else str(value)
-    text = text.rstrip("/").split("/")[-1] or text
-    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)[:60]
+def _text(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _short_names(values: list[Any]) -> dict[str, str]:
+    """Folder-safe short names of one key's values: the last path component (of a path or hub id), or as many
+    trailing components as keep the values apart (``runs/a/final`` and ``runs/b/final`` -> ``a_final``, ``b_final``)."""
+    texts = list(dict.fromkeys(_text(v) for v in values))
+    parts = {t: [p for p in t.rstrip("/").split("/") if p] or [t] for t in texts}
+    for n in range(1, max(len(p) for p in parts.values()) + 1):
+        names = {t: "_".join(p[-n:]) for t, p in parts.items()}
+        if len(set(names.values())) == len(names):
+            break
+    return {t: re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)[-60:] for t, name in names.items()}
 
 
 def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -78,7 +90,7 @@ def expand(spec: JobMatrix, where: str = "job spec") -> list[tuple[JobSpec, Path
     """Every (combination of matrix values) x seed as a JobSpec and its output folder."""
     for key, values in spec.matrix.items():
         if key not in _TOP_KEYS and not (key.startswith("config.") and len(key) > len("config.")):
-            raise ConfigError(f"{where}: matrix.{key}: not a job field; use model, tasks, threads or config.<path>")
+            raise ConfigError(f"{where}: matrix.{key}: not a matrix axis; use model, tasks or config.<path>")
         if not values:
             raise ConfigError(f"{where}: matrix.{key}: an empty list would make no job")
     try:
@@ -86,6 +98,7 @@ def expand(spec: JobMatrix, where: str = "job spec") -> list[tuple[JobSpec, Path
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"{where}: workdir {spec.workdir!r}: only {{experiment}} may be filled in ({e})") from None
     keys = list(spec.matrix)
+    short = {k: _short_names(spec.matrix[k]) for k in keys}
     jobs = []
     for combo in itertools.product(*(spec.matrix[k] for k in keys)):
         fields: dict[str, Any] = {"model": spec.model, "tasks": list(spec.tasks), "threads": spec.threads,
@@ -97,11 +110,12 @@ def expand(spec: JobMatrix, where: str = "job spec") -> list[tuple[JobSpec, Path
                 _set(fields["config"], key[len("config."):], value)
         if isinstance(fields["tasks"], str):
             fields["tasks"] = [fields["tasks"]]
-        name = "-".join([spec.name or spec.kind.replace("+", "_")]
-                        + [f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, combo)])
+        base = spec.name or spec.kind.replace("+", "_")
+        name = "-".join([base] + [f"{k.split('.')[-1]}={short[k][_text(v)]}" for k, v in zip(keys, combo)])
+        label = f"{base}-{short['model'][_text(fields['model'])]}" if "model" in spec.matrix else base
         for seed in spec.seeds:
             job = JobSpec(kind=spec.kind, name=name, model=fields["model"], tasks=tuple(fields["tasks"]),
                           config=fields["config"], seed=seed, experiment=spec.experiment, threads=fields["threads"],
-                          resources=dict(spec.resources))
+                          resources=dict(spec.resources), label=label)
             jobs.append((job, workdir / f"{name}-s{seed}"))
     return jobs

@@ -251,7 +251,8 @@ class RayExecutor:
             try:
                 job = queue.get(job_id)
                 if job["status"] == "running" and job["attempts"] == task.attempts + 1:
-                    queue.fail(job_id, "stopped with the executor", retry=True, worker=job["worker"])
+                    queue.fail(job_id, "stopped with the executor", retry=True, worker=job["worker"],
+                               count_attempt=False)
             except Exception as e:  # never hide the error that stopped the executor
                 log.warning("job %s: could not put it back in the queue: %s", job_id[:8], e)
 

@@ -23,6 +23,7 @@ def experiment(
                                      "EMBEDLAB_RESULTS_DB)"),
     executor: str = typer.Option("local", "--executor", help="local | ray | inline"),
     cpus: Optional[int] = typer.Option(None, "--cpus", min=1, help="local executor: cores to fill (default: all)"),
+    address: Optional[str] = typer.Option(None, "--address", help="ray executor: cluster address (or RAY_ADDRESS)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run every (run, seed) of an experiment as a job (resumable: done jobs are not rerun), store the scores,
@@ -41,5 +42,5 @@ def experiment(
     _on_interrupt("interrupted: finished jobs are stored, running ones went back to the queue; the same command "
                   "resumes")
     path = run_experiment(spec, only=only.split(",") if only else None, show_progress=_progress_bars(progress),
-                          seeds=seed_list, db=db, executor=executor, cpus=cpus)
+                          seeds=seed_list, db=db, executor=executor, cpus=cpus, address=address)
     _say(f"records: {path}")

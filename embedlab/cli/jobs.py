@@ -5,6 +5,7 @@
     embedlab jobs list [--experiment E] [--status running]
     embedlab jobs show ID                       # status, progress, log tail, results
     embedlab jobs cancel ID / embedlab jobs retry ID
+    embedlab jobs forget ID                     # drop a finished job's row (results and folder kept)
 
 Every command works on the jobs table of the results store (``--db``, ``EMBEDLAB_RESULTS_DB``), so several processes
 (or the web app) see the same jobs. Executors: ``local`` (worker processes, default), ``ray`` (``--address`` or
@@ -64,6 +65,8 @@ def submit(
     cpus: Optional[int] = typer.Option(None, "--cpus", min=1, help="local executor: cores to fill (default: all)"),
     address: Optional[str] = typer.Option(None, "--address", help="ray executor: cluster address"),
     max_attempts: int = typer.Option(2, "--max-attempts", min=1, help="tries per job when a worker is lost"),
+    requeue: bool = typer.Option(True, "--requeue/--no-requeue", help="put failed or cancelled jobs of the spec "
+                                 "back in the queue (fresh attempts)"),
     show: bool = typer.Option(False, "--show", help="print the job matrix and stop (nothing is submitted)"),
     progress: bool = typer.Option(False, "--progress/--no-progress"),
 ) -> None:
@@ -79,8 +82,9 @@ def submit(
         return
     queue = JobQueue(db)
     before = {j["id"] for j in queue.list()}
-    ids = queue.submit([j for j, _ in jobs], [f for _, f in jobs], max_attempts=max_attempts)
-    new = sum(i not in before for i in ids)
+    ids = queue.submit([j for j, _ in jobs], [f for _, f in jobs], max_attempts=max_attempts,
+                       requeue_failed=requeue)
+    new = len(set(ids) - before)
     _say(f"{len(ids)} job(s): {new} new, {len(ids) - new} already known; store {queue.store.display_url}")
     if wait:
         _wait(queue, ids, executor, cpus, address, progress)
@@ -120,10 +124,20 @@ def list_jobs(
     if status is not None and status not in JOB_STATES:
         raise typer.BadParameter(f"--status must be one of {', '.join(JOB_STATES)}; got {status!r}")
     queue = JobQueue(ResultsStore(db, create=False))
+    import datetime as dt
+
+    from ..bench.jobs import STALE_AFTER_S
+
+    now = dt.datetime.now(dt.timezone.utc)
     rows = []
     for j in queue.list(experiment=experiment, status=status):
         progress = f"{100 * j['progress']:.0f}%" if j["progress"] is not None else ""
-        rows.append([j["id"][:8], j["experiment"] or "", j["name"], str(j["seed"]), j["kind"], j["status"],
+        state = j["status"]
+        if state == "running" and j["heartbeat_at"] is not None:
+            quiet = (now - j["heartbeat_at"]).total_seconds()
+            if quiet > STALE_AFTER_S:  # its worker is probably gone; the next executor or `jobs run` reaps it
+                state = f"running? (no heartbeat for {quiet / 60:.0f} min)"
+        rows.append([j["id"][:8], j["experiment"] or "", j["name"], str(j["seed"]), j["kind"], state,
                      progress, str(j["attempts"]), (j["progress_text"] or "")[:40]])
     console.print(_table(f"jobs ({queue.store.display_url})",
                          ["id", "experiment", "name", "seed", "kind", "status", "progress", "tries", "doing"], rows))
@@ -171,7 +185,9 @@ def cancel(job_id: str = typer.Argument(...), db: Optional[str] = _DB) -> None:
 @jobs_app.command("retry")
 def retry(job_id: str = typer.Argument(...), db: Optional[str] = _DB,
           wait: bool = typer.Option(False, "--wait/--no-wait", help="run it here until it finishes"),
-          executor: str = _EXECUTOR) -> None:
+          executor: str = _EXECUTOR,
+          cpus: Optional[int] = typer.Option(None, "--cpus", min=1),
+          address: Optional[str] = typer.Option(None, "--address")) -> None:
     """Put a failed or cancelled job back in the queue (a training job resumes from its last checkpoint)."""
     from ..bench.jobs import JobQueue
     from ..bench.store import ResultsStore
@@ -180,4 +196,16 @@ def retry(job_id: str = typer.Argument(...), db: Optional[str] = _DB,
     job = queue.get(job_id)
     _say(f"{job['id'][:8]} {job['name']}: {queue.retry(job['id'])}")
     if wait:
-        _wait(queue, [job["id"]], executor, None, None, False)
+        _wait(queue, [job["id"]], executor, cpus, address, False)
+
+
+@jobs_app.command("forget")
+def forget(job_id: str = typer.Argument(...), db: Optional[str] = _DB) -> None:
+    """Remove a done, failed or cancelled job from the jobs table (its results and folder stay), freeing its folder
+    for a job of another configuration."""
+    from ..bench.jobs import JobQueue
+    from ..bench.store import ResultsStore
+
+    queue = JobQueue(ResultsStore(db, create=False))
+    job = queue.forget(job_id)
+    _say(f"{job['id'][:8]} {job['name']}: forgotten; its folder {job['output_dir']} and its result rows are kept")
