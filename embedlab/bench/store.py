@@ -235,16 +235,19 @@ class _SchemaMismatch(Exception):
 def migrate(engine: Engine) -> str | None:
     """Upgrade the store at ``engine`` to the newest schema revision (HEAD) with Alembic, keeping every row.
 
-    Safe when several processes open one store at once: SQLite files are locked with flock(2) on the database file
-    (independent of SQLite's own fcntl locks), PostgreSQL with a transaction-scoped advisory lock; the revision is read
-    again under the lock. A store from before revisions existed (no ``alembic_version``, a results table with the
+    Safe when several processes open one store at once: SQLite stores are serialised with flock(2) on a lock file
+    beside the database, PostgreSQL with a transaction-scoped advisory lock; the revision is read again under the
+    lock. A store from before revisions existed (no ``alembic_version``, a results table with the
     columns of revision 0001) is stamped 0001 first. Returns the revision found before upgrading (None: new store).
     """
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
 
-    with engine.begin() as conn, _file_lock(engine):
+    with engine.connect() as conn:  # the usual case, an up-to-date store: no lock, no lock file
+        if MigrationContext.configure(conn).get_current_revision() == HEAD:
+            return HEAD
+    with _file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         found = MigrationContext.configure(conn).get_current_revision()
@@ -265,17 +268,20 @@ def migrate(engine: Engine) -> str | None:
 
 
 class _file_lock:
-    """flock on a SQLite store's file for the duration of a migration (nothing for other backends or in-memory)."""
+    """flock on ``<database>.migrate.lock`` beside a SQLite store, for the duration of a migration (nothing for other
+    backends or in-memory stores). Not on the database file itself: closing any other descriptor of that file would
+    drop SQLite's own POSIX locks on it (a "disk I/O error" for the other processes)."""
 
     def __init__(self, engine: Engine):
-        self.path = _sqlite_file(str(engine.url))
+        database = _sqlite_file(str(engine.url))
+        self.path = database.with_name(database.name + ".migrate.lock") if database is not None else None
         self.fd: int | None = None
 
     def __enter__(self):
-        if self.path is not None and self.path.is_file():
+        if self.path is not None:
             import fcntl
 
-            self.fd = os.open(self.path, os.O_RDONLY)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
