@@ -233,9 +233,10 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     for run in spec.runs:  # ``evaluate: best`` needs the trainer's dev selection: say so before anything runs
         if run.evaluate == "best" and run.recipe is None:
             raise ConfigError(f"{spec_path}: run {run.name!r}: evaluate: best needs a recipe")
-    store = ResultsStore(db)
+    _load_records(Path(spec.results))  # a damaged records file is refused now, not after the first job
+    jobs = experiment_jobs(spec, workdir, only, seeds)  # every recipe loaded and checked
+    store = ResultsStore(db)  # opened (created) only once the spec holds together
     queue = JobQueue(store)
-    jobs = experiment_jobs(spec, workdir, only, seeds)
     import_records(spec, queue, jobs)
     ex = make_executor(executor, store.url, show_progress=show_progress,
                        **({"cpus": cpus} if cpus and executor in ("local", "ray") else {}),

@@ -176,5 +176,6 @@ def test_an_error_in_the_executor_puts_its_running_jobs_back_in_the_queue(ray_in
     with pytest.raises(KeyboardInterrupt):
         _executor(url).run([job_id], on_change=stop_when_training)
     job = q.get(job_id)
-    assert job["status"] == "queued" and job["attempts"] == 1 and job["worker"] is None
+    # An interruption is not a failed attempt: the attempt is given back.
+    assert job["status"] == "queued" and job["attempts"] == 0 and job["worker"] is None
     assert "interrupted" in job["error"]  # Ray's cancel raised KeyboardInterrupt in the task: run_job put it back

@@ -316,11 +316,12 @@ def test_absurd_negative_counts_are_refused(root):
         load_recipe(recipe_file(root), ["data.n_negatives=1000000"])
 
 
-def test_experiment_paths_records_and_tasks_are_checked_before_training(tmp_path):
+def test_experiment_paths_records_and_tasks_are_checked_before_training(tmp_path, monkeypatch):
     import yaml
 
     from embedlab.experiment import run_experiment
 
+    monkeypatch.chdir(tmp_path)
     base = {"name": "x", "results": str(tmp_path / "r.json"), "table": str(tmp_path / "t.md"), "tasks": ["stsb-dev"],
             "runs": [{"name": "a", "recipe": str(tmp_path / "never-read.yaml")}]}
     cases = [({"workdir": "runs/{nope}"}, "only {name}"), ({"tasks": ["nope"]}, "nope"),
@@ -333,6 +334,7 @@ def test_experiment_paths_records_and_tasks_are_checked_before_training(tmp_path
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(base))
     with pytest.raises(ConfigError, match="cut short"):
         run_experiment(tmp_path / "e.yaml", show_progress=False)
+    assert not (tmp_path / "embedlab-results.sqlite").exists()  # a bad spec leaves no new store behind
 
 
 def test_atomic_writes_never_replace_a_device_or_pipe(tmp_path):
