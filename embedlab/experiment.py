@@ -300,9 +300,15 @@ def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpe
     records = _load_records(Path(spec.results))
     if not records:
         return 0
-    have = {(r["model"], r["seed"], r["task"], r["metric"])
+    # A record is in the store when a row of the same run, seed, task and metric holds its value; another value
+    # (the JSON was written by a later run, e.g. under another protocol) is imported as the newer row.
+    def key(name, seed, task, metric, value):
+        return name, seed, task, metric, None if value is None else round(float(value), 9)
+
+    have = {key(r["model"], r["seed"], r["task"], r["metric"], r["value"])
             for r in queue.store.query(experiment=spec.name)}
-    todo = [r for r in records if (r["name"], r["seed"], r["task"], r.get("metric", "main_score")) not in have]
+    todo = [r for r in records
+            if key(r["name"], r["seed"], r["task"], r.get("metric", "main_score"), r.get("value")) not in have]
     if not todo:
         return 0
     by_run: dict[tuple[str, int], list[dict]] = {}

@@ -253,6 +253,13 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     assert "| untrained | 1 | 12.50 |" in (tmp / "old.md").read_text()
     run_experiment(tmp / "old.yaml", show_progress=False)  # idempotent: nothing imported twice
     assert json.loads((tmp / "old.json").read_text())["records"] == records
+    # A records file written later (another value for the same run, seed and task) wins over the store's older row.
+    from embedlab.experiment import refresh
+
+    records[0]["value"] = 13.5
+    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+    refresh(tmp / "old.yaml")
+    assert json.loads((tmp / "old.json").read_text())["records"] == records
 
 
 def test_a_misspelt_extra_metric_is_an_error_not_an_empty_column(train_root, data_root, monkeypatch):

@@ -140,16 +140,18 @@ class JobQueue:
 
     def adopt(self, spec: JobSpec, output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> str:
         """Record a job that was done before the job table knew it (an experiment's imported records): a done
-        job row and its result rows, in one transaction. Returns its id (the existing one if already known)."""
+        job row and its result rows, in one transaction. A job already known gets the rows as its newest results.
+        Returns the job's id."""
         key = spec.config_hash()
         config = {k: v for k, v in spec.to_dict().items() if k not in ("threads", "resources")}
         with Session(self.engine) as session, session.begin():
             existing = session.scalars(select(Job).where(Job.config_hash == key, Job.seed == spec.seed)).first()
-            if existing is not None:
-                return existing.id
-            job_id = uuid.uuid4().hex
+            job_id = existing.id if existing is not None else uuid.uuid4().hex
             objects, run_id = self.store.result_objects(
                 [{**r, "job_id": job_id, "config": config, "config_hash": key} for r in rows])
+            if existing is not None:  # rows recorded later for a known job: they are its newest results
+                session.add_all(objects)
+                return job_id
             now = _now()
             session.add(Job(id=job_id, kind=spec.kind, domain=get_kind(spec.kind).domain, experiment=spec.experiment,
                             name=spec.name, spec=json_safe(spec.to_dict()), config_hash=key, seed=spec.seed,
