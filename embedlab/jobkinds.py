@@ -32,7 +32,7 @@ from .results import config_hash
 log = logging.getLogger("embedlab.jobs")
 
 # The domains that ship with embedlab; more come from the "embedlab.domains" entry-point group.
-DOMAIN_MODULES = ("embedlab.text_jobs",)
+DOMAIN_MODULES = ("embedlab.text_jobs", "embedlab.medvqa.jobs")
 ENTRY_POINT_GROUP = "embedlab.domains"
 
 
