@@ -52,3 +52,14 @@ def test_a_bad_baseline_job_is_refused_at_submit(tmp_path):
         queue.submit([JobSpec(kind="vqa-baseline", name="x", model="majority", tasks=("vqa-rad-nope",))],
                      [tmp_path / "a"])
     assert queue.list() == []
+
+
+def test_embedlab_list_shows_both_domains():
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    out = CliRunner().invoke(app, ["list"])
+    assert out.exit_code == 0, out.output
+    for name in ("train+evaluate", "vqa-baseline", "vqa-rad-val", "image-identity", "stsb"):
+        assert name in out.output

@@ -66,3 +66,12 @@ def list_registered() -> None:
     from ..bench.executors import EXECUTORS
 
     _say("job executors: " + ", ".join(EXECUTORS))
+    from ..medvqa.baselines import BASELINES
+    from ..medvqa.datasets import DATASETS as VQA_DATASETS
+    from ..medvqa.tasks import TASKS as VQA_TASKS
+
+    console.print(_table("Med-VQA tasks (train split -> scored split)", ["name", "dataset", "train", "scored", "what"],
+                         [[t.name, t.dataset, t.train_split, t.eval_split, t.description]
+                          for _, t in VQA_TASKS.items()]))
+    _say("Med-VQA datasets: " + ", ".join(VQA_DATASETS.names()))
+    _say("Med-VQA baselines: " + ", ".join(BASELINES.names()))
