@@ -39,6 +39,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # task type -> factor from the computed value to the shown/stored one (registered by each domain)
 DISPLAY_SCALES: Registry[float] = Registry("task type (display scale)")
+# Task types whose main score is not a "higher is better" percentage (e.g. text's geometry: uniformity): shown in
+# tables but never averaged or used to rank models. Registered by each domain next to its display scales.
+UNRANKED_TYPES: set[str] = set()
 
 # Packages whose versions decide numbers; recorded with every result that asks for provenance.
 PROVENANCE_PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy", "scipy", "faiss-cpu",
@@ -48,6 +51,22 @@ PROVENANCE_PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy"
 def display_scale(task_type: str) -> float:
     """The factor from a computed score of ``task_type`` to the number tables show (100 for fractions)."""
     return DISPLAY_SCALES.get(task_type)
+
+
+def register_task_type(task_type: str, scale: float, ranked: bool = True) -> None:
+    """A domain's task type: its display scale and whether its main score may be averaged and ranked. Idempotent for
+    the same values (a module imported twice under two names must not fail)."""
+    if task_type in DISPLAY_SCALES:
+        if DISPLAY_SCALES.get(task_type) != scale:
+            raise ValueError(f"task type {task_type!r} is registered with another display scale")
+    else:
+        DISPLAY_SCALES.add(task_type, scale)
+    if not ranked:
+        UNRANKED_TYPES.add(task_type)
+
+
+def is_ranked(task_type: str) -> bool:
+    return task_type not in UNRANKED_TYPES
 
 
 def display_value(task_type: str, value: float | None) -> float | None:

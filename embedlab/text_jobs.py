@@ -27,6 +27,7 @@ from typing import Any
 
 from .atomic import write_json
 from .errors import ConfigError
+from .evaluate import tasks as _tasks  # noqa: F401 - registers the text task types when the domain is loaded
 from .jobkinds import JOB_KINDS, JobContext, JobKind, JobOutcome, JobSpec
 
 log = logging.getLogger("embedlab.jobs.text")

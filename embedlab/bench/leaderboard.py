@@ -21,8 +21,9 @@ leaderboard's averaged tasks — never task by task, which would pick each colum
    with no complete seed ranks below every complete one (among themselves: the most averaged tasks covered, then the
    mean of their per-task means).
 
-The **averaged tasks** are every task of the leaderboard except those of the task types in ``NOT_AVERAGED`` (text's
-``geometry``: its main score is uniformity, neither "higher is better" nor on the 0-100 scale); pass
+The **averaged tasks** are every task of the leaderboard except those of task types a domain registered as unranked
+(``embedlab.results.register_task_type(..., ranked=False)``; text's ``geometry``: its main score is uniformity,
+neither "higher is better" nor on the 0-100 scale); pass
 ``average_types`` to choose the types yourself. Tasks that are not averaged still get their per-task and per-category
 rows. Every "mean ± std" is over seeds, std with ddof=1 (None with one seed); "n" is the number of seeds behind it.
 
@@ -37,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..jobkinds import load_domains
+from ..results import is_ranked
 
-# Task types whose main score is not a "higher is better" percentage: shown, but not averaged or used for choosing.
-NOT_AVERAGED = frozenset({"geometry"})
 MISSING_CATEGORY = "(none)"
 
 
@@ -192,7 +193,8 @@ def leaderboard_from_rows(rows: Iterable[Mapping[str, Any]], *, experiment: str 
         categories.setdefault(info["category"], []).append(task)
     tasks = [t for members in categories.values() for t in members]
     if average_types is None:
-        averaged = [t for t in tasks if task_info[t]["task_type"] not in NOT_AVERAGED] or list(tasks)
+        load_domains()  # the domains register which of their task types are ranked
+        averaged = [t for t in tasks if is_ranked(task_info[t]["task_type"])] or list(tasks)
     else:
         averaged = [t for t in tasks if task_info[t]["task_type"] in set(average_types)]
         if not averaged:

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..registry import Registry
-from ..results import DISPLAY_SCALES
+from ..results import DISPLAY_SCALES, register_task_type
 
-# Display scales of the text task types (embedlab.results): correlations and nDCG are fractions, shown x100;
-# geometry metrics (alignment, uniformity, ratios, ranks) as computed.
-for _type, _scale in (("sts", 100.0), ("retrieval", 100.0), ("geometry", 1.0)):
-    DISPLAY_SCALES.add(_type, _scale)
+# The text task types (embedlab.results): correlations and nDCG are fractions, shown x100; geometry metrics
+# (alignment, uniformity, ratios, ranks) as computed, and never averaged or ranked (uniformity: lower is "better").
+for _type, _scale, _ranked in (("sts", 100.0, True), ("retrieval", 100.0, True), ("geometry", 1.0, False)):
+    register_task_type(_type, _scale, _ranked)
 
 
 @dataclass(frozen=True)

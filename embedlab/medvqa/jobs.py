@@ -19,6 +19,7 @@ from ..atomic import write_json
 from ..errors import ConfigError
 from ..jobkinds import JOB_KINDS, JobContext, JobKind, JobOutcome, JobSpec
 from ..results import make_rows
+from . import tasks as _tasks  # noqa: F401 - registers the "vqa" task type when the domain is loaded
 
 log = logging.getLogger("embedlab.jobs.medvqa")
 CONFIG_KEYS = {"closed_by", "questions"}

@@ -41,13 +41,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..results import DISPLAY_SCALES
+from ..results import register_task_type
 from .normalize import YES_NO, normalize_answer
 from .records import VQARecord
 
 TASK_TYPE = "vqa"
-if TASK_TYPE not in DISPLAY_SCALES:
-    DISPLAY_SCALES.add(TASK_TYPE, 100.0)
+register_task_type(TASK_TYPE, 100.0)
 
 CLOSED_BY = ("field", "yesno")
 QUESTIONS = ("all", "freeform")

@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import Registry
+from ..results import register_task_type
+
+register_task_type("vqa", 100.0)  # accuracies are fractions, shown x100 (metrics.py registers the same)
 
 
 @dataclass(frozen=True)
