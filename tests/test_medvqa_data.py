@@ -15,7 +15,7 @@ import pytest
 
 from embedlab.errors import DataError, UnknownChoiceError
 from embedlab.medvqa import splits as carved
-from embedlab.medvqa.datasets import (DATASETS, BadRecords, image_path, load_dataset, load_export, read_mevf_json,
+from embedlab.medvqa.datasets import (DATASETS, BadRows, image_path, load_dataset, load_export, read_mevf_json,
                                       read_pathvqa, read_slake_json, read_vqa_med_2019,
                                       read_vqa_rad_official)
 from embedlab.medvqa.images import load_image, load_image_tensor
@@ -275,7 +275,7 @@ def test_bad_record_names_file_record_and_field(tmp_path, change, field_name):
     message = str(err.value)
     assert str(path) in message and "record 2" in message and repr(field_name) in message
     assert err.value.path == str(path)
-    bad = BadRecords(skip=True)
+    bad = BadRows(skip=True)
     records = read_mevf_json(path, skip_bad_rows=bad)
     assert [r.qid for r in records] == ["1", "3"] and bad.count == 1 and bad.by_file == {str(path): 1}
     assert "record 2" in bad.reasons[0]
@@ -300,7 +300,7 @@ def test_duplicate_qid_and_non_object_rows(tmp_path):
     path = _export(tmp_path, [_row(1), _row(1), ["not", "a", "record"]])
     with pytest.raises(DataError, match="duplicate qid"):
         read_mevf_json(path)
-    bad = BadRecords(skip=True)
+    bad = BadRows(skip=True)
     assert len(read_mevf_json(path, skip_bad_rows=bad)) == 1 and bad.count == 2
 
 
@@ -325,7 +325,7 @@ def test_vqa_med_bad_line_names_line(tmp_path):
     with pytest.raises(DataError) as err:
         read_vqa_med_2019(path)
     assert f"{path}:2:" in str(err.value) and "record line 2" in str(err.value)
-    bad = BadRecords(skip=True)
+    bad = BadRows(skip=True)
     assert [r.qid for r in read_vqa_med_2019(path, skip_bad_rows=bad)] == ["C2_Plane_train:1"]
     assert bad.count == 2 and "'answer'" in bad.reasons[1]
 

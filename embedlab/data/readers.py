@@ -8,8 +8,9 @@ What it does:
   separated files are split on the tab only, with quoting off: STS sentences contain quote characters that mean
   nothing to the format. Comma-separated files go through the ``csv`` module with standard quoting.
 - ``read_jsonl``: one JSON object per line; blank lines are ignored (they carry no record).
-- ``BadRows``: what to do with a malformed row. Off (the default), the first bad row raises ``DataError`` with the
-  file, the line and what was expected. On, bad rows are skipped and counted.
+- ``BadRows`` (embedlab.badrows, shared with every domain, re-exported here): what to do with a malformed row. Off
+  (the default), the first bad row raises ``DataError`` with the file, the line and what was expected. On, bad rows
+  are skipped and counted.
 
 How skipped rows are reported (one design, used by every loader): loaders take ``skip_bad_rows: bool | BadRows``.
 ``True`` skips; after each file that had skipped rows, one warning is logged on the ``embedlab.data`` logger with the
@@ -34,67 +35,12 @@ import math
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..badrows import BadRow, BadRows  # noqa: F401 - the shared policy, re-exported for the text loaders
 from ..errors import DataError
 
 log = logging.getLogger("embedlab.data")
 
 _DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
-
-
-class BadRow(Exception):
-    """Raised by row validators with what was expected; ``BadRows.guard`` turns it into a DataError or a skip."""
-
-
-class BadRows:
-    """The bad-row policy and its tally for one load (which may span several files)."""
-
-    def __init__(self, skip: bool = False, keep_reasons: int = 5):
-        self.skip = skip
-        self.keep_reasons = keep_reasons
-        self.count = 0
-        self.by_file: dict[str, int] = {}
-        self.reasons: list[str] = []  # the first `keep_reasons` messages, each "path:line: message"
-        self._reported: dict[str, int] = {}
-
-    @classmethod
-    def coerce(cls, value: bool | BadRows | None) -> BadRows:
-        """Accept what loaders accept for ``skip_bad_rows``: a bool or a caller-owned BadRows."""
-        if isinstance(value, BadRows):
-            return value
-        return cls(skip=bool(value))
-
-    def reject(self, message: str, path: str | Path, line: int | None) -> None:
-        """A row is bad: raise DataError when not skipping, otherwise count it and go on."""
-        if not self.skip:
-            raise DataError(message, path, line)
-        key = str(path)
-        self.count += 1
-        self.by_file[key] = self.by_file.get(key, 0) + 1
-        if len(self.reasons) < self.keep_reasons:
-            self.reasons.append(f"{key}:{line}: {message}")
-
-    @contextlib.contextmanager
-    def guard(self, path: str | Path, line: int | None) -> Iterator[None]:
-        """Run one row's validation; a ``BadRow`` inside is rejected (raised or skipped) and suppressed.
-
-            for line, row in rows:
-                with bad.guard(path, line):
-                    out.append(make_record(row))   # not reached when the row is bad and skipped
-        """
-        try:
-            yield
-        except BadRow as exc:
-            self.reject(str(exc), path, line)
-
-    def report(self, path: str | Path) -> int:
-        """Log one warning if rows of ``path`` were skipped since the last report; return that number."""
-        key = str(path)
-        new = self.by_file.get(key, 0) - self._reported.get(key, 0)
-        if new > 0:
-            self._reported[key] = self.by_file[key]
-            first = [r for r in self.reasons if r.startswith(key + ":")][:3]
-            log.warning("skipped %d bad row(s) in %s; first: %s", new, key, "; ".join(first) or "(not kept)")
-        return max(new, 0)
 
 
 def require_rows(count: int, path: str | Path, what: str, bad: BadRows | None = None) -> None:

@@ -21,7 +21,7 @@ Bad input: a missing or unreadable file is always a ``DataError`` naming the fil
 missing or empty, an answer type other than CLOSED/OPEN, a duplicate qid, an image file that is not there) is a
 ``DataError`` naming the file, the record (qid and position, or line) and the field; with ``skip_bad_rows=True`` it
 is skipped and counted instead (one warning per file on the ``embedlab.medvqa`` logger; pass your own
-``BadRecords(skip=True)`` to read the counts). A file with no usable record is a ``DataError``.
+``BadRows(skip=True)`` to read the counts). A file with no usable record is a ``DataError``.
 
 Images are checked when ``check_images`` is True, or (the default, None) when the dataset's image folder exists:
 SLAKE's images are not in the offline mirror, so its records load image-free. This module does not decode images
@@ -29,15 +29,15 @@ SLAKE's images are not in the offline mirror, so its records load image-free. Th
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Callable, Collection
 
+from ..badrows import BadRow, BadRows
 from ..errors import DataError, UnknownChoiceError
 from .. import settings
 from ..registry import Registry
@@ -50,61 +50,7 @@ log = logging.getLogger("embedlab.medvqa")
 # --------------------------------------------------------------------------------------------------- bad records
 
 
-class BadRecord(Exception):
-    """Raised while building one record; ``BadRecords.guard`` turns it into a DataError or a skip."""
-
-    def __init__(self, message: str, field_name: str | None = None):
-        self.field_name = field_name
-        super().__init__(message)
-
-
-class BadRecords:
-    """The bad-record policy and its tally for one load (possibly several files): the Med-VQA twin of the text
-    side's BadRows (which this domain may not import)."""
-
-    def __init__(self, skip: bool = False, keep_reasons: int = 5):
-        self.skip = skip
-        self.keep_reasons = keep_reasons
-        self.count = 0
-        self.by_file: dict[str, int] = {}
-        self.reasons: list[str] = []  # the first `keep_reasons` messages, "path: record ...: message"
-        self._reported: dict[str, int] = {}
-
-    @classmethod
-    def coerce(cls, value: bool | BadRecords | None) -> BadRecords:
-        return value if isinstance(value, BadRecords) else cls(skip=bool(value))
-
-    def reject(self, message: str, path: str | Path, line: int | None = None) -> None:
-        """A record is bad: raise DataError when not skipping, otherwise count it."""
-        if not self.skip:
-            raise DataError(message, path, line)
-        key = str(path)
-        self.count += 1
-        self.by_file[key] = self.by_file.get(key, 0) + 1
-        if len(self.reasons) < self.keep_reasons:
-            self.reasons.append(f"{key}{f':{line}' if line else ''}: {message}")
-
-    @contextlib.contextmanager
-    def guard(self, path: str | Path, where: str, line: int | None = None) -> Iterator[None]:
-        """Build one record; a ``BadRecord`` inside is rejected (raised or skipped) with ``where`` (the record)."""
-        try:
-            yield
-        except BadRecord as exc:
-            what = f"field {exc.field_name!r}: " if exc.field_name else ""
-            self.reject(f"{where}: {what}{exc}", path, line)
-
-    def report(self, path: str | Path) -> int:
-        """Log one warning if records of ``path`` were skipped since the last report; return that number."""
-        key = str(path)
-        new = self.by_file.get(key, 0) - self._reported.get(key, 0)
-        if new > 0:
-            self._reported[key] = self.by_file[key]
-            first = [r for r in self.reasons if r.startswith(key)][:3]
-            log.warning("skipped %d bad record(s) in %s; first: %s", new, key, "; ".join(first) or "(not kept)")
-        return max(new, 0)
-
-
-def _require_records(records: list, path: Path, bad: BadRecords) -> None:
+def _require_records(records: list, path: Path, bad: BadRows) -> None:
     if records:
         return
     skipped = bad.by_file.get(str(path), 0)
@@ -123,22 +69,22 @@ def _text(row: dict, name: str, *, required: bool = True, aliases: tuple[str, ..
             break
     else:
         if required:
-            raise BadRecord("is missing", name)
+            raise BadRow("is missing", name)
         return ""
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
         if required:
-            raise BadRecord(f"must be a string, got {type(value).__name__}", name)
+            raise BadRow(f"must be a string, got {type(value).__name__}", name)
         return ""
     text = str(value)
     if required and not text.strip():
-        raise BadRecord("is empty", name)
+        raise BadRow("is empty", name)
     return text
 
 
 def _answer_type(row: dict, name: str = "answer_type") -> str:
     value = canonical_answer_type(_text(row, name))
     if value not in (CLOSED, OPEN):
-        raise BadRecord(f"must be CLOSED or OPEN, got {row.get(name)!r}", name)
+        raise BadRow(f"must be CLOSED or OPEN, got {row.get(name)!r}", name)
     return value
 
 
@@ -159,7 +105,7 @@ class _Images:
             return
         path = Path(name) if os.path.isabs(name) or self.folder is None else self.folder / name
         if not path.is_file():
-            raise BadRecord(f"image file {path} not found", field_name)
+            raise BadRow(f"image file {path} not found", field_name)
 
     def extra(self) -> dict[str, str]:
         return {"image_dir": str(self.folder)} if self.folder is not None else {}
@@ -206,24 +152,24 @@ def _where(index: int, row: Any, qid_field: str = "qid") -> str:
 
 
 def read_mevf_json(path: str | Path, *, split: str = "train", dataset: str = "vqa-rad",
-                   image_dir: str | Path | None = None, skip_bad_rows: bool | BadRecords = False,
+                   image_dir: str | Path | None = None, skip_bad_rows: bool | BadRows = False,
                    check_images: bool | None = None) -> list[VQARecord]:
     """VQA-RAD in the MEVF layout (trainset.json / testset.json; also the dataset tool's exports): a JSON list of
     ``{qid, image_name, image_organ, answer, answer_type, question_type, question, phrase_type}``. Required: qid,
     image_name, question, answer, answer_type; the rest may be absent. ``image_dir`` defaults to ``images/`` next
     to the file."""
     path = Path(path)
-    bad = BadRecords.coerce(skip_bad_rows)
+    bad = BadRows.coerce(skip_bad_rows)
     images = _Images(Path(image_dir) if image_dir is not None else path.parent / "images", check_images)
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(_json_records(path), 1):
-        with bad.guard(path, _where(index, row)):
+        with bad.guard(path, where=_where(index, row)):
             if not isinstance(row, dict):
-                raise BadRecord(f"expected a JSON object, got {type(row).__name__}")
+                raise BadRow(f"expected a JSON object, got {type(row).__name__}")
             qid = _text(row, "qid")
             if qid in seen:
-                raise BadRecord(f"duplicate qid {qid!r}", "qid")
+                raise BadRow(f"duplicate qid {qid!r}", "qid")
             image = _text(row, "image_name")
             record = VQARecord(
                 qid=qid, image=image, question=_text(row, "question"), answer=_text(row, "answer"),
@@ -234,7 +180,7 @@ def read_mevf_json(path: str | Path, *, split: str = "train", dataset: str = "vq
             images.require(image, "image_name")
             seen.add(qid)
             records.append(record)
-    bad.report(path)
+    bad.report(path, "record")
     _require_records(records, path, bad)
     return records
 
@@ -243,7 +189,7 @@ OFFICIAL_NULL = "NULL"
 
 
 def read_vqa_rad_official(path: str | Path, *, split: str = "train", frames: bool = False,
-                          image_dir: str | Path | None = None, skip_bad_rows: bool | BadRecords = False,
+                          image_dir: str | Path | None = None, skip_bad_rows: bool | BadRows = False,
                           check_images: bool | None = None) -> list[VQARecord]:
     """VQA-RAD's official release JSON (``VQA_RAD Dataset Public.json``; the mirror's ``vqa_rad_public_train_rows.json``
     holds its train rows): one row per freeform or paraphrased question with ``qid, phrase_type, qid_linked_id,
@@ -258,22 +204,22 @@ def read_vqa_rad_official(path: str | Path, *, split: str = "train", frames: boo
     path = Path(path)
     if split not in ("train", "test", "all"):
         raise DataError(f"split must be train, test or all, got {split!r}", path)
-    bad = BadRecords.coerce(skip_bad_rows)
+    bad = BadRows.coerce(skip_bad_rows)
     images = _Images(Path(image_dir) if image_dir is not None else _official_image_dir(path.parent), check_images)
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(_json_records(path), 1):
-        with bad.guard(path, _where(index, row)):
+        with bad.guard(path, where=_where(index, row)):
             if not isinstance(row, dict):
-                raise BadRecord(f"expected a JSON object, got {type(row).__name__}")
+                raise BadRow(f"expected a JSON object, got {type(row).__name__}")
             qid = _text(row, "qid")
             if qid in seen:
-                raise BadRecord(f"duplicate qid {qid!r}", "qid")
+                raise BadRow(f"duplicate qid {qid!r}", "qid")
             phrase = _text(row, "phrase_type").strip().lower()
             row_split = "test" if phrase.startswith("test_") else "train"
             phrase = phrase.removeprefix("test_")
             if phrase not in ("freeform", "para"):
-                raise BadRecord(f"must be freeform, para, test_freeform or test_para, got {row['phrase_type']!r}",
+                raise BadRow(f"must be freeform, para, test_freeform or test_para, got {row['phrase_type']!r}",
                                 "phrase_type")
             image = _text(row, "image_name")
             answer, answer_type = _text(row, "answer"), _answer_type(row)
@@ -296,7 +242,7 @@ def read_vqa_rad_official(path: str | Path, *, split: str = "train", frames: boo
             if frames and extra.get("question_frame", "").strip():
                 records.append(VQARecord(qid=f"{qid}-frame", question=extra["question_frame"], phrase_type="frame",
                                          extra={**extra, "frame_of": qid}, **common))
-    bad.report(path)
+    bad.report(path, "record")
     _require_records(records, path, bad)
     return records
 
@@ -309,7 +255,7 @@ def _official_image_dir(folder: Path) -> Path:
 
 
 def read_slake_json(path: str | Path, *, split: str = "train", language: str | None = "en",
-                    image_dir: str | Path | None = None, skip_bad_rows: bool | BadRecords = False,
+                    image_dir: str | Path | None = None, skip_bad_rows: bool | BadRows = False,
                     check_images: bool | None = None, drop_qids: Collection[str] = ()) -> list[VQARecord]:
     """SLAKE 1.0 (train.json / validate.json / test.json): a JSON list of ``{img_id, img_name, question, answer,
     q_lang, location, modality, answer_type, base_type, content_type, triple, qid}``. ``language="en"`` keeps the
@@ -318,17 +264,17 @@ def read_slake_json(path: str | Path, *, split: str = "train", language: str | N
     ``extra``. ``img_name`` (``xmlab1/source.jpg``) is relative to ``imgs/`` next to the file. ``drop_qids`` are
     left out before any check (the registry passes SLAKE_KNOWN_BAD: the release's known defects)."""
     path = Path(path)
-    bad = BadRecords.coerce(skip_bad_rows)
+    bad = BadRows.coerce(skip_bad_rows)
     images = _Images(Path(image_dir) if image_dir is not None else path.parent / "imgs", check_images)
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(_json_records(path), 1):
-        with bad.guard(path, _where(index, row)):
+        with bad.guard(path, where=_where(index, row)):
             if not isinstance(row, dict):
-                raise BadRecord(f"expected a JSON object, got {type(row).__name__}")
+                raise BadRow(f"expected a JSON object, got {type(row).__name__}")
             qid = _text(row, "qid")
             if qid in seen:
-                raise BadRecord(f"duplicate qid {qid!r}", "qid")
+                raise BadRow(f"duplicate qid {qid!r}", "qid")
             if qid in drop_qids:
                 seen.add(qid)
                 log.info("%s: record %d (qid %s) left out: %s", path, index, qid, drop_qids[qid]
@@ -347,7 +293,7 @@ def read_slake_json(path: str | Path, *, split: str = "train", language: str | N
                        "base_type": row.get("base_type"), "triple": row.get("triple"), "img_id": row.get("img_id")})
             images.require(image, "img_name")
             records.append(record)
-    bad.report(path)
+    bad.report(path, "record")
     _require_records(records, path, bad)
     return records
 
@@ -376,7 +322,7 @@ PATHVQA_TYPES = {"yes/no": CLOSED, "closed": CLOSED, "other": OPEN, "open": OPEN
 
 
 def read_pathvqa(path: str | Path, *, split: str = "train", image_dir: str | Path | None = None,
-                 image_suffix: str = ".jpg", skip_bad_rows: bool | BadRecords = False,
+                 image_suffix: str = ".jpg", skip_bad_rows: bool | BadRows = False,
                  check_images: bool | None = None) -> list[VQARecord]:
     """PathVQA's QA files as released (``qas/<split>/<split>_qa.pkl``; a ``.json`` with the same content is read
     too): a list of ``{image, question, answer}`` where ``image`` is a file stem (``train_0422``) under
@@ -384,7 +330,7 @@ def read_pathvqa(path: str | Path, *, split: str = "train", image_dir: str | Pat
     CLOSED, the rest OPEN (an ``answer_type`` of ``yes/no``/``other`` or CLOSED/OPEN is used when present). The
     qid is ``<split>-<position>``. Pickles are read with an unpickler that refuses any class (no code runs)."""
     path = Path(path)
-    bad = BadRecords.coerce(skip_bad_rows)
+    bad = BadRows.coerce(skip_bad_rows)
     default_dir = path.parent.parent.parent / "images" / split
     images = _Images(Path(image_dir) if image_dir is not None else default_dir, check_images)
     rows = _read_pickle(path) if path.suffix == ".pkl" else _read_json(path)
@@ -393,16 +339,16 @@ def read_pathvqa(path: str | Path, *, split: str = "train", image_dir: str | Pat
     records: list[VQARecord] = []
     for index, row in enumerate(rows, 1):
         qid = f"{split}-{index - 1}"
-        with bad.guard(path, f"record {index} (qid {qid})"):
+        with bad.guard(path, where=f"record {index} (qid {qid})"):
             if not isinstance(row, dict):
-                raise BadRecord(f"expected a mapping, got {type(row).__name__}")
+                raise BadRow(f"expected a mapping, got {type(row).__name__}")
             stem = _text(row, "image", aliases=("image_name", "img_id"))
             answer = _text(row, "answer")
             raw_type = str(row.get("answer_type") or "").strip()
             if raw_type:
                 answer_type = PATHVQA_TYPES.get(raw_type.lower())
                 if answer_type is None:
-                    raise BadRecord(f"must be yes/no, other, CLOSED or OPEN, got {raw_type!r}", "answer_type")
+                    raise BadRow(f"must be yes/no, other, CLOSED or OPEN, got {raw_type!r}", "answer_type")
             else:
                 answer_type = _yes_no_type(answer)
             image = stem if Path(stem).suffix else stem + image_suffix
@@ -411,7 +357,7 @@ def read_pathvqa(path: str | Path, *, split: str = "train", image_dir: str | Pat
                                extra={**images.extra(), "answer_type_from": "field" if raw_type else "yes/no"})
             images.require(image, "image")
             records.append(record)
-    bad.report(path)
+    bad.report(path, "record")
     _require_records(records, path, bad)
     return records
 
@@ -423,7 +369,7 @@ _VQA_MED_CATEGORY_NAMES = {name.lower(): qtype for name, qtype in VQA_MED_2019_C
 
 def read_vqa_med_2019(path: str | Path, *, split: str = "train", category: str | None = None,
                       image_dir: str | Path | None = None, image_suffix: str = ".jpg",
-                      skip_bad_rows: bool | BadRecords = False, check_images: bool | None = None) -> list[VQARecord]:
+                      skip_bad_rows: bool | BadRows = False, check_images: bool | None = None) -> list[VQARecord]:
     """One ImageCLEF VQA-Med 2019 QA file: ``image|question|answer`` lines (``QAPairsByCategory/C1_Modality_train.txt``
     and ``All_QA_Pairs_train.txt``) or ``image|category|question|answer`` lines (the test file with reference
     answers). The question type comes from the category (C1 Modality -> MODALITY, C2 Plane -> PLANE, C3 Organ ->
@@ -433,7 +379,7 @@ def read_vqa_med_2019(path: str | Path, *, split: str = "train", category: str |
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found" if not path.exists() else "not a regular file", path)
-    bad = BadRecords.coerce(skip_bad_rows)
+    bad = BadRows.coerce(skip_bad_rows)
     images = _Images(Path(image_dir) if image_dir is not None else None, check_images)
     file_type = _vqa_med_type(category or path.name.split("_")[0])
     try:
@@ -447,7 +393,7 @@ def read_vqa_med_2019(path: str | Path, *, split: str = "train", category: str |
         if not line.strip():
             continue
         qid = f"{path.stem}:{number}"
-        with bad.guard(path, f"record line {number} (qid {qid})", number):
+        with bad.guard(path, number, where=f"record line {number} (qid {qid})"):
             parts = line.split("|")
             if len(parts) == 3:
                 stem, question, answer = parts
@@ -456,7 +402,7 @@ def read_vqa_med_2019(path: str | Path, *, split: str = "train", category: str |
                 stem, cat, question, answer = parts
                 qtype = _vqa_med_type(cat)
             else:
-                raise BadRecord(f"expected image|question|answer or image|category|question|answer, got "
+                raise BadRow(f"expected image|question|answer or image|category|question|answer, got "
                                 f"{len(parts)} field(s)")
             row = {"image": stem.strip(), "question": question.strip(), "answer": answer.strip()}
             image = _text(row, "image")
@@ -466,7 +412,7 @@ def read_vqa_med_2019(path: str | Path, *, split: str = "train", category: str |
                                dataset="vqa-med-2019", extra=images.extra())
             images.require(image, "image")
             records.append(record)
-    bad.report(path)
+    bad.report(path, "record")
     _require_records(records, path, bad)
     return records
 
@@ -526,7 +472,7 @@ def _kept_back(spec: MedVQADataset, split: str, path: Path) -> None:
                     f"{where}).{kept}" + (f" Source: {spec.source}." if spec.source else ""), path)
 
 
-def load_dataset(name: str | Path, split: str = "train", *, skip_bad_rows: bool | BadRecords = False,
+def load_dataset(name: str | Path, split: str = "train", *, skip_bad_rows: bool | BadRows = False,
                  check_images: bool | None = None) -> list[VQARecord]:
     """The records of one split of a registered dataset, read from ``<data root>/medvqa/<folder>``. A name that is
     not registered but is an existing folder or JSON file loads as a dataset-tool export (``load_export``)."""
@@ -538,7 +484,7 @@ def load_dataset(name: str | Path, split: str = "train", *, skip_bad_rows: bool 
     return spec.load(dataset_folder(spec.name), split, skip_bad_rows=skip_bad_rows, check_images=check_images)
 
 
-def load_export(path: str | Path, split: str = "train", *, skip_bad_rows: bool | BadRecords = False,
+def load_export(path: str | Path, split: str = "train", *, skip_bad_rows: bool | BadRows = False,
                 check_images: bool | None = None) -> list[VQARecord]:
     """A dataset-tool export in the MEVF JSON layout: a folder with ``<split>set.json`` (``trainset.json``,
     ``valset.json``, ``testset.json``) and ``images/``, or one such JSON file. The dataset name is the folder's."""
@@ -610,7 +556,7 @@ def _load_vqa_med_2019(folder: Path, split: str, **options) -> list[VQARecord]:
     files = sorted((base / "QAPairsByCategory").glob(f"C[1-4]_*_{suffix}.txt"))
     if not files:
         _kept_back(DATASETS.get("vqa-med-2019"), split, base / "QAPairsByCategory" / f"C1_Modality_{suffix}.txt")
-    bad = BadRecords.coerce(options.pop("skip_bad_rows", False))
+    bad = BadRows.coerce(options.pop("skip_bad_rows", False))
     records: list[VQARecord] = []
     for path in files:
         records += read_vqa_med_2019(path, split=split, image_dir=image_dir, skip_bad_rows=bad, **options)
