@@ -4,11 +4,9 @@ killed mid-training (the retried job resumes from its checkpoint), a cancelled j
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
-import time
 
 import pytest
 import yaml
@@ -19,7 +17,7 @@ from embedlab.bench.jobspec import expand, load_job_matrix
 from embedlab.errors import ConfigError
 from embedlab.jobkinds import JobSpec
 
-from tiny_training import recipe_file
+from tiny_training import recipe_file, steps_logged, train_job, wait_for
 
 
 def _matrix(tmp_path, **kw):
@@ -143,28 +141,10 @@ def test_local_executor_runs_a_matrix_on_two_workers_and_a_resubmission_runs_not
     assert len(q.store.query(experiment="g", metric="main_score")) == 2
 
 
-def _train_job(train_root, steps: int, name="t"):
-    recipe = recipe_file(train_root)
-    return JobSpec(kind="train+evaluate", name=name, tasks=("stsb-dev",), seed=3,
-                   config={"recipe": recipe, "overrides": [f"train.max_steps={steps}", "train.save_every=10",
-                                                           "train.log_every=1"],
-                           "eval": {"limit": 20}})
 
 
-def _wait_for(predicate, timeout=120.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
-def _steps_logged(folder) -> list[int]:
-    path = folder / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_a_killed_worker_is_retried_and_its_training_resumes_from_the_checkpoint(tmp_path, train_root, data_root,
@@ -173,20 +153,20 @@ def test_a_killed_worker_is_retried_and_its_training_resumes_from_the_checkpoint
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     q = JobQueue(url)
     folder = tmp_path / "run"
-    job_id, = q.submit([_train_job(train_root, steps=400)], [folder], max_attempts=2)
+    job_id, = q.submit([train_job(train_root, steps=400)], [folder], max_attempts=2)
     result = {}
     thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
                                                                          poll_s=0.2).run([job_id])))
     thread.start()
-    _wait_for(lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
-              and len(_steps_logged(folder)) >= 15)
+    wait_for(lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+              and len(steps_logged(folder)) >= 15)
     pid = int(q.get(job_id)["worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=300)
     assert result == {job_id: "done"}
     job = q.get(job_id)
     assert job["attempts"] == 2 and job["status"] == "done"
-    steps = _steps_logged(folder)
+    steps = steps_logged(folder)
     assert steps.count(1) == 1, "the retry started from scratch instead of the checkpoint"
     assert steps[-1] == 400 and len(steps) < 2 * 400
     assert len(q.store.query(job_id=job_id, metric="main_score")) == 1
@@ -197,12 +177,12 @@ def test_cancelling_a_running_job_stops_it(tmp_path, train_root, data_root, monk
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     q = JobQueue(url)
     folder = tmp_path / "run"
-    job_id, = q.submit([_train_job(train_root, steps=100000)], [folder])
+    job_id, = q.submit([train_job(train_root, steps=100000)], [folder])
     result = {}
     thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
                                                                          poll_s=0.2).run([job_id])))
     thread.start()
-    _wait_for(lambda: len(_steps_logged(folder)) >= 3)
+    wait_for(lambda: len(steps_logged(folder)) >= 3)
     assert q.cancel(job_id) == "cancelling"
     thread.join(timeout=120)
     assert result == {job_id: "cancelled"}
@@ -230,10 +210,11 @@ def test_ctrl_c_on_the_cli_puts_the_running_job_back_in_the_queue(tmp_path, trai
     proc = subprocess.Popen([*cli, "jobs", "submit", str(spec), "--db", db], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = tmp_path / "w" / "t-s3"
-    _wait_for(lambda: len(_steps_logged(folder)) >= 12)
+    wait_for(lambda: len(steps_logged(folder)) >= 12)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     [job] = JobQueue(db).list()
     assert job["status"] == "queued" and "interrupted" in (job["error"] or "")
     assert "went back to the queue" in err
+

@@ -4,12 +4,10 @@ job, and a resubmission that runs nothing. Skipped when ray is not installed (`p
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import threading
-import time
 
 import pytest
 
@@ -21,7 +19,7 @@ from embedlab.bench.ray_executor import RayExecutor, absolute_store_url  # noqa:
 from embedlab.errors import ConfigError  # noqa: E402
 from embedlab.jobkinds import JobSpec  # noqa: E402
 
-from tiny_training import recipe_file  # noqa: E402
+from tiny_training import steps_logged, train_job, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,27 +44,10 @@ def ray_instance(tmp_path_factory):
     assert not ray.is_initialized()
 
 
-def _train_job(train_root, steps: int, name="t"):
-    return JobSpec(kind="train+evaluate", name=name, tasks=("stsb-dev",), seed=3,
-                   config={"recipe": recipe_file(train_root), "overrides": [f"train.max_steps={steps}",
-                                                                            "train.save_every=10", "train.log_every=1"],
-                           "eval": {"limit": 20}})
 
 
-def _wait_for(predicate, timeout=120.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
-def _steps_logged(folder) -> list[int]:
-    path = folder / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def _executor(url):
@@ -126,11 +107,11 @@ def test_a_killed_ray_worker_is_retried_by_the_queue_and_training_resumes(ray_in
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     q = JobQueue(url)
     folder = tmp_path / "run"
-    job_id, = q.submit([_train_job(train_root, steps=200)], [folder], max_attempts=2)
+    job_id, = q.submit([train_job(train_root, steps=200)], [folder], max_attempts=2)
     seen = []
     thread, result = _run_in_thread(url, [job_id], seen)
-    _wait_for(lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
-              and len(_steps_logged(folder)) >= 15)
+    wait_for(lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+              and len(steps_logged(folder)) >= 15)
     pid = int(q.get(job_id)["worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=180)
@@ -140,7 +121,7 @@ def test_a_killed_ray_worker_is_retried_by_the_queue_and_training_resumes(ray_in
     assert int(job["worker"].rsplit(":", 1)[1]) != pid
     requeued = [j for j in seen if j["status"] == "queued" and j["error"]]
     assert len(requeued) == 1 and "the Ray task ended while the job ran" in requeued[0]["error"]
-    steps = _steps_logged(folder)
+    steps = steps_logged(folder)
     assert steps.count(1) == 1, "the retry started from scratch instead of the checkpoint"
     assert steps[-1] == 200 and len(steps) < 2 * 200
     assert len(q.store.query(job_id=job_id, metric="main_score")) == 1
@@ -150,9 +131,9 @@ def test_cancelling_a_running_ray_job_stops_it(ray_instance, tmp_path, train_roo
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     q = JobQueue(url)
     folder = tmp_path / "run"
-    job_id, = q.submit([_train_job(train_root, steps=100000)], [folder])
+    job_id, = q.submit([train_job(train_root, steps=100000)], [folder])
     thread, result = _run_in_thread(url, [job_id])
-    _wait_for(lambda: len(_steps_logged(folder)) >= 3)
+    wait_for(lambda: len(steps_logged(folder)) >= 3)
     assert q.cancel(job_id) == "cancelling"
     thread.join(timeout=60)
     assert result == {job_id: "cancelled"}
@@ -166,11 +147,11 @@ def test_an_error_in_the_executor_puts_its_running_jobs_back_in_the_queue(ray_in
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     q = JobQueue(url)
     folder = tmp_path / "run"
-    job_id, = q.submit([_train_job(train_root, steps=100000)], [folder])
+    job_id, = q.submit([train_job(train_root, steps=100000)], [folder])
 
     def stop_when_training(job):
         if job["status"] == "running":
-            _wait_for(lambda: len(_steps_logged(folder)) >= 2)
+            wait_for(lambda: len(steps_logged(folder)) >= 2)
             raise KeyboardInterrupt  # as Ctrl-C in the terminal that runs the executor
 
     with pytest.raises(KeyboardInterrupt):

@@ -97,3 +97,34 @@ def save_noisy_checkpoints(tmp_path, tiny_bert, n: int):
         Embedder(model, tok, max_length=32, name="tiny").save(tmp_path / f"ckpt{i}")
         paths.append(tmp_path / f"ckpt{i}")
     return tmp_path / "base", paths
+
+
+# ---- helpers of the job-runner tests (tests/test_jobs*.py): a tiny training job and ways to watch it
+
+def train_job(train_root, steps: int, name: str = "t"):
+    """A train+evaluate job on the tiny recipe: ``steps`` steps, a checkpoint every 10, every step logged."""
+    from embedlab.jobkinds import JobSpec
+
+    return JobSpec(kind="train+evaluate", name=name, tasks=("stsb-dev",), seed=3,
+                   config={"recipe": recipe_file(train_root), "overrides": [f"train.max_steps={steps}",
+                                                                            "train.save_every=10", "train.log_every=1"],
+                           "eval": {"limit": 20}})
+
+
+def wait_for(predicate, timeout: float = 120.0) -> bool:
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def steps_logged(folder) -> list[int]:
+    """The steps a run folder's train_log.jsonl has logged so far (a resumed run logs from its checkpoint on)."""
+    path = folder / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]

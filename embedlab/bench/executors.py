@@ -100,12 +100,10 @@ class LocalExecutor:
         wanted = list(dict.fromkeys(job_ids))
         workers: list[_Worker] = []
         seen: dict[str, str] = {}
+        last_reap = 0.0
         try:
             while True:
-                jobs = {j["id"]: j for j in queue.list(ids=wanted)}
-                missing = [i for i in wanted if i not in jobs]
-                if missing:
-                    raise ConfigError(f"no job {missing[0]} in the store")
+                jobs = queue.snapshot(wanted)
                 for w in list(workers):
                     w.finished()
                     if w.proc.poll() is None:
@@ -117,7 +115,9 @@ class LocalExecutor:
                                                   "job ran", retry=True)
                         log.warning("job %s: worker exited with %s; job now %s", w.job[:8], w.proc.returncode, state)
                         jobs[w.job] = queue.get(w.job)
-                queue.reap()  # workers of other processes or machines that stopped beating
+                if time.monotonic() - last_reap > 5:  # workers of other processes or machines that stopped beating
+                    queue.reap()
+                    last_reap = time.monotonic()
                 for job in jobs.values():
                     if seen.get(job["id"]) != job["status"]:
                         seen[job["id"]] = job["status"]

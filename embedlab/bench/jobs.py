@@ -185,6 +185,14 @@ class JobQueue:
         with Session(self.engine) as session:
             return [j.to_dict() for j in session.scalars(stmt.order_by(Job.created_at, Job.id))]
 
+    def snapshot(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """id -> job for exactly these ids (what an executor looks at on each round); ConfigError if one is gone."""
+        jobs = {j["id"]: j for j in self.list(ids=ids)}
+        missing = [i for i in ids if i not in jobs]
+        if missing:
+            raise ConfigError(f"no job {missing[0]} in {self.store.display_url}")
+        return jobs
+
     # -- state changes (each one compare-and-set) -------------------------------------------------------------------
     def _update(self, job_id: str, where: Sequence = (), **values) -> bool:
         with Session(self.engine) as session, session.begin():

@@ -164,10 +164,7 @@ class RayExecutor:
         last_reap = 0.0
         try:
             while True:
-                jobs = {j["id"]: j for j in queue.list(ids=wanted)}
-                missing = [i for i in wanted if i not in jobs]
-                if missing:
-                    raise ConfigError(f"no job {missing[0]} in the store")
+                jobs = queue.snapshot(wanted)
                 if tasks:
                     by_ref = {t.ref: job_id for job_id, t in tasks.items()}
                     ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)

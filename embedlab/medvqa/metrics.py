@@ -41,12 +41,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..results import register_task_type
+from .tasks import TASK_TYPE  # noqa: F401 - importing tasks registers the "vqa" task type (x100)
 from .normalize import YES_NO, normalize_answer
 from .records import VQARecord
 
-TASK_TYPE = "vqa"
-register_task_type(TASK_TYPE, 100.0)
 
 CLOSED_BY = ("field", "yesno")
 QUESTIONS = ("all", "freeform")

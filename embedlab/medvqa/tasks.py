@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..registry import Registry
 from ..results import register_task_type
 
-register_task_type("vqa", 100.0)  # accuracies are fractions, shown x100 (metrics.py registers the same)
+TASK_TYPE = "vqa"
+register_task_type(TASK_TYPE, 100.0)  # accuracies are fractions, shown x100
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class VQATask:
     train_split: str
     eval_split: str
     description: str = ""
-    type: str = "vqa"  # the task type of its result rows (display scale x100, registered in metrics.py)
+    type: str = TASK_TYPE  # the task type of its result rows (display scale x100, registered in metrics.py)
 
 
 TASKS: Registry[VQATask] = Registry("Med-VQA task")
