@@ -15,8 +15,8 @@ from .atomic import OWNER_MARKER, check_writable_folder, owned_by_embedlab, writ
 from .errors import ConfigError
 
 
-def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path], bool] = lambda p: False) -> Path:
-    """ConfigError unless embedlab may write files into ``out`` (see the module docstring); creates and marks it."""
+def check_claimable(out: str | Path, what: str, legacy: Callable[[Path], bool] = lambda p: False) -> Path:
+    """ConfigError unless ``claim_folder`` would accept ``out``; creates nothing (a check before work is queued)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {out} is a file, expected a folder")
@@ -25,6 +25,12 @@ def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path],
         raise ConfigError(f"{what} {out} is a folder embedlab did not write (it holds {shown}, ...); embedlab would "
                           f"replace files there: choose a new folder")
     check_writable_folder(out, what)
+    return out
+
+
+def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path], bool] = lambda p: False) -> Path:
+    """ConfigError unless embedlab may write files into ``out`` (see the module docstring); creates and marks it."""
+    out = check_claimable(out, what, legacy)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / OWNER_MARKER).is_file():
         write_json(out / OWNER_MARKER, {"written_by": "embedlab", "kind": kind})

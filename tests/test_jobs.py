@@ -218,3 +218,23 @@ def test_ctrl_c_on_the_cli_puts_the_running_job_back_in_the_queue(tmp_path, trai
     assert job["status"] == "queued" and "interrupted" in (job["error"] or "")
     assert "went back to the queue" in err
 
+
+def test_a_job_never_writes_into_a_folder_of_the_users_own_files(tmp_path, train_root, data_root):
+    from embedlab.bench.executors import InlineExecutor
+
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    q = JobQueue(url)
+    spec = JobSpec(kind="evaluate", name="e", model=str(train_root / "tiny-model"), tasks=("stsb-dev",),
+                   config={"eval": {"limit": 10}})
+    with pytest.raises(ConfigError, match="embedlab did not write"):
+        q.submit([spec], [mine])  # refused before it is queued
+    later = tmp_path / "later"
+    job_id, = q.submit([spec], [later])
+    later.mkdir()
+    (later / "data.csv").write_text("mine too")  # the user's files arrive before the job runs
+    assert InlineExecutor(url).run([job_id]) == {job_id: "failed"}
+    assert "embedlab did not write" in q.get(job_id)["error"]
+    assert sorted(p.name for p in later.iterdir()) == ["data.csv"] and (mine / "thesis.tex").read_text() == "mine"

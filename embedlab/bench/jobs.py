@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import ConfigError, EmbedlabError
 from ..jobkinds import JobContext, JobSpec, get_kind
+from ..outputs import check_claimable, claim_folder
 from ..results import json_safe, provenance
 from .store import Job, ResultsStore
 
@@ -83,7 +84,8 @@ class JobQueue:
             kind = get_kind(spec.kind)
             if kind.validate is not None:
                 kind.validate(spec)
-        outs = [str(Path(out).resolve()) for out in output_dirs]
+        outs = [str(check_claimable(Path(out).resolve(), f"job {spec.name} folder"))
+                for spec, out in zip(specs, output_dirs)]  # never a folder of the user's own files
         keys = [spec.config_hash() for spec in specs]
         seen: dict[str, tuple[str, int]] = {}
         for spec, out, key in zip(specs, outs, keys):  # within the batch itself
@@ -351,8 +353,9 @@ def run_job(store_url: str, job_id: str, executor: str = "local", show_progress:
     beater = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
     beater.start()
     try:
-        ctx = JobContext(Path(job["output_dir"]), threads=spec.threads, show_progress=show_progress,
-                         on_progress=on_progress)
+        # The job's folder is claimed (new, empty or embedlab's; marked) before the kind writes anything into it.
+        out = claim_folder(job["output_dir"], f"job {spec.name} folder", kind=f"job:{spec.kind}")
+        ctx = JobContext(out, threads=spec.threads, show_progress=show_progress, on_progress=on_progress)
         outcome = get_kind(spec.kind).run(spec, ctx)
         stop_beating.set()
         config = {k: v for k, v in spec.to_dict().items() if k not in ("threads", "resources")}
