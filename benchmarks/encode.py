@@ -35,7 +35,7 @@ from embedlab.atomic import write_json  # noqa: E402
 from embedlab.data import catalog  # noqa: E402
 from embedlab.data.pairs import iter_sentences  # noqa: E402
 from embedlab.text import Embedder  # noqa: E402
-from embedlab.text.resolve import resolve  # noqa: E402
+from embedlab.pretrained import resolve  # noqa: E402
 from peak_rss import PeakRSS  # noqa: E402
 
 

@@ -29,7 +29,7 @@ from embedlab.data import catalog  # noqa: E402
 from embedlab.evaluate.cache import EmbeddingCache  # noqa: E402
 from embedlab.evaluate.runner import EvalSettings, evaluate  # noqa: E402
 from embedlab.text import Embedder  # noqa: E402
-from embedlab.text.resolve import resolve  # noqa: E402
+from embedlab.pretrained import resolve  # noqa: E402
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def make_checkpoints(key: str, work: Path, n: int) -> tuple[Path, list[Path]]:
 
 def worker(key: str, k: int, mode: str, work: str) -> dict:
     from embedlab.fusion import fuse
-    import embedlab.text.resolve as _warm  # imported before timing: fuse() would import it lazily
+    import embedlab.pretrained as _warm  # imported before timing: fuse() would import it lazily
 
     del _warm
     folder = Path(work) / key

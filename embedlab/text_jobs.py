@@ -56,7 +56,7 @@ def _validate(spec: JobSpec) -> None:
     if spec.kind == "fuse+evaluate" and not spec.config.get("fuse"):
         raise ConfigError(f"job {spec.name}: config.fuse is required for fuse+evaluate")
     if spec.model is not None and spec.kind == "evaluate":
-        from .text.resolve import resolve
+        from .pretrained import resolve
 
         resolve(spec.model)  # a typo in a path fails at submit, not minutes later in a worker (reads no weights)
 

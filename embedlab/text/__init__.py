@@ -1,4 +1,4 @@
-"""Text embedders: model resolution (resolve.py), pooling modes (pooling.py) and the Embedder (embedder.py)."""
+"""Text embedders: pooling modes (pooling.py) and the Embedder (embedder.py); names resolve in embedlab.pretrained."""
 from .embedder import Embedder
 from .pooling import PoolingConfig
 

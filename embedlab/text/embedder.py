@@ -1,6 +1,6 @@
 """The Embedder: a Hugging Face backbone + pooling + optional L2 normalisation + prompts.
 
-- ``Embedder.load(name_or_path)`` resolves the name (package copy -> path -> hub, see resolve.py) and reads the
+- ``Embedder.load(name_or_path)`` resolves the name (package copy -> path -> hub, see pretrained.py) and reads the
   sentence-transformers layout (modules.json, 1_Pooling/config.json, sentence_bert_config.json,
   config_sentence_transformers.json) or a plain transformers folder or a GGUF file (decoders).
 - ``encode(texts)`` is the fast inference path: tokenise everything once, sort by token length, cut batches by a
@@ -31,7 +31,7 @@ from .. import __version__
 from ..atomic import check_output_dir, replace_dir, staging_dir
 from ..errors import ConfigError, ModelError
 from .pooling import PoolingConfig, pool
-from .resolve import ResolvedModel, resolve, unknown_model_message
+from ..pretrained import ResolvedModel, resolve, unknown_model_message
 from .templates import Template, TemplateEncoder, get_template
 
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"

@@ -99,7 +99,7 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | 
         from sentence_transformers.losses import CoSENTLoss, MultipleNegativesRankingLoss
         from sentence_transformers.training_args import MultiDatasetBatchSamplers
 
-    from ..text.resolve import resolve
+    from ..pretrained import resolve
     from .trainer import load_recipe_sources
 
     if recipe.objective.kind != "mnrl_cosent":

