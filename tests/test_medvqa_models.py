@@ -1,0 +1,200 @@
+"""The Med-VQA model library on its ``tiny`` profile: every model trains, saves, loads and answers; the image-centric
+batches give the per-sample loop's outputs; resuming equals an uninterrupted run; VQAMix draws lambda per batch; CR
+routes by its type classifier; the blank and shuffled image conditions are what they say; bad recipes and model
+folders get clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from embedlab.errors import ConfigError, ModelError
+
+
+@pytest.fixture(scope="module")
+def small(data_root):
+    """VQA-RAD val-train / val restricted to 10 images (about 100 questions)."""
+    from embedlab.medvqa.datasets import load_dataset
+
+    train, val = load_dataset("vqa-rad", "val-train"), load_dataset("vqa-rad", "val")
+    images = sorted({r.image for r in train})[:10]
+    return [r for r in train if r.image in images], [r for r in val if r.image in images]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.mark.parametrize("name", ["cnn-san", "cnn-ban", "mevf-san", "mevf-ban", "mevf-ban-36", "cr", "mmq",
+                                  "coattention"])
+def test_every_model_trains_saves_loads_and_answers(name, small, tmp_path):
+    from embedlab.medvqa.evaluate import evaluate_model, predict
+    from embedlab.medvqa.models import load_model
+    from embedlab.medvqa.train import train_model
+
+    train, val = small
+    trained = train_model(name, "tiny", train, tmp_path / "m", seed=0, eval_records=val)
+    log = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log if "epoch" in row] == [0, 1]
+    assert all(row["loss"] == row["loss"] and row["loss"] > 0 for row in log if "epoch" in row)
+    before = predict(trained, val)
+    loaded = load_model(tmp_path / "m")
+    after = predict(loaded, val)
+    assert [p["answer"] for p in before] == [p["answer"] for p in after]
+    assert all(p["answer"] in trained.answers.answers for p in after)
+    top = after[0]["top"]
+    assert len(top) == 5 and top[0][0] == after[0]["answer"] and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+    result = evaluate_model(loaded, val, train_answers=[r.answer for r in train])
+    s = result["scores"]
+    assert {"overall", "blank_overall", "shuffled_overall", "image_reliance"} <= set(s)
+    assert s["image_reliance"] == pytest.approx(s["overall"] - s["blank_overall"])
+
+
+def test_a_training_step_changes_the_weights_and_the_loss_falls(small, tmp_path):
+    from embedlab.medvqa.train import Trainer
+
+    train, _ = small
+    t = Trainer("mevf-ban", "tiny", train, tmp_path / "m", seed=0, train_overrides={"epochs": 12, "lr": 0.01})
+    trained = t.run()
+    losses = [row["loss"] for row in trained.info["history"]]
+    assert len(losses) == 12 and losses[-1] < losses[0] * 0.8
+
+
+def test_image_centric_batches_give_the_per_sample_outputs(small):
+    """Same batch, eval-mode BatchNorm: the image side once per image equals once per question (loss and grads)."""
+    from embedlab.medvqa.imagebank import ImageBank
+    from embedlab.medvqa.models import build_model, model_settings
+    from embedlab.medvqa.train import QuestionInputs, forward_batch, prepare
+    from embedlab.medvqa.vocab import AnswerVocab, QuestionVocab
+
+    train, _ = small
+    settings, _ = model_settings("mevf-ban", "tiny")
+    qv, av = QuestionVocab.build(train), AnswerVocab.build(train)
+    bank = ImageBank.build(train, [settings["cnn_size"], settings["cdae_size"]])
+    data = prepare(train, bank, QuestionInputs(settings, qv), av)
+    torch.manual_seed(0)
+    net = build_model("mevf-ban", settings, qv, av).eval()
+    idx = torch.arange(40)
+    q, rows, targets, _ = data.take(idx)
+    assert len(torch.unique(rows)) < len(rows)  # the batch really repeats images
+    grads = []
+    for per_sample in (True, False):
+        net.zero_grad()
+        loss = net.loss(forward_batch(net, bank, None, q, rows, per_sample=per_sample), targets)
+        loss.backward()
+        grads.append((float(loss.detach()), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(small, tmp_path):
+    from embedlab.medvqa.train import train_model
+
+    train, val = small
+    full = train_model("mevf-ban", "tiny", train, tmp_path / "full", seed=3, train_overrides={"epochs": 3})
+    train_model("mevf-ban", "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 1})
+    resumed = train_model("mevf-ban", "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 3})
+    epochs = [json.loads(x).get("epoch") for x in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert [e for e in epochs if e is not None] == [0, 1, 2]  # epoch 0 was not trained twice
+    for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_vqamix_draws_a_new_lambda_for_every_batch_and_mixes_within_a_question_type(small, tmp_path):
+    from embedlab.medvqa.train import Trainer, mix_partners
+
+    train, _ = small
+    t = Trainer("mevf-san", "tiny", train, tmp_path / "m", seed=0, train_overrides={"vqamix": True, "epochs": 1})
+    t.run()
+    assert len(t.lambdas) >= 3 and len(set(t.lambdas)) == len(t.lambdas)
+    assert all(0.0 < lam < 1.0 for lam in t.lambdas)
+    types = ["PRES", "POS", "PRES", "PRES", "POS", "SIZE"]
+    perm = mix_partners(types, True, torch.Generator().manual_seed(1))
+    assert [types[int(j)] for j in perm] == types and sorted(perm.tolist()) == list(range(6))
+
+
+def test_cr_routes_by_answer_type_in_training_and_by_its_classifier_in_prediction(small, tmp_path):
+    from embedlab.medvqa.train import Trainer
+
+    train, _ = small
+    t = Trainer("cr", "tiny", train, tmp_path / "m", seed=0, train_overrides={"type_epochs": 8})
+    trained = t.run()
+    net = trained.net
+    stage = [json.loads(x) for x in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()
+             if json.loads(x).get("stage") == "type-classifier"][0]
+    assert stage["holdout_questions"] > 0 and 0 <= stage["holdout_acc"] <= 1
+    q, rows, _, closed = t.data.take(torch.arange(20))
+    regions = net.encode_images({s: p[rows] for s, p in t.bank.pixels.items()},
+                                None if t.codes is None else t.codes[rows])
+    with torch.no_grad():
+        forced = net(regions, q, closed=closed)
+        routed = net(regions, q)
+        predicted = net.predict_closed(q)
+    closed_idx, open_idx = net.idx_closed, net.idx_open
+    for i in range(20):
+        finite = (forced[i] > -1e3).nonzero().flatten()
+        expected = closed_idx if closed[i] else open_idx
+        assert sorted(finite.tolist()) == sorted(expected.tolist())
+        ref = forced[i] if bool(predicted[i]) == bool(closed[i]) else None
+        if ref is not None:
+            assert torch.allclose(routed[i], ref)
+
+
+def test_the_blank_bank_is_one_grey_and_the_shuffled_bank_moves_every_image(small):
+    from embedlab.medvqa.imagebank import ImageBank
+
+    train, _ = small
+    bank = ImageBank.build(train, [24])
+    blank = bank.blank().pixels[24]
+    assert torch.all(blank == blank.flatten()[0]) and float(blank.flatten()[0]) == pytest.approx(
+        float(bank.pixels[24].mean()), rel=1e-5)
+    for seed in range(5):
+        shuffled = bank.shuffled(seed).pixels[24]
+        assert all(not torch.equal(shuffled[i], bank.pixels[24][i]) for i in range(len(bank)))
+        assert sorted(float(x.sum()) for x in shuffled) == pytest.approx(sorted(float(x.sum())
+                                                                                for x in bank.pixels[24]))
+
+
+def test_the_holdout_keeps_twin_questions_together(small):
+    from embedlab.medvqa.splits import twin_key
+    from embedlab.medvqa.train import holdout_split
+
+    train, _ = small
+    fit, hold = holdout_split(train, 0.2, 0)
+    assert hold and fit and len(fit) + len(hold) == len(train)
+    assert not {twin_key(r) for r in fit} & {twin_key(r) for r in hold}
+
+
+def test_profiles_and_overrides_are_checked():
+    from embedlab.medvqa.models import model_settings
+
+    model, train = model_settings("mevf-ban", "paper")
+    assert (model["hidden"], model["emb_dim"], train["batch_size"], train["epochs"], train["lr"]) == \
+        (1024, 600, 32, 20, 0.005)
+    assert model_settings("mevf-ban", "cpu")[1]["batching"] == "image"
+    with pytest.raises(ConfigError, match="unknown key.*hiden"):
+        model_settings("mevf-ban", "cpu", model_overrides={"hiden": 3})
+    with pytest.raises(ConfigError, match="profile"):
+        model_settings("mevf-ban", "gpu")
+
+
+def test_bad_recipes_and_model_folders_get_clear_errors(tmp_path):
+    from embedlab.medvqa.models import load_model
+    from embedlab.medvqa.recipe import load_recipe
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("model: mevf-ban\nprofile: tiny\ntrain: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml.*unknown key.*epoch"):
+        load_recipe(bad)
+    bad.write_text("model: mevf-bann\n")
+    with pytest.raises(ConfigError, match="mevf-bann"):
+        load_recipe(bad)
+    with pytest.raises(ModelError, match="model.json is missing"):
+        load_model(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a valid Med-VQA model"):
+        load_model(tmp_path)
