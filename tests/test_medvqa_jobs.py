@@ -63,3 +63,60 @@ def test_embedlab_list_shows_both_domains():
     assert out.exit_code == 0, out.output
     for name in ("train+evaluate", "vqa-baseline", "vqa-rad-val", "image-identity", "stsb"):
         assert name in out.output
+
+
+def test_vqa_train_jobs_train_score_and_store_image_reliance(tmp_path, data_root, monkeypatch):
+    """A tiny library model through the job runner: rows with the blank/shuffled scores, the model saved in the job's
+    folder, and `vqa-eval` of that folder giving the same overall score."""
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    queue = JobQueue(url)
+    spec = JobSpec(kind="vqa-train", name="mevf-ban-tiny", model="mevf-ban", tasks=("vqa-rad-val",), seed=1,
+                   experiment="vqa-models", config={"profile": "tiny", "train": {"epochs": 1}})
+    ids = queue.submit([spec], [tmp_path / "job"])
+    assert InlineExecutor(url).run(ids) == {ids[0]: "done"}
+    rows = {r["metric"]: r for r in queue.store.query(experiment="vqa-models")}
+    assert {"overall", "closed", "open", "blank_overall", "shuffled_overall", "image_reliance"} <= set(rows)
+    assert rows["image_reliance"]["value"] == pytest.approx(rows["overall"]["value"] - rows["blank_overall"]["value"])
+    model_dir = tmp_path / "job" / "vqa-rad-val"
+    assert (model_dir / "model.json").is_file()
+    ev = JobSpec(kind="vqa-eval", name="eval", model=str(model_dir), tasks=("vqa-rad-val",), experiment="vqa-eval")
+    ids = queue.submit([ev], [tmp_path / "eval"])
+    assert InlineExecutor(url).run(ids) == {ids[0]: "done"}
+    again = {r["metric"]: r for r in queue.store.query(experiment="vqa-eval")}
+    assert again["overall"]["value"] == pytest.approx(rows["overall"]["value"])
+
+
+def test_bad_vqa_train_jobs_are_refused_at_submit(tmp_path):
+    queue = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
+    bad = [JobSpec(kind="vqa-train", name="a", model="mevf-bann", tasks=("vqa-rad-val",)),
+           JobSpec(kind="vqa-train", name="b", model="mevf-ban", tasks=("vqa-rad-val",), config={"train": {"x": 1}}),
+           JobSpec(kind="vqa-train", name="c", model="mevf-ban", tasks=("vqa-rad-val",), config={"profile": "gpu"}),
+           JobSpec(kind="vqa-eval", name="d", model=str(tmp_path), tasks=("vqa-rad-val",))]
+    for spec, match in zip(bad, ["mevf-bann", "unknown key", "profile", "not a trained Med-VQA model"]):
+        with pytest.raises(ConfigError, match=match):
+            queue.submit([spec], [tmp_path / spec.name])
+
+
+def test_embedlab_vqa_train_and_eval_from_the_command_line(tmp_path, data_root, monkeypatch):
+    from typer.testing import CliRunner
+
+    from embedlab.bench.store import ResultsStore
+    from embedlab.cli import app
+
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: cnn-san\nprofile: tiny\ntask: vqa-rad-image\noutput_dir: {tmp_path / 'm'}\n")
+    db = str(tmp_path / "s.sqlite")
+    out = CliRunner().invoke(app, ["vqa", "train", str(recipe), "seed=2", "train.epochs=1", "--db", db,
+                                   "--no-progress"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "reliance" in out.output and (tmp_path / "m" / "model.safetensors").is_file()
+    out = CliRunner().invoke(app, ["vqa", "eval", "--model", str(tmp_path / "m"), "--task", "vqa-rad-image",
+                                   "--db", db])
+    assert out.exit_code == 0, out.output
+    rows = ResultsStore(db).query(metric="overall", latest_only=False)
+    assert len(rows) == 2 and rows[0]["value"] == pytest.approx(rows[1]["value"])
+    assert {r["seed"] for r in rows} >= {2}
+    out = CliRunner().invoke(app, ["vqa", "train", str(recipe), "train.epoch=1", "--db", db])
+    assert isinstance(out.exception, ConfigError) and "unknown key" in str(out.exception)  # main() prints it

@@ -75,3 +75,7 @@ def list_registered() -> None:
                           for _, t in VQA_TASKS.items()]))
     _say("Med-VQA datasets: " + ", ".join(VQA_DATASETS.names()))
     _say("Med-VQA baselines: " + ", ".join(BASELINES.names()))
+    from ..medvqa.models import MODELS as VQA_MODELS
+
+    console.print(_table("Med-VQA models (embedlab vqa train; profiles paper, cpu, tiny)", ["name", "label", "what"],
+                         [[n, m.label or "-", m.description] for n, m in VQA_MODELS.items()]))

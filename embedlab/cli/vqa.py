@@ -28,7 +28,7 @@ _SHOWN = ("closed", "open", "overall", "blank_overall", "shuffled_overall", "ima
 def _show(title: str, result: dict) -> None:
     s = result["scores"]
     cells = [f"{100 * s[k]:.1f}" if k in s and s[k] == s[k] else "-" for k in _SHOWN]
-    console.print(_table(title, [*_SHOWN, "n", "unseen"],
+    console.print(_table(title, ["closed", "open", "overall", "blank", "shuffled", "reliance", "n", "unseen"],
                          [[*cells, str(result["counts"]["n"]), str(result["counts"]["unseen"])]]))
 
 
