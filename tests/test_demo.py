@@ -35,3 +35,20 @@ def test_demo_trains_and_reports_before_and_after(train_root, data_root):
     stamp = (out / "codiemb" / "final" / "model.safetensors").stat().st_mtime_ns
     run_demo(out, evaluate_fn, recipe_path=recipe, tasks="stsb-dev", model=str(tmp / "tiny-model"), log=lambda m: None)
     assert (out / "codiemb" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_med_vqa_part_appends_one_section_with_baselines_and_image_checks(tmp_path, data_root, monkeypatch):
+    from embedlab.demo import run_vqa_demo
+
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    report = tmp_path / "report.md"
+    report.write_text("# embedlab demo\n\ntext part\n")
+    tiny = {"profile": "tiny", "train": {"epochs": 1}}
+    run_vqa_demo(tmp_path, report, log=lambda m: None, recipe=tiny)
+    text = report.read_text()
+    assert text.startswith("# embedlab demo\n\ntext part")
+    assert "baseline: image-identity" in text and "cnn-ban (tiny, 1 epochs, seed 0)" in text
+    row = [line for line in text.splitlines() if line.startswith("| cnn-ban")][0]
+    assert len(row.split("|")) == 8 and "-" not in row.split("|")[5]  # the blank-image score is there
+    run_vqa_demo(tmp_path, report, log=lambda m: None, recipe=tiny)  # reused, and the section not duplicated
+    assert report.read_text().count("## Med-VQA") == 1

@@ -18,11 +18,14 @@ def demo(
     model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model"),
     tasks: str = typer.Option("stsb,sts12,sts13,scifact,msmarco-sample,nfcorpus-pp,geometry", "--tasks"),
     train: bool = typer.Option(True, "--train/--no-train", help="train a short CoDiEmb run and evaluate it too"),
+    vqa: bool = typer.Option(True, "--vqa/--no-vqa", help="add the Med-VQA part (baselines and a model trained for a "
+                             "few minutes on VQA-RAD's validation split)"),
     bf16: bool = typer.Option(True, "--bf16/--fp32", help="evaluate both models with bf16 autocast (default; about "
                               "2x faster here, scores within a few hundredths) or in fp32 (= MTEB exactly)"),
 ) -> None:
     """The main job on the embedded defaults: evaluate the bundled model on every local STS and retrieval set, train
-    a short CoDiEmb run from it (recipes/codiemb_demo.yaml), evaluate that, and write OUT/report.md."""
+    a short CoDiEmb run from it (recipes/codiemb_demo.yaml), evaluate that, add the Med-VQA part (baselines and a
+    briefly trained model on VQA-RAD's validation split), and write OUT/report.md."""
     from ..demo import run_demo
 
     settings = _settings(32, None, None, None, bf16, True, False)
@@ -32,6 +35,13 @@ def demo(
     def evaluate_fn(model_name, task_names, json_dir, label):
         return _run_eval(model_name, task_names, json_dir, db, False, settings, label=label)[1]
 
+    def log(m):
+        console.print(Text(m, style="bold"))
+
     report = run_demo(out, evaluate_fn, train=train, tasks=tasks, model=model, precision="bf16" if bf16 else "fp32",
-                      log=lambda m: console.print(Text(m, style="bold")))
+                      log=log)
+    if vqa:
+        from ..demo import run_vqa_demo
+
+        run_vqa_demo(out, report, log=log)
     _say(f"report: {report}")
