@@ -205,3 +205,27 @@ def test_bad_inputs_are_value_errors(vlm, images):
         vlm.predict(QUESTIONS, images, [["yes", "no"], [], None])
     with pytest.raises(ValueError, match=r"candidates\[0\] holds an empty answer"):
         vlm.predict(QUESTIONS, images, [["yes", " "], None, None])
+
+
+def test_the_zeroshot_job_kind_scores_a_task_and_records_its_settings(tiny, tmp_path, data_root):
+    from embedlab.bench.executors import InlineExecutor
+    from embedlab.bench.jobs import JobQueue
+    from embedlab.jobkinds import JobSpec
+    from embedlab.medvqa.datasets import load_dataset
+    from embedlab.medvqa.jobs import closed_candidates
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    queue = JobQueue(url)
+    spec = JobSpec(kind="vqa-zeroshot", name="zs", model=str(tiny[0]), tasks=("vqa-rad-val",), experiment="zs",
+                   config={"limit": 6, "candidates": "yesno", "max_new_tokens": 2})
+    ids = queue.submit([spec], [tmp_path / "job"])
+    assert InlineExecutor(url).run(ids) == {ids[0]: "done"}
+    rows = {r["metric"]: r for r in queue.store.query(experiment="zs")}
+    assert 0 <= rows["overall"]["value"] <= 100
+    extra = rows["overall"]["extra"]
+    assert extra["limit"] == 6 and extra["counts"]["n"] == 6 and extra["zeroshot"]["max_new_tokens"] == 2
+    cands = closed_candidates(load_dataset("vqa-rad", "val-train"), "train")
+    assert {"yes", "no"} <= set(cands["PRES"]) and set(cands[""]) >= set(cands["PRES"])
+    with pytest.raises(Exception, match="candidates"):
+        queue.submit([JobSpec(kind="vqa-zeroshot", name="b", model="x", tasks=("vqa-rad-val",),
+                              config={"candidates": "all"})], [tmp_path / "b"])
