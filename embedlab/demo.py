@@ -118,10 +118,9 @@ def run_vqa_demo(out: Path, report: Path, log: Callable[[str], None] = print, re
     from .medvqa.models import load_model, model_folder_has
     from .medvqa.recipe import VQARecipe, run_recipe
     from .medvqa.evaluate import evaluate_model
-    from .medvqa.tasks import TASKS
 
     r = VQARecipe(**{**DEMO_VQA, **(recipe or {}), "output_dir": str(out / "medvqa")}).check()
-    task = TASKS.get(r.task)
+    task = r.resolved_task()
     train, val = load_dataset(task.dataset, task.train_split), load_dataset(task.dataset, task.eval_split)
     answers = [x.answer for x in train]
     rows = []

@@ -198,3 +198,43 @@ def test_bad_recipes_and_model_folders_get_clear_errors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a valid Med-VQA model"):
         load_model(tmp_path)
+
+
+def _export(folder, records, image_src):
+    """A dataset-tool export in the MEVF layout: trainset.json, valset.json, images/."""
+    import shutil
+
+    (folder / "images").mkdir(parents=True)
+    for split, part in (("train", records[: len(records) * 3 // 4]), ("val", records[len(records) * 3 // 4:])):
+        rows = [{"qid": r.qid, "image_name": r.image, "question": r.question, "answer": r.answer,
+                 "answer_type": r.answer_type, "question_type": r.question_type, "image_organ": r.organ}
+                for r in part]
+        (folder / f"{split}set.json").write_text(json.dumps(rows))
+    for name in {r.image for r in records}:
+        shutil.copy(image_src / name, folder / "images" / name)
+
+
+def test_a_dataset_export_trains_through_a_recipe_unchanged(small, tmp_path):
+    from embedlab.medvqa.datasets import image_path
+    from embedlab.medvqa.recipe import VQARecipe, run_recipe
+
+    train, _ = small
+    _export(tmp_path / "export", train, image_path(train[0]).parent)
+    recipe = VQARecipe(model="mevf-ban", profile="tiny", dataset=str(tmp_path / "export"), train_split="train",
+                       eval_split="val", output_dir=str(tmp_path / "m")).check()
+    assert recipe.resolved_task().name == "export:val"
+    trained, result = run_recipe(recipe)
+    assert result["counts"]["n"] == len(train) - len(train) * 3 // 4
+    assert trained.info["dataset"] == str(tmp_path / "export")
+
+
+def test_a_missing_image_is_an_error_naming_the_file_and_the_record(small, tmp_path):
+    from dataclasses import replace
+
+    from embedlab.errors import DataError
+    from embedlab.medvqa.train import train_model
+
+    train, _ = small
+    broken = [replace(train[0], qid="q-broken", image=str(tmp_path / "gone.png")), *train[1:]]
+    with pytest.raises(DataError, match=r"gone\.png.*q-broken"):
+        train_model("mevf-ban", "tiny", broken, tmp_path / "m")

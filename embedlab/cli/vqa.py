@@ -66,14 +66,13 @@ def train(
     """Train a library model on its task's training split and score the evaluation split (real, blank and shuffled
     images); extra arguments key.sub=value override the YAML (e.g. train.epochs=5 seed=1)."""
     from ..medvqa.recipe import load_recipe, run_recipe
-    from ..medvqa.tasks import TASKS
     from ..results import make_rows
 
     r = load_recipe(recipe, list(ctx.args))
     out = r.resolved_output_dir()
     _on_interrupt(f"interrupted: the last finished epoch is saved in {out}/checkpoints; the same command resumes")
     trained, result = run_recipe(r, progress=_bar(progress))
-    task = TASKS.get(r.task)
+    task = r.resolved_task()
     rows = make_rows(domain="medvqa", model=f"{r.model}-{r.profile}", task=task.name, task_type=task.type,
                      dataset=task.dataset, split=task.eval_split, scores=result["scores"], run_id=uuid.uuid4().hex,
                      seed=r.seed, config=r.model_dump(),

@@ -4,6 +4,8 @@
     model: mevf-ban            # a name in the model library (embedlab list)
     profile: cpu               # paper | cpu | tiny
     task: vqa-rad-val          # trains on the task's training split, scores its evaluation split
+    # or, instead of a task, any registered dataset or dataset-tool export folder and two of its splits:
+    # dataset: runs/my-export   train_split: train   eval_split: val
     seed: 0
     output_dir: runs/vqa/mevf-ban-s0
     model_settings: {hidden: 512}            # over the profile (unknown keys refused)
@@ -40,24 +42,36 @@ class VQARecipe(BaseModel):
     model: str
     profile: Literal["paper", "cpu", "tiny"] = "cpu"
     task: str = "vqa-rad-val"
+    dataset: str | None = None  # instead of task: a dataset name or export folder, with the two splits below
+    train_split: str = "train"
+    eval_split: str = "val"
     seed: int = 0
     output_dir: str | None = None
     model_settings: dict = Field(default_factory=dict)
     train: dict = Field(default_factory=dict)
     eval: EvalOptions = Field(default_factory=EvalOptions)
 
-    def check(self) -> VQARecipe:
-        from .tasks import TASKS
+    def resolved_task(self):
+        """The registered task, or for ``dataset:`` a task made of that dataset's two splits."""
+        from .tasks import TASKS, VQATask
 
+        if self.dataset is None:
+            return TASKS.get(self.task)
+        name = Path(self.dataset).name if Path(self.dataset).exists() else self.dataset
+        return VQATask(f"{name}:{self.eval_split}", self.dataset, self.train_split, self.eval_split,
+                       f"{self.dataset}: trained on {self.train_split}, scored on {self.eval_split}")
+
+    def check(self) -> VQARecipe:
         MODELS.get(self.model)
-        TASKS.get(self.task)
+        self.resolved_task()
         model_settings(self.model, self.profile, model_overrides=self.model_settings, train_overrides=self.train)
         if "real" not in self.eval.conditions:
             raise ConfigError("eval.conditions must include real")
         return self
 
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/vqa/{self.task}/{self.model}-{self.profile}-s{self.seed}")
+        task = self.resolved_task().name.replace(":", "-")
+        return Path(self.output_dir or f"runs/vqa/{task}/{self.model}-{self.profile}-s{self.seed}")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> VQARecipe:
@@ -72,10 +86,9 @@ def run_recipe(recipe: VQARecipe, *, progress=None, threads: int | None = None):
     """Train the recipe's model on its task's training split and score the evaluation split -> (trained, result)."""
     from .datasets import load_dataset
     from .evaluate import evaluate_model
-    from .tasks import TASKS
     from .train import train_model
 
-    task = TASKS.get(recipe.task)
+    task = recipe.resolved_task()
     train = load_dataset(task.dataset, task.train_split)
     test = load_dataset(task.dataset, task.eval_split)
     overrides = dict(recipe.train)
