@@ -181,6 +181,18 @@ def test_profiles_and_overrides_are_checked():
         model_settings("mevf-ban", "gpu")
 
 
+def test_the_device_setting_is_checked(small, tmp_path):
+    from embedlab.medvqa.train import Trainer, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="device"):
+        Trainer("mevf-ban", "tiny", small[0], tmp_path, train_overrides={"device": "tpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            Trainer("mevf-ban", "tiny", small[0], tmp_path, train_overrides={"device": "cuda"})
+
+
 def test_bad_recipes_and_model_folders_get_clear_errors(tmp_path):
     from embedlab.medvqa.models import load_model
     from embedlab.medvqa.recipe import load_recipe

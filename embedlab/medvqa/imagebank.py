@@ -81,6 +81,9 @@ class ImageBank:
             out.append(where[key])
         return torch.tensor(out, dtype=torch.long)
 
+    def to(self, device) -> ImageBank:
+        return ImageBank(self.keys, {s: p.to(device) for s, p in self.pixels.items()}, self.condition)
+
     def blank(self) -> ImageBank:
         grey = {s: torch.full_like(p, float(p.mean())) for s, p in self.pixels.items()}
         return ImageBank(self.keys, grey, "blank")

@@ -15,6 +15,8 @@ What one run does, in order (each stage logged; stages are skipped on resume onc
 4. ``pretrain: multitask`` (MMQ substitute): each CNN pre-trained on organ / modality / plane labels mined from the
    training QA (the organ field; answers to MODALITY and PLANE questions);
 5. CR: the question-type classifier trained, its epoch chosen on the held-out part;
+   On ``train.device`` (``auto``: the GPU when there is one) the network, the image bank and each batch live there;
+   the trained model is moved back to the CPU to be scored and saved.
 6. the epochs: batches ``per-sample`` (``batch_size`` questions, the image side computed per question, as the official
    loops) or ``image`` (``batch_images`` images and all their questions, the image side computed once per image);
    MEVF's BCE on soft scores; Adamax/Adam/AdamW; schedule ``mevf`` (warm-up x0.5/1/1.5/2 over epochs 0-3, then x0.75
@@ -67,10 +69,12 @@ class Batchable:
     targets: torch.Tensor
     closed: torch.Tensor
     types: list[str]
+    device: torch.device = torch.device("cpu")  # where take() puts the batch (image rows stay on the CPU: indices)
 
     def take(self, idx: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return ({k: v[idx] for k, v in self.question.items()}, self.image_rows[idx], self.targets[idx],
-                self.closed[idx])
+        d = self.device
+        return ({k: v[idx].to(d) for k, v in self.question.items()}, self.image_rows[idx], self.targets[idx].to(d),
+                self.closed[idx].to(d))
 
 
 class QuestionInputs:
@@ -93,12 +97,25 @@ class QuestionInputs:
         return out
 
 
-def prepare(records: Sequence[VQARecord], bank: ImageBank, inputs: QuestionInputs, answers: AnswerVocab) -> Batchable:
+def prepare(records: Sequence[VQARecord], bank: ImageBank, inputs: QuestionInputs, answers: AnswerVocab,
+            device: torch.device | str = "cpu") -> Batchable:
     records = list(records)
     return Batchable(records, inputs([r.question for r in records]), bank.index(records),
                      answers.targets([r.answer for r in records]),
                      torch.tensor([r.closed for r in records], dtype=torch.bool),
-                     [r.question_type or "OTHER" for r in records])
+                     [r.question_type or "OTHER" for r in records], torch.device(device))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error without one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {name!r}") from None
 
 
 def holdout_split(records: Sequence[VQARecord], fraction: float, seed: int) -> tuple[list, list]:
@@ -176,7 +193,7 @@ def predict_logits(net, bank: ImageBank, codes, data: Batchable, batch: int = 25
     for start in range(0, len(data.records), batch):
         idx = torch.arange(start, min(start + batch, len(data.records)))
         q, rows, _, _ = data.take(idx)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = forward_batch(net, bank, codes, q, rows, per_sample=False,
                                    closed=None if closed is None else closed[idx])
         out.append(logits.float())
@@ -184,7 +201,7 @@ def predict_logits(net, bank: ImageBank, codes, data: Batchable, batch: int = 25
 
 
 def accuracy(logits: torch.Tensor, data: Batchable, answers: AnswerVocab) -> float:
-    pred = logits.argmax(-1)
+    pred = logits.argmax(-1).cpu()
     gold = torch.tensor([answers.label(r.answer) for r in data.records])
     return float((pred == gold).float().mean())
 
@@ -207,6 +224,7 @@ class Trainer:
 
     def _check_cfg(self) -> None:
         c = self.cfg
+        resolve_device(str(c["device"]))
         choices = {"batching": ("per-sample", "image"), "cdae_mode": ("joint", "frozen"), "select": ("last", "best"),
                    "pretrain": ("none", "multitask")}
         for key, allowed in choices.items():
@@ -229,19 +247,21 @@ class Trainer:
         self.questions = QuestionVocab.build(self.train_records, s["max_length"])
         self.answers = AnswerVocab.build(self.train_records)
         closed_answers = sorted({normalize_answer(r.answer) for r in self.train_records if r.closed})
-        self.bank = ImageBank.build(self.train_records + self.eval_records, s_sizes(s))
+        self.device = dev = resolve_device(c["device"])
+        bank = ImageBank.build(self.train_records + self.eval_records, s_sizes(s))
+        self.bank = bank.to(dev)
         inputs = QuestionInputs(s, self.questions)
-        self.data = prepare(main_records, self.bank, inputs, self.answers)
-        self.fit_data = prepare(fit, self.bank, inputs, self.answers) if hold else self.data
-        self.hold_data = prepare(hold, self.bank, inputs, self.answers) if hold else None
+        self.data = prepare(main_records, bank, inputs, self.answers, dev)
+        self.fit_data = prepare(fit, bank, inputs, self.answers, dev) if hold else self.data
+        self.hold_data = prepare(hold, bank, inputs, self.answers, dev) if hold else None
         self.net = build_model(self.name, s, self.questions, self.answers,
-                               closed_answers if self.name == "cr" else None)
+                               closed_answers if self.name == "cr" else None).to(dev)
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng = random.Random(self.seed)  # VQAMix's lambda: a fresh draw per batch, its state checkpointed
         self.lambdas: list[float] = []
         self.codes = None
         ckpt_file = self.out / "checkpoints" / "last.pt"
-        state = torch.load(ckpt_file, weights_only=False) if ckpt_file.is_file() else None
+        state = torch.load(ckpt_file, weights_only=False, map_location=dev) if ckpt_file.is_file() else None
         history: list[dict] = []
         if state is None:
             self._pre_stages()
@@ -275,7 +295,7 @@ class Trainer:
             self.progress((epoch + 1) / c["epochs"], f"{self.name} epoch {epoch + 1}/{c['epochs']} loss {loss:.3f}")
         if c["select"] == "best" and best["state"] is not None:
             self.net.load_state_dict(best["state"])
-        self.net.eval()
+        self.net.eval().cpu()  # evaluation and saving on the CPU
         info = {**self.info, "seed": self.seed, "epochs": c["epochs"], "train_questions": len(self.data.records),
                 "holdout_questions": len(hold), "selected_epoch": best["epoch"] if c["select"] == "best"
                 else c["epochs"] - 1, "history": history}
@@ -345,7 +365,7 @@ class Trainer:
         size = self.settings["cnn_size"]
         for k, cnn in enumerate(self.net.cnns):
             heads = torch.nn.ModuleDict({task: torch.nn.Linear(cnn.out_dim, len(classes))
-                                         for task, (classes, _) in labels.items() if len(classes) > 1})
+                                         for task, (classes, _) in labels.items() if len(classes) > 1}).to(self.device)
             if not heads:
                 return
             opt = torch.optim.Adam(list(cnn.parameters()) + list(heads.parameters()), lr=1e-3)
@@ -361,7 +381,7 @@ class Trainer:
                         mapping = labels[task][1]
                         have = [i for i, r in enumerate(batch.tolist()) if r in mapping]
                         if have:
-                            target = torch.tensor([mapping[batch[i].item()] for i in have])
+                            target = torch.tensor([mapping[batch[i].item()] for i in have], device=self.device)
                             loss = loss + F.cross_entropy(head(feats[have]), target)
                     opt.zero_grad()
                     loss.backward()
@@ -380,13 +400,15 @@ class Trainer:
             order = torch.randperm(len(fit.records), generator=self.gen)
             for start in range(0, len(order), 64):
                 idx = order[start: start + 64]
-                loss = F.cross_entropy(clf(fit.question["ids"][idx]), fit.closed[idx].long())
+                q, _, _, closed = fit.take(idx)
+                loss = F.cross_entropy(clf(q["ids"]), closed.long())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             clf.eval()
             with torch.no_grad():
-                acc = float((clf(hold.question["ids"]).argmax(-1).bool() == hold.closed).float().mean())
+                acc = float((clf(hold.question["ids"].to(self.device)).argmax(-1).bool().cpu() == hold.closed)
+                            .float().mean())
             if acc > best[0]:
                 best = (acc, epoch, {k: v.clone() for k, v in clf.state_dict().items()})
         clf.load_state_dict(best[2])
@@ -416,7 +438,7 @@ class Trainer:
                 perm = mix_partners([self.data.types[i] for i in idx.tolist()], c["vqamix_same_type"], self.gen)
                 mix = (perm, lam)
                 targets = lam ** 2 * targets + (1 - lam) ** 2 * targets[perm]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(c["bf16"])):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(c["bf16"])):
                 logits = forward_batch(net, self.bank, self.codes, q, rows, per_sample=c["batching"] == "per-sample",
                                        mix=mix, closed=closed)
             loss = net.loss(logits.float(), targets, closed)

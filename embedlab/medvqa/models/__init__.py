@@ -53,7 +53,7 @@ def save_model(folder: str | Path, trained: TrainedModel) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in trained.net.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in trained.net.state_dict().items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     write_json(folder / "model.json", trained.describe())

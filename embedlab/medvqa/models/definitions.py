@@ -52,7 +52,7 @@ BASE_TRAIN = {
     "select": "last", "holdout": 0.1, "type_epochs": 10,
     "pretrain": "none", "pretrain_epochs": 0,
     "vqamix": False, "vqamix_alpha": 1.0, "vqamix_same_type": True,
-    "bf16": False, "threads": 2,
+    "bf16": False, "threads": 2, "device": "auto",
 }
 CPU_TRAIN = {"batching": "image", "batch_images": 8, "cdae_mode": "frozen", "cdae_pretrain_epochs": 10,
              "epochs": 20}
