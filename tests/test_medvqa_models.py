@@ -250,3 +250,25 @@ def test_a_missing_image_is_an_error_naming_the_file_and_the_record(small, tmp_p
     broken = [replace(train[0], qid="q-broken", image=str(tmp_path / "gone.png")), *train[1:]]
     with pytest.raises(DataError, match=r"gone\.png.*q-broken"):
         train_model("mevf-ban", "tiny", broken, tmp_path / "m")
+
+
+def test_a_cached_cdae_pretraining_equals_a_fresh_one_and_is_shared_between_models(small, tmp_path, monkeypatch):
+    from embedlab.medvqa.train import Trainer
+
+    train, _ = small
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    fresh = Trainer("mevf-ban", "tiny", train, tmp_path / "a", seed=5, train_overrides={"cdae_pretrain_epochs": 2})
+    fresh.run()
+    assert len(list((tmp_path / "cache" / "medvqa" / "cdae").iterdir())) == 1
+    other = Trainer("mevf-san", "tiny", train, tmp_path / "b", seed=5, train_overrides={"cdae_pretrain_epochs": 2})
+    other.run()
+    log = (tmp_path / "b" / "train_log.jsonl").read_text()
+    assert '"cached"' in log  # MEVF-SAN reused MEVF-BAN's pre-training
+    assert torch.equal(fresh.codes, other.codes)
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache2"))
+    again = Trainer("mevf-ban", "tiny", train, tmp_path / "c", seed=5, train_overrides={"cdae_pretrain_epochs": 2})
+    again.run()
+    assert torch.equal(fresh.codes, again.codes)  # recomputed from scratch: the same
+    seed6 = Trainer("mevf-ban", "tiny", train, tmp_path / "d", seed=6, train_overrides={"cdae_pretrain_epochs": 2})
+    seed6.run()
+    assert not torch.equal(fresh.codes, seed6.codes)

@@ -32,6 +32,7 @@ It does not score evaluation splits (evaluate.py) or write results (jobs.py).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from torch.nn import functional as F
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DataError
+from ..settings import cache_dir
 from .imagebank import ImageBank
 from .models import TrainedModel, build_model, model_settings, save_model
 from .models.network import CRNet
@@ -324,31 +326,63 @@ class Trainer:
         return torch.unique(self.data.image_rows)
 
     def _pretrain_cdae(self) -> None:
+        """Pre-train the CDAE on the training images, or load the result of an identical pre-training from the cache.
+
+        Its outcome depends only on the training images, the CDAE settings, the epochs, the learning rate and the
+        seed (its own initialisation, noise and order, under a forked RNG), so every model of one seed shares it:
+        MEVF-SAN, MEVF-BAN, CR and MMQ pre-train it once between them, and a cached run equals a fresh one."""
         c, cdae = self.cfg, self.net.cdae
         size = self.settings["cdae_size"]
         pixels = self.bank.pixels[size][self._train_images()]
-        opt = torch.optim.Adam(cdae.parameters(), lr=c["cdae_lr"])
-        cdae.train()
+        ae_params = [*cdae.encoder.parameters(), *cdae.decoder.parameters()]
+        key = hashlib.sha256(json.dumps({"size": size, "epochs": c["cdae_pretrain_epochs"], "lr": c["cdae_lr"],
+                                         "seed": self.seed, "noise": cdae.noise, "batch": 32}).encode())
+        key.update(pixels.cpu().numpy().tobytes())
+        cached = cache_dir() / "medvqa" / "cdae" / f"{key.hexdigest()[:24]}.pt"
+        if cached.is_file():
+            try:
+                saved = torch.load(cached, weights_only=True, map_location=self.device)
+                with torch.no_grad():
+                    for p, v in zip(ae_params, saved["params"]):
+                        p.copy_(v)
+                self._append_log({"stage": "cdae", "epochs": c["cdae_pretrain_epochs"], "mse": saved["mse"],
+                                  "cached": str(cached)})
+                self._freeze_cdae()
+                return
+            except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+                pass
         total = 0.0
-        for epoch in range(c["cdae_pretrain_epochs"]):
-            order = torch.randperm(len(pixels), generator=self.gen)
-            total = 0.0
-            for start in range(0, len(order), 32):
-                loss = cdae.reconstruction_loss(pixels[order[start: start + 32]])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(order[start: start + 32])
-            self.progress(None, f"CDAE pre-training epoch {epoch + 1}/{c['cdae_pretrain_epochs']} "
-                                f"mse {total / len(order):.4f}")
-        self._append_log({"stage": "cdae", "epochs": c["cdae_pretrain_epochs"],
-                          "mse": total / max(len(pixels), 1)})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            for module in [*cdae.encoder.modules(), *cdae.decoder.modules()]:
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            gen = torch.Generator().manual_seed(self.seed)
+            opt = torch.optim.Adam(ae_params, lr=c["cdae_lr"])
+            cdae.train()
+            for epoch in range(c["cdae_pretrain_epochs"]):
+                order = torch.randperm(len(pixels), generator=gen)
+                total = 0.0
+                for start in range(0, len(order), 32):
+                    loss = cdae.reconstruction_loss(pixels[order[start: start + 32]])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(order[start: start + 32])
+                self.progress(None, f"CDAE pre-training epoch {epoch + 1}/{c['cdae_pretrain_epochs']} "
+                                    f"mse {total / len(order):.4f}")
+        mse = total / max(len(pixels), 1)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as tmp:
+            torch.save({"params": [p.detach().cpu() for p in ae_params], "mse": mse}, tmp)
+        self._append_log({"stage": "cdae", "epochs": c["cdae_pretrain_epochs"], "mse": mse})
         self._freeze_cdae()
 
     def _freeze_cdae(self) -> None:
         cdae = self.net.cdae
         for p in list(cdae.encoder.parameters()) + list(cdae.decoder.parameters()):
             p.requires_grad_(False)
+            p.grad = None  # a stale pre-training gradient would count in the main loop's clipping norm
         cdae.encoder.eval()
         with torch.no_grad():
             size = self.settings["cdae_size"]
@@ -414,6 +448,7 @@ class Trainer:
         clf.load_state_dict(best[2])
         for p in clf.parameters():
             p.requires_grad_(False)
+            p.grad = None
         self._append_log({"stage": "type-classifier", "holdout_acc": best[0], "selected_epoch": best[1],
                           "holdout_questions": len(hold.records)})
 
@@ -449,7 +484,7 @@ class Trainer:
             self.opt.zero_grad()
             loss.backward()
             if c["clip"]:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), c["clip"])
+                torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], c["clip"])
             self.opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
