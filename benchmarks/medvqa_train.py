@@ -4,8 +4,9 @@
         [--threads 2] [--steps 2] [--repeats 3] [--hidden 512] [--out docs/results/medvqa_train_speed.json]
 
 What it measures: training examples (QA pairs) per second of ``mevf-ban`` on real VQA-RAD ``val-train`` batches, where
-a step is what ``Trainer._epoch`` does: ``forward_batch`` + ``net.loss`` (+ the CDAE's ``reconstruction_loss`` x
-``ae_weight`` when the CDAE trains jointly) + backward + clipping (0.25) + an Adamax step. Settings:
+a step is the library's ``train_step`` (what ``Trainer._epoch`` runs): ``forward_batch`` + ``net.loss`` (+ the CDAE's
+``reconstruction_loss`` x ``ae_weight`` when the CDAE trains jointly) + backward + clipping (0.25) + an Adamax step.
+Settings:
 
 1. ``per-sample, joint CDAE`` -- MEVF's official loop: shuffled batches of 32 QA pairs (the library's ``per-sample``
    batches), both image encoders (MAML CNN at 84 px, CDAE at 128 px) and the CDAE's reconstruction loss x 0.001 run
@@ -15,14 +16,14 @@ a step is what ``Trainer._epoch`` does: ``forward_batch`` + ``net.loss`` (+ the 
 2b. ``image-grouped, joint CDAE`` -- the ``cpu`` profile's batches (8 images with all their questions) with the CDAE
    still joint: separates what grouping the batch by image buys from what freezing the CDAE buys;
 3. ``image-grouped, frozen CDAE`` -- the ``cpu`` profile: CDAE encoder and decoder frozen, codes computed once per
-   image (``Trainer._freeze_cdae``, timed: the one-time cost), batches of 8 images with all their questions; in fp32
+   image (``cdae_codes``, timed: the one-time cost), batches of 8 images with all their questions; in fp32
    and with bf16 autocast (the CPU has AVX-512-BF16). The CDAE pre-training the ``cpu`` profile runs before freezing
    (``cdae_pretrain_epochs`` epochs of reconstruction on the training images) is estimated from ``--pretrain-batches``
    timed batches of that loop.
 
 Settings 1 and 2 run at the ``paper`` model sizes (hidden 1024, 600-d word vectors, classifier 2048) and at the ``cpu``
 model sizes (hidden ``--hidden``, default 512, 300-d word vectors, classifier 1024), which are the sizes of settings 2b
-and 3, so that every ratio compares the same network. Batches are the library's (``Trainer._batches``, seed 0); every
+and 3, so that every ratio compares the same network. Batches are the library's (``batch_order``, seed 0); every
 setting runs the same ``--steps`` batches in each of ``--repeats`` rounds, the settings alternating within a round
 (their order rotated each round), after one warm-up step each; examples/s is the median over rounds, the ratio to the
 per-sample loop (same sizes) the median over rounds of that round's ratio. Each setting has
@@ -61,7 +62,8 @@ import torch
 from embedlab.medvqa.datasets import load_dataset
 from embedlab.medvqa.imagebank import ImageBank
 from embedlab.medvqa.models import build_model, model_settings
-from embedlab.medvqa.train import Batchable, QuestionInputs, Trainer, forward_batch, make_optimizer, prepare
+from embedlab.medvqa.train import (Batchable, QuestionInputs, batch_order, cdae_codes, forward_batch, make_optimizer,
+                                   prepare, train_step)
 from embedlab.medvqa.vocab import AnswerVocab, QuestionVocab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,19 +92,17 @@ def model_cfg(sizes: str, hidden: int) -> tuple[dict, dict]:
 
 
 def library_batches(records, data: Batchable, batching: str, seed: int) -> list[torch.Tensor]:
-    """The Trainer's own batches of the given kind (its ``_batches``, first epoch, seed ``seed``)."""
-    t = Trainer(MODEL, "paper", records, "unused", seed=seed, train_overrides={"batching": batching})
-    t.data, t.gen = data, torch.Generator().manual_seed(seed)
-    return list(t._batches())
+    """The trainer's own batches of the given kind (``batch_order``, first epoch, seed ``seed``)."""
+    _, train = model_settings(MODEL, "cpu")
+    return list(batch_order(data.image_rows, batching, train["batch_size"], train["batch_images"],
+                            torch.Generator().manual_seed(seed)))
 
 
 def freeze(net, bank: ImageBank, settings: dict) -> tuple[torch.Tensor, float]:
-    """The cpu profile's freezing (``Trainer._freeze_cdae``): codes of every image; returns (codes, seconds)."""
-    t = Trainer.__new__(Trainer)
-    t.net, t.bank, t.settings = net, bank, settings
+    """The cpu profile's freezing: the CDAE codes of every image (``cdae_codes``); returns (codes, seconds)."""
     t0 = time.perf_counter()
-    t._freeze_cdae()
-    return t.codes, time.perf_counter() - t0
+    codes = cdae_codes(net.cdae, bank.pixels[settings["cdae_size"]])
+    return codes, time.perf_counter() - t0
 
 
 def build_arm(arm: Arm, qv: QuestionVocab, av: AnswerVocab, bank: ImageBank, seed: int, train: dict) -> float | None:
@@ -117,24 +117,13 @@ def build_arm(arm: Arm, qv: QuestionVocab, av: AnswerVocab, bank: ImageBank, see
     return code_seconds
 
 
-def train_step(arm: Arm, data: Batchable, bank: ImageBank, idx: torch.Tensor, train: dict) -> None:
-    """One step as ``Trainer._epoch`` (constant lr, no VQAMix)."""
-    net = arm.net
-    net.train()
+def step(arm: Arm, data: Batchable, bank: ImageBank, idx: torch.Tensor, train: dict) -> None:
+    """One step of the library's own ``train_step`` (constant lr, no VQAMix), in the arm's batching and precision."""
+    arm.net.train()
     if arm.codes is not None:
-        net.cdae.encoder.eval()
-    q, rows, targets, closed = data.take(idx)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm.bf16):
-        logits = forward_batch(net, bank, arm.codes, q, rows, per_sample=arm.per_sample, closed=closed)
-    loss = net.loss(logits.float(), targets, closed)
-    if net.cdae is not None and arm.codes is None and train["ae_weight"] > 0:
-        img = bank.pixels[net.settings["cdae_size"]][rows if arm.per_sample else torch.unique(rows)]
-        loss = loss + train["ae_weight"] * net.cdae.reconstruction_loss(img)
-    arm.opt.zero_grad()
-    loss.backward()
-    if train["clip"]:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), train["clip"])
-    arm.opt.step()
+        arm.net.cdae.encoder.eval()
+    cfg = {**train, "batching": "per-sample" if arm.per_sample else "image", "bf16": arm.bf16}
+    train_step(arm.net, arm.opt, bank, arm.codes, data, idx, cfg)
 
 
 def _vqa_loss(net, data, bank, codes, idx, per_sample: bool) -> torch.Tensor:
@@ -310,14 +299,14 @@ def main(argv: list[str] | None = None) -> dict:
                                        paper_train["ae_weight"]))
 
     for arm in arms:  # warm-up: one step each, on the first batch
-        train_step(arm, data, bank, batches[arm.batching][0], paper_train)
+        step(arm, data, bank, batches[arm.batching][0], paper_train)
     for r in range(args.repeats):
         order = arms[r % len(arms):] + arms[: r % len(arms)]
         for arm in order:
             times, questions, images = [], [], []
             for idx in batches[arm.batching][1:]:
                 t0 = time.perf_counter()
-                train_step(arm, data, bank, idx, paper_train)
+                step(arm, data, bank, idx, paper_train)
                 times.append(time.perf_counter() - t0)
                 questions.append(len(idx))
                 images.append(int(torch.unique(data.image_rows[idx]).numel()))

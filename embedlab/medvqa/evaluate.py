@@ -22,7 +22,7 @@ from .imagebank import ImageBank
 from .metrics import image_reliance, score
 from .models import TrainedModel
 from .records import VQARecord
-from .train import QuestionInputs, predict_logits, prepare, s_sizes
+from .train import QuestionInputs, cdae_codes, predict_logits, prepare, s_sizes
 
 CONDITIONS = ("real", "blank", "shuffled")
 
@@ -42,9 +42,7 @@ def _codes(trained: TrainedModel, bank: ImageBank) -> torch.Tensor | None:
     net = trained.net
     if net.cdae is None or not trained.info.get("cdae_frozen"):
         return None
-    with torch.no_grad():
-        pixels = bank.pixels[trained.settings["cdae_size"]]
-        return torch.cat([net.cdae.codes(pixels[i: i + 64]) for i in range(0, len(bank), 64)])
+    return cdae_codes(net.cdae, bank.pixels[trained.settings["cdae_size"]])
 
 
 def predict(trained: TrainedModel, records: Sequence[VQARecord], *, condition: str = "real", seed: int = 0,

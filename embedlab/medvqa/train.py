@@ -384,10 +384,7 @@ class Trainer:
             p.requires_grad_(False)
             p.grad = None  # a stale pre-training gradient would count in the main loop's clipping norm
         cdae.encoder.eval()
-        with torch.no_grad():
-            size = self.settings["cdae_size"]
-            self.codes = torch.cat([cdae.codes(self.bank.pixels[size][i: i + 64])
-                                    for i in range(0, len(self.bank), 64)])
+        self.codes = cdae_codes(cdae, self.bank.pixels[self.settings["cdae_size"]])
 
     def _freeze_after_load(self, state: dict) -> None:
         if state.get("cdae_frozen"):
@@ -465,46 +462,19 @@ class Trainer:
             factor = lr_factor(c["schedule"], epoch, c["epochs"], b / len(batches))
             for g in self.opt.param_groups:
                 g["lr"] = c["lr"] * factor
-            q, rows, targets, closed = self.data.take(idx)
             mix = None
             if c["vqamix"]:
                 lam = self.rng.betavariate(c["vqamix_alpha"], c["vqamix_alpha"])
                 self.lambdas.append(lam)
-                perm = mix_partners([self.data.types[i] for i in idx.tolist()], c["vqamix_same_type"], self.gen)
-                mix = (perm, lam)
-                targets = lam ** 2 * targets + (1 - lam) ** 2 * targets[perm]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(c["bf16"])):
-                logits = forward_batch(net, self.bank, self.codes, q, rows, per_sample=c["batching"] == "per-sample",
-                                       mix=mix, closed=closed)
-            loss = net.loss(logits.float(), targets, closed)
-            if net.cdae is not None and self.codes is None and c["ae_weight"] > 0:
-                size = self.settings["cdae_size"]
-                img = self.bank.pixels[size][torch.unique(rows) if c["batching"] == "image" else rows]
-                loss = loss + c["ae_weight"] * net.cdae.reconstruction_loss(img)
-            self.opt.zero_grad()
-            loss.backward()
-            if c["clip"]:
-                torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], c["clip"])
-            self.opt.step()
-            total += float(loss.detach()) * len(idx)
+                mix = (mix_partners([self.data.types[i] for i in idx.tolist()], c["vqamix_same_type"], self.gen), lam)
+            loss = train_step(net, self.opt, self.bank, self.codes, self.data, idx, c, mix=mix)
+            total += loss * len(idx)
             seen += len(idx)
         return total / max(seen, 1), seen
 
     def _batches(self):
-        c, n = self.cfg, len(self.data.records)
-        if c["batching"] == "per-sample":
-            order = torch.randperm(n, generator=self.gen)
-            for start in range(0, n, c["batch_size"]):
-                yield order[start: start + c["batch_size"]]
-            return
-        by_image: dict[int, list[int]] = defaultdict(list)
-        for i, r in enumerate(self.data.image_rows.tolist()):
-            by_image[r].append(i)
-        images = sorted(by_image)
-        order = torch.randperm(len(images), generator=self.gen).tolist()
-        for start in range(0, len(order), c["batch_images"]):
-            idx = [i for j in order[start: start + c["batch_images"]] for i in by_image[images[j]]]
-            yield torch.tensor(idx)
+        c = self.cfg
+        return batch_order(self.data.image_rows, c["batching"], c["batch_size"], c["batch_images"], self.gen)
 
     # -- records ---------------------------------------------------------------------------------------------------
     def _append_log(self, row: dict) -> None:
@@ -520,6 +490,55 @@ class Trainer:
                  "best": best, "history": history, "cdae_frozen": self.codes is not None}
         with atomic_path(folder / "last.pt") as tmp:
             torch.save(state, tmp)
+
+
+def batch_order(image_rows: torch.Tensor, batching: str, batch_size: int, batch_images: int,
+                gen: torch.Generator):
+    """One epoch's batches (index tensors): ``per-sample``, ``batch_size`` questions in a random order (the official
+    loops); ``image``, ``batch_images`` images in a random order with all their questions (image-centric)."""
+    n = len(image_rows)
+    if batching == "per-sample":
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            yield order[start: start + batch_size]
+        return
+    by_image: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(image_rows.tolist()):
+        by_image[r].append(i)
+    images = sorted(by_image)
+    order = torch.randperm(len(images), generator=gen).tolist()
+    for start in range(0, len(order), batch_images):
+        yield torch.tensor([i for j in order[start: start + batch_images] for i in by_image[images[j]]])
+
+
+def train_step(net, opt: torch.optim.Optimizer, bank: ImageBank, codes: torch.Tensor | None, data: Batchable,
+               idx: torch.Tensor, cfg: dict, mix=None) -> float:
+    """One optimisation step on the questions ``idx`` (learning rate as set on ``opt``): forward (bf16 autocast when
+    ``cfg["bf16"]``), MEVF's loss (VQAMix targets when ``mix`` is given), the CDAE's reconstruction loss x
+    ``ae_weight`` when it trains jointly, backward, clipping over the trainable parameters, update. Returns the loss."""
+    per_sample = cfg["batching"] == "per-sample"
+    q, rows, targets, closed = data.take(idx)
+    if mix is not None:
+        perm, lam = mix
+        targets = lam ** 2 * targets + (1 - lam) ** 2 * targets[perm]
+    with torch.autocast(targets.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
+        logits = forward_batch(net, bank, codes, q, rows, per_sample=per_sample, mix=mix, closed=closed)
+    loss = net.loss(logits.float(), targets, closed)
+    if net.cdae is not None and codes is None and cfg["ae_weight"] > 0:
+        img = bank.pixels[net.settings["cdae_size"]][rows if per_sample else torch.unique(rows)]
+        loss = loss + cfg["ae_weight"] * net.cdae.reconstruction_loss(img)
+    opt.zero_grad()
+    loss.backward()
+    if cfg["clip"]:
+        torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], cfg["clip"])
+    opt.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def cdae_codes(cdae, pixels: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """The (frozen) CDAE encoder's codes of every image, computed once and indexed per batch afterwards."""
+    return torch.cat([cdae.codes(pixels[i: i + batch]) for i in range(0, len(pixels), batch)])
 
 
 def s_sizes(settings: dict) -> list[int]:
