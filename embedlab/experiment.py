@@ -142,7 +142,7 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
 
 # The record fields besides (name, seed, task, split, metric, value): the protocol and what made the model.
 RECORD_KEYS = ("eval_bf16", "eval_max_length", "instructions", "instruction_tokens_pooled", "steps", "train_seconds",
-               "recipe", "overrides", "best", "fusion", "models", "params", "sweep", "greedy_soup")
+               "resumed_from", "recipe", "overrides", "best", "fusion", "models", "params", "sweep", "greedy_soup")
 _BASE_KEYS = ("name", "seed", "task", "split", "metric", "value")
 
 
@@ -536,9 +536,11 @@ def _row(spec: ExperimentSpec, name: str, rows: list[dict[str, Any]]) -> list[st
                 per_seed.append(sum(vals) / len(vals))
         cells.append(_fmt(per_seed))
     steps = {r.get("steps") for r in rows}
-    secs = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+    # a resumed run's seconds cover only the steps after its checkpoint: no comparable time for that row
+    secs = [r["train_seconds"] for r in rows if r.get("train_seconds") and not r.get("resumed_from")]
+    resumed = any(r.get("resumed_from") for r in rows)
     cells.append("/".join(str(s) for s in sorted(x for x in steps if x is not None)) or "0")
-    cells.append(f"{statistics.mean(secs) / 60:.1f}" if secs else "-")
+    cells.append(f"{statistics.mean(secs) / 60:.1f}" if secs else ("resumed" if resumed else "-"))
     return cells
 
 

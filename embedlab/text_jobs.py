@@ -133,13 +133,21 @@ def run_train_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     if finished_model(out, recipe) is None:  # a final model of another recipe is refused, not reused
         ctx.progress(0.0, "training")
         t0 = time.perf_counter()
-        _, steps = train_recipe(recipe, show_progress=ctx.show_progress,
-                                on_step=lambda step, total: ctx.progress(0.9 * step / max(total, 1),
-                                                                         f"training step {step}/{total}"))
+        first_step: list[int] = []  # the first step this process trains: > 1 when it resumed a checkpoint
+
+        def on_step(step: int, total: int) -> None:
+            if not first_step:
+                first_step.append(step)
+            ctx.progress(0.9 * step / max(total, 1), f"training step {step}/{total}")
+
+        _, steps = train_recipe(recipe, show_progress=ctx.show_progress, on_step=on_step)
+        resumed = first_step[0] - 1 if first_step and first_step[0] > 1 else None
+        # seconds cover only the steps this process trained (from ``resumed_from`` on), not the whole run
         write_json(out / "train_time.json", {"seconds": time.perf_counter() - t0, "steps": steps,
-                                             "resumed_from": None})
+                                             "resumed_from": resumed})
     timing = json.loads((out / "train_time.json").read_text()) if (out / "train_time.json").is_file() else {}
-    info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"), "recipe": spec.config["recipe"],
+    info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"),
+            "resumed_from": timing.get("resumed_from"), "recipe": spec.config["recipe"],
             "overrides": overrides}
     which = spec.config.get("evaluate", "final")
     if which == "best":

@@ -4,6 +4,8 @@ killed mid-training (the retried job resumes from its checkpoint), a cancelled j
 """
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import threading
@@ -169,7 +171,12 @@ def test_a_killed_worker_is_retried_and_its_training_resumes_from_the_checkpoint
     steps = steps_logged(folder)
     assert steps.count(1) == 1, "the retry started from scratch instead of the checkpoint"
     assert steps[-1] == 400 and len(steps) < 2 * 400
-    assert len(q.store.query(job_id=job_id, metric="main_score")) == 1
+    rows = q.store.query(job_id=job_id, metric="main_score")
+    assert len(rows) == 1
+    # the retry's training time covers only the steps after the checkpoint: the row says where it resumed
+    timing = json.loads((folder / "train_time.json").read_text())
+    assert timing["resumed_from"] and 0 < timing["resumed_from"] < 400
+    assert rows[0]["extra"]["resumed_from"] == timing["resumed_from"]
 
 
 def test_cancelling_a_running_job_stops_it(tmp_path, train_root, data_root, monkeypatch):
