@@ -42,19 +42,28 @@ log = logging.getLogger("embedlab.jobs.medvqa")
 CONFIG_KEYS = {"closed_by", "questions"}
 
 
-def _validate(spec: JobSpec) -> None:
-    from .baselines import BASELINES
+def _check_tasks(spec: JobSpec) -> None:
     from .tasks import TASKS
 
     if not spec.tasks:
         raise ConfigError(f"job {spec.name}: no tasks (Med-VQA tasks: {', '.join(TASKS.names())})")
     for name in spec.tasks:
         TASKS.get(name)
-    BASELINES.get(spec.model or "")
-    unknown = set(spec.config) - CONFIG_KEYS
+
+
+def _check_keys(spec: JobSpec, known) -> None:
+    unknown = set(spec.config) - set(known)
     if unknown:
         raise ConfigError(f"job {spec.name}: config: unknown key(s) {', '.join(sorted(unknown))} (known: "
-                          f"{', '.join(sorted(CONFIG_KEYS))})")
+                          f"{', '.join(sorted(known))})")
+
+
+def _validate(spec: JobSpec) -> None:
+    from .baselines import BASELINES
+
+    _check_tasks(spec)
+    BASELINES.get(spec.model or "")
+    _check_keys(spec, CONFIG_KEYS)
     if spec.config.get("closed_by", "field") not in ("field", "yesno"):
         raise ConfigError(f"job {spec.name}: config.closed_by must be field or yesno")
     if spec.config.get("questions", "all") not in ("all", "freeform"):
@@ -99,23 +108,11 @@ def _eval_options(spec: JobSpec) -> dict:
         raise ConfigError(f"job {spec.name}: config.eval: {e}") from None
 
 
-def _check_tasks(spec: JobSpec) -> None:
-    from .tasks import TASKS
-
-    if not spec.tasks:
-        raise ConfigError(f"job {spec.name}: no tasks (Med-VQA tasks: {', '.join(TASKS.names())})")
-    for name in spec.tasks:
-        TASKS.get(name)
-
-
 def _recipe(spec: JobSpec, task: str, output_dir=None):
     from .recipe import VQARecipe
 
     cfg = spec.config
-    unknown = set(cfg) - {"profile", "model_settings", "train", "eval"}
-    if unknown:
-        raise ConfigError(f"job {spec.name}: config: unknown key(s) {', '.join(sorted(unknown))} (known: profile, "
-                          f"model_settings, train, eval)")
+    _check_keys(spec, ("profile", "model_settings", "train", "eval"))
     try:
         recipe = VQARecipe(model=spec.model or "", profile=cfg.get("profile", "cpu"), task=task, seed=spec.seed,
                            output_dir=None if output_dir is None else str(output_dir),
@@ -201,10 +198,7 @@ ZEROSHOT_KEYS = {"dtype", "prompt_template", "max_new_tokens", "candidates", "li
 
 def _validate_zeroshot(spec: JobSpec) -> None:
     _check_tasks(spec)
-    unknown = set(spec.config) - ZEROSHOT_KEYS
-    if unknown:
-        raise ConfigError(f"job {spec.name}: config: unknown key(s) {', '.join(sorted(unknown))} (known: "
-                          f"{', '.join(sorted(ZEROSHOT_KEYS))})")
+    _check_keys(spec, ZEROSHOT_KEYS)
     if spec.config.get("candidates", "train") not in ("train", "yesno"):
         raise ConfigError(f"job {spec.name}: config.candidates must be train or yesno")
     if not spec.model:
