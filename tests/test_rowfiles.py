@@ -51,3 +51,19 @@ def test_bad_row_files_are_refused_naming_file_and_row(tmp_path):
     with pytest.raises(ConfigError, match="no rows of experiment"):
         export_rows(store, "nothing", tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_cli_exports_and_imports_an_experiment(tmp_path):
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    src = ResultsStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    src.add_run(_rows("cr", 0, 0.6))
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["results", "--db", str(tmp_path / "a.sqlite"), "--experiment", "exp",
+                                   "--format", "json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["results-import", str(out), "--db", str(tmp_path / "b.sqlite")])
+    assert res.exit_code == 0 and "2 rows imported" in res.output
+    assert len(ResultsStore(f"sqlite:///{tmp_path / 'b.sqlite'}").query(experiment="exp")) == 2

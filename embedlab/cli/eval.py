@@ -103,19 +103,31 @@ def results(
     model: Optional[str] = typer.Option(None, "--model"),
     task: Optional[str] = typer.Option(None, "--task"),
     metric: Optional[str] = typer.Option("main_score", "--metric", help="'all' for every metric"),
-    fmt: str = typer.Option("table", "--format", help="table or csv"),
+    fmt: str = typer.Option("table", "--format", help="table, csv, or json (with --experiment and --out: every row "
+                            "of the experiment, for a committed results file)"),
     db: Optional[str] = typer.Option(None, "--db"),
     latest: bool = typer.Option(True, "--latest/--all-runs", help="only the latest run per model and task"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="only this experiment's rows"),
+    out: Optional[Path] = typer.Option(None, "--out", help="--format json: the file to write"),
 ) -> None:
-    """List stored results as a table or CSV (read-only: a results store that does not exist is an error)."""
+    """List stored results as a table or CSV (read-only: a results store that does not exist is an error), or
+    export an experiment's rows as JSON (`embedlab results-import` reads them back into another store)."""
     import math
 
     from ..bench.store import ResultsStore
 
-    if fmt not in ("table", "csv"):
-        raise ConfigError(f"--format must be 'table' or 'csv', got {fmt!r}")
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"--format must be 'table', 'csv' or 'json', got {fmt!r}")
     store = ResultsStore(db, create=False)  # reading must not create a database (or its folder) as a side effect
-    rows = store.query(model=model, task=task, metric=None if metric == "all" else metric, latest_only=latest)
+    if fmt == "json":
+        from ..bench.rowfiles import export_rows
+
+        if not experiment or out is None:
+            raise ConfigError("--format json needs --experiment and --out")
+        _say(f"{export_rows(store, experiment, out)} rows of {experiment} -> {out}")
+        return
+    rows = store.query(model=model, task=task, experiment=experiment, metric=None if metric == "all" else metric,
+                       latest_only=latest)
     if fmt == "csv":
         # Which database was read goes to stderr, so stdout stays pure CSV.
         print(f"results store: {store.display_url}", file=sys.stderr)
@@ -128,3 +140,16 @@ def results(
     cols = ["model", "task", "split", "metric", "value", "created_at", "git_commit"]
     console.print(_table(f"results ({store.display_url})", cols,
                          [[r.get(c) if c != "value" else value(r["value"]) for c in cols] for r in rows]))
+
+
+@app.command("results-import")
+def results_import(
+    path: Path = typer.Argument(..., help="a results JSON written by `embedlab results --format json`"),
+    db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file"),
+) -> None:
+    """Add the rows of a committed results JSON that the store lacks (nothing is changed or added twice)."""
+    from ..bench.rowfiles import import_rows
+    from ..bench.store import ResultsStore
+
+    store = ResultsStore(db)
+    _say(f"{import_rows(store, path)} rows imported into {store.display_url}")
