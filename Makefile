@@ -54,10 +54,15 @@ EXPERIMENTS := codiemb fusion cse_sfp
 # codiemb_full is refreshed (table) but not reported until its rows share one protocol: a report ranks every row it
 # is given, while the table shows the experiment's protocol only.
 TABLE_ONLY := codiemb_full
+# job-matrix experiments (embedlab jobs submit): rows committed as docs/results/<name>.json, reports on the val split
+JOB_MATRICES := medvqa_baselines
 docs-reports: $(STAMP)
 	@for e in $(EXPERIMENTS); do $(VENV)/bin/embedlab experiment experiments/$$e.yaml --table-only --db $(DOCS_DB) || exit 1; \
 	  $(VENV)/bin/embedlab report --experiment $$e --db $(DOCS_DB) --out docs/reports/$$e || exit 1; done
 	@for e in $(TABLE_ONLY); do $(VENV)/bin/embedlab experiment experiments/$$e.yaml --table-only --db $(DOCS_DB) \
+	  || exit 1; done
+	@for e in $(JOB_MATRICES); do $(VENV)/bin/embedlab results-import docs/results/$$e.json --db $(DOCS_DB) || exit 1; \
+	  $(VENV)/bin/embedlab report --experiment $$e --domain medvqa --split val --db $(DOCS_DB) --out docs/reports/$$e \
 	  || exit 1; done
 
 clean-venv:
