@@ -168,6 +168,25 @@ def test_the_holdout_keeps_twin_questions_together(small):
     assert not {twin_key(r) for r in fit} & {twin_key(r) for r in hold}
 
 
+def test_image_norm_normalises_every_region(small):
+    from embedlab.medvqa.imagebank import ImageBank
+    from embedlab.medvqa.models import build_model, model_settings
+    from embedlab.medvqa.vocab import AnswerVocab, QuestionVocab
+
+    train, _ = small
+    settings, _ = model_settings("cnn-ban", "tiny", model_overrides={"image_norm": True})
+    net = build_model("cnn-ban", settings, QuestionVocab.build(train), AnswerVocab.build(train)).eval()
+    bank = ImageBank.build(train, [settings["cnn_size"]])
+    regions = net.encode_images(bank.pixels)
+    assert torch.allclose(regions.mean(-1), torch.zeros(regions.shape[:2]), atol=1e-5)
+    std = regions.std(-1, unbiased=False)  # 1 up to LayerNorm's eps, which matters for tiny ReLU features
+    assert bool(((std > 0.5) & (std <= 1.0 + 1e-4)).all())
+    plain = build_model("cnn-ban", {**settings, "image_norm": False}, QuestionVocab.build(train),
+                        AnswerVocab.build(train)).eval()
+    assert plain.image_norm is None and not torch.allclose(plain.encode_images(bank.pixels).mean(-1),
+                                                           torch.zeros(regions.shape[:2]), atol=1e-3)
+
+
 def test_profiles_and_overrides_are_checked():
     from embedlab.medvqa.models import model_settings
 

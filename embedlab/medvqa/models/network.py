@@ -45,6 +45,9 @@ class FusionNet(nn.Module):
         else:
             self.question = parts.FrozenStates(s["text_dim"], s["hidden"])
         self.v_dim = v_dim
+        # optional LayerNorm of each region's features: from-scratch CNN features differ little between images in
+        # scale terms, and the fusion can then learn to ignore them (docs/medvqa.md, first measurements)
+        self.image_norm = nn.LayerNorm(v_dim) if s.get("image_norm") else None
         self.build_heads(s, v_dim, answers, closed_answers)
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -74,7 +77,8 @@ class FusionNet(nn.Module):
             code = self.cdae(pixels.get(s["cdae_size"]), codes=cdae_codes)  # (N, 1, d)
             regions = feats[0].shape[1] if feats else 1
             feats.append(code.expand(-1, regions, -1))
-        return torch.cat(feats, dim=-1)
+        regions = torch.cat(feats, dim=-1)
+        return self.image_norm(regions) if self.image_norm is not None else regions
 
     # -- question side and fusion -----------------------------------------------------------------------------
     def joint(self, regions: torch.Tensor, question: dict, mix: parts.Mix = None) -> torch.Tensor:
