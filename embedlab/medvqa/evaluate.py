@@ -3,7 +3,8 @@
     preds = predict(trained, records)                       # [{"answer": ..., "top": [(answer, prob), ...]}, ...]
     result = evaluate_model(trained, records, train_answers=...)   # real, blank and shuffled images
 
-``predict`` answers every record (argmax over the training answers; ``top`` = the 5 most probable answers under a
+``Predictor(trained, records)`` prepares the images and question inputs once; its ``predict(condition)`` (and the
+function ``predict``) answers every record (argmax over the training answers; ``top`` = the 5 most probable answers under a
 softmax of the logits). ``evaluate_model`` scores (metrics.score) three conditions: the real images, ``blank`` (every
 image replaced by one constant grey) and ``shuffled`` (every question asked about another real image of the set,
 a derangement with a fixed seed). Its ``scores`` are the real condition's, plus ``blank_overall``,
@@ -27,8 +28,7 @@ from .train import QuestionInputs, cdae_codes, predict_logits, prepare, s_sizes
 CONDITIONS = ("real", "blank", "shuffled")
 
 
-def _bank(trained: TrainedModel, records: Sequence[VQARecord], condition: str, seed: int) -> ImageBank:
-    bank = ImageBank.build(list(records), s_sizes(trained.settings))
+def _condition(bank: ImageBank, condition: str, seed: int) -> ImageBank:
     if condition == "blank":
         return bank.blank()
     if condition == "shuffled":
@@ -45,20 +45,32 @@ def _codes(trained: TrainedModel, bank: ImageBank) -> torch.Tensor | None:
     return cdae_codes(net.cdae, bank.pixels[trained.settings["cdae_size"]])
 
 
+class Predictor:
+    """A trained model with its question inputs and the records' images prepared once: every image condition then
+    costs one forward pass (the frozen text encoder, when the model has one, runs once)."""
+
+    def __init__(self, trained: TrainedModel, records: Sequence[VQARecord]):
+        self.trained, self.records = trained, list(records)
+        self.bank = ImageBank.build(self.records, s_sizes(trained.settings))
+        self.data = prepare(self.records, self.bank, QuestionInputs(trained.settings, trained.questions),
+                            trained.answers)
+
+    def predict(self, condition: str = "real", *, seed: int = 0, top_k: int = 5, bf16: bool = False) -> list[dict]:
+        bank = _condition(self.bank, condition, seed)
+        logits = predict_logits(self.trained.net, bank, _codes(self.trained, bank), self.data, bf16=bf16)
+        probs = torch.softmax(logits, dim=-1)
+        top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+        answers = self.trained.answers.answers
+        return [{"answer": answers[int(i[0])], "top": [(answers[int(j)], float(p)) for p, j in zip(ps, i)]}
+                for ps, i in zip(top_p, top_i)]
+
+
 def predict(trained: TrainedModel, records: Sequence[VQARecord], *, condition: str = "real", seed: int = 0,
             top_k: int = 5, bf16: bool = False) -> list[dict]:
     records = list(records)
     if not records:
         return []
-    bank = _bank(trained, records, condition, seed)
-    inputs = QuestionInputs(trained.settings, trained.questions)
-    data = prepare(records, bank, inputs, trained.answers)
-    logits = predict_logits(trained.net, bank, _codes(trained, bank), data, bf16=bf16)
-    probs = torch.softmax(logits, dim=-1)
-    top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=-1)
-    answers = trained.answers.answers
-    return [{"answer": answers[int(i[0])], "top": [(answers[int(j)], float(p)) for p, j in zip(ps, i)]}
-            for ps, i in zip(top_p, top_i)]
+    return Predictor(trained, records).predict(condition, seed=seed, top_k=top_k, bf16=bf16)
 
 
 def evaluate_model(trained: TrainedModel, records: Sequence[VQARecord], *, train_answers: Sequence[str] | None = None,
@@ -69,8 +81,9 @@ def evaluate_model(trained: TrainedModel, records: Sequence[VQARecord], *, train
         raise ValueError("the real-image condition is always scored")
     train_answers = list(train_answers) if train_answers is not None else trained.answers.answers
     per = {}
+    predictor = Predictor(trained, records)
     for cond in conditions:
-        preds = [p["answer"] for p in predict(trained, records, condition=cond, seed=seed, bf16=bf16)]
+        preds = [p["answer"] for p in predictor.predict(cond, seed=seed, bf16=bf16)]
         per[cond] = score(records, preds, closed_by=closed_by, questions=questions, train_answers=train_answers)
     result = dict(per["real"])
     scores = dict(result["scores"])
