@@ -4,8 +4,8 @@
     result = evaluate_model(trained, records, train_answers=...)   # real, blank and shuffled images
 
 ``Predictor(trained, records)`` prepares the images and question inputs once; its ``predict(condition)`` (and the
-function ``predict``) answers every record (argmax over the training answers; ``top`` = the 5 most probable answers under a
-softmax of the logits). ``evaluate_model`` scores (metrics.score) three conditions: the real images, ``blank`` (every
+function ``predict``) answers every record (argmax over the training answers; ``top`` = the 5 most probable answers
+under a softmax of the logits). ``evaluate_model`` scores (metrics.score) three conditions: the real images, ``blank`` (every
 image replaced by one constant grey) and ``shuffled`` (every question asked about another real image of the set,
 a derangement with a fixed seed). Its ``scores`` are the real condition's, plus ``blank_overall``,
 ``shuffled_overall``, ``blank_closed``, ``blank_open`` and ``image_reliance`` = overall(real) - overall(blank), all
