@@ -1,15 +1,15 @@
 """Answering and scoring with a trained library model, with the image checks that show whether it uses the image.
 
-    preds = predict(trained, records)                       # [{"answer": ..., "top": [(answer, prob), ...]}, ...]
+    preds = predict(trained, records)       # [{"answer": ..., "top": [(answer, prob), ...]}, ...]
     result = evaluate_model(trained, records, train_answers=...)   # real, blank and shuffled images
 
 ``Predictor(trained, records)`` prepares the images and question inputs once; its ``predict(condition)`` (and the
 function ``predict``) answers every record (argmax over the training answers; ``top`` = the 5 most probable answers
-under a softmax of the logits). ``evaluate_model`` scores (metrics.score) three conditions: the real images, ``blank`` (every
-image replaced by one constant grey) and ``shuffled`` (every question asked about another real image of the set,
-a derangement with a fixed seed). Its ``scores`` are the real condition's, plus ``blank_overall``,
-``shuffled_overall``, ``blank_closed``, ``blank_open`` and ``image_reliance`` = overall(real) - overall(blank), all
-fractions. A model that does not look at the image has image reliance ~0 and shuffled ~ real.
+under a softmax of the logits). ``evaluate_model`` scores (metrics.score) three conditions: the real images,
+``blank`` (every image replaced by one constant grey) and ``shuffled`` (every question asked about another real
+image of the set, a derangement with a fixed seed). Its ``scores`` are the real condition's, plus
+``blank_overall``, ``shuffled_overall``, ``blank_closed``, ``blank_open`` and ``image_reliance`` = overall(real) -
+overall(blank), all fractions. A model that does not look at the image has image reliance ~0 and shuffled ~ real.
 
 It does not train (train.py) and does not write results (jobs.py).
 """
