@@ -90,13 +90,14 @@ def test_image_centric_batches_give_the_per_sample_outputs(small):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_a_stopped_run_resumes_to_the_uninterrupted_result(small, tmp_path):
+@pytest.mark.parametrize("name", ["mevf-ban", "cr"])  # CR: its type classifier is frozen before the epochs
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(name, small, tmp_path):
     from embedlab.medvqa.train import train_model
 
     train, val = small
-    full = train_model("mevf-ban", "tiny", train, tmp_path / "full", seed=3, train_overrides={"epochs": 3})
-    train_model("mevf-ban", "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 1})
-    resumed = train_model("mevf-ban", "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 3})
+    full = train_model(name, "tiny", train, tmp_path / "full", seed=3, train_overrides={"epochs": 3})
+    train_model(name, "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 1})
+    resumed = train_model(name, "tiny", train, tmp_path / "cut", seed=3, train_overrides={"epochs": 3})
     epochs = [json.loads(x).get("epoch") for x in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
     assert [e for e in epochs if e is not None] == [0, 1, 2]  # epoch 0 was not trained twice
     for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):

@@ -271,7 +271,7 @@ class Trainer:
             self.opt = self._optimizer()
         else:
             self.net.load_state_dict(state["net"])
-            self._freeze_after_load(state)
+            self._freeze_pre_trained()
             self.opt = self._optimizer()
             self.opt.load_state_dict(state["opt"])
             self.gen.set_state(state["gen"])
@@ -321,6 +321,7 @@ class Trainer:
             self._pretrain_multitask()
         if isinstance(self.net, CRNet):
             self._train_type_classifier()
+        self._freeze_pre_trained()
 
     def _train_images(self) -> torch.Tensor:
         return torch.unique(self.data.image_rows)
@@ -347,7 +348,6 @@ class Trainer:
                         p.copy_(v)
                 self._append_log({"stage": "cdae", "epochs": c["cdae_pretrain_epochs"], "mse": saved["mse"],
                                   "cached": str(cached)})
-                self._freeze_cdae()
                 return
             except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
                 pass
@@ -376,19 +376,22 @@ class Trainer:
         with atomic_path(cached) as tmp:
             torch.save({"params": [p.detach().cpu() for p in ae_params], "mse": mse}, tmp)
         self._append_log({"stage": "cdae", "epochs": c["cdae_pretrain_epochs"], "mse": mse})
-        self._freeze_cdae()
 
-    def _freeze_cdae(self) -> None:
+    def _freeze_pre_trained(self) -> None:
+        """Freeze what the pre-stages trained and the epochs must not change — the CDAE in ``frozen`` mode (its codes
+        then cached per image) and CR's type classifier — after the pre-stages and after loading a checkpoint alike,
+        so that a resumed run's optimizer holds the same parameters as the run that saved it."""
+        frozen = []
         cdae = self.net.cdae
-        for p in list(cdae.encoder.parameters()) + list(cdae.decoder.parameters()):
+        if cdae is not None and self.cfg["cdae_mode"] == "frozen":
+            frozen += [*cdae.encoder.parameters(), *cdae.decoder.parameters()]
+            cdae.encoder.eval()
+            self.codes = cdae_codes(cdae, self.bank.pixels[self.settings["cdae_size"]])
+        if isinstance(self.net, CRNet):
+            frozen += list(self.net.type_classifier.parameters())
+        for p in frozen:
             p.requires_grad_(False)
             p.grad = None  # a stale pre-training gradient would count in the main loop's clipping norm
-        cdae.encoder.eval()
-        self.codes = cdae_codes(cdae, self.bank.pixels[self.settings["cdae_size"]])
-
-    def _freeze_after_load(self, state: dict) -> None:
-        if state.get("cdae_frozen"):
-            self._freeze_cdae()
 
     def _pretrain_multitask(self) -> None:
         """Each CNN learns organ / modality / plane of the training images (labels mined from the training QA)."""
@@ -443,9 +446,6 @@ class Trainer:
             if acc > best[0]:
                 best = (acc, epoch, {k: v.clone() for k, v in clf.state_dict().items()})
         clf.load_state_dict(best[2])
-        for p in clf.parameters():
-            p.requires_grad_(False)
-            p.grad = None
         self._append_log({"stage": "type-classifier", "holdout_acc": best[0], "selected_epoch": best[1],
                           "holdout_questions": len(hold.records)})
 
@@ -487,7 +487,7 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         state = {"epoch": epoch, "net": self.net.state_dict(), "opt": self.opt.state_dict(),
                  "gen": self.gen.get_state(), "py_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
-                 "best": best, "history": history, "cdae_frozen": self.codes is not None}
+                 "best": best, "history": history}
         with atomic_path(folder / "last.pt") as tmp:
             torch.save(state, tmp)
 
