@@ -4,10 +4,12 @@ ownership rule of embedlab.atomic applied to a folder that is written into rathe
 ``claim_folder(out)`` lets the work go on only when ``out`` is new, empty, carries embedlab's owner marker, or is
 recognised by ``legacy`` as an earlier embedlab output (written before the marker existed); a user's folder is
 refused before any work, so none of its files is overwritten. The folder is then created and marked, so a rerun
-after an interruption is accepted.
+after an interruption is accepted. ``lock_folder(out)`` holds an exclusive kernel lock (flock) on a lock file in it for
+the process's lifetime, so that two trainings launched into one folder do not mix their checkpoints.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -35,3 +37,28 @@ def claim_folder(out: str | Path, what: str, kind: str, legacy: Callable[[Path],
     if not (out / OWNER_MARKER).is_file():
         write_json(out / OWNER_MARKER, {"written_by": "embedlab", "kind": kind})
     return out
+
+
+LOCK_FILE = ".embedlab-train.lock"
+
+
+def lock_folder(out: str | Path, what: str = "output_dir", user: str = "embedlab training"):
+    """Lock ``out`` (an existing folder) for this process's lifetime; returns the open lock file, which the caller
+    keeps. A second process gets a ConfigError naming the holder's pid; a killed holder releases the lock."""
+    import fcntl
+
+    out = Path(out)
+    handle = open(out / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"{what} {out} is in use by another {user} ({holder}); wait for it or use another "
+                          f"{what}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle

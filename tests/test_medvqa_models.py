@@ -292,3 +292,32 @@ def test_a_cached_cdae_pretraining_equals_a_fresh_one_and_is_shared_between_mode
     seed6 = Trainer("mevf-ban", "tiny", train, tmp_path / "d", seed=6, train_overrides={"cdae_pretrain_epochs": 2})
     seed6.run()
     assert not torch.equal(fresh.codes, seed6.codes)
+
+
+def test_the_output_folder_is_guarded(small, tmp_path):
+    """A user's folder is refused untouched; a checkpoint of other settings is not resumed; a folder in use by
+    another training is refused."""
+    from embedlab.outputs import lock_folder
+    from embedlab.medvqa.train import train_model
+
+    train, _ = small
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="did not write"):
+        train_model("mevf-ban", "tiny", train, mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    run = tmp_path / "run"
+    train_model("mevf-ban", "tiny", train, run, seed=1, train_overrides={"epochs": 1})
+    with pytest.raises(ConfigError, match=r"belongs to another run.*settings\.hidden: 16 -> 8"):
+        train_model("mevf-ban", "tiny", train, run, seed=1, model_overrides={"hidden": 8},
+                    train_overrides={"epochs": 2})
+    with pytest.raises(ConfigError, match="seed"):
+        train_model("mevf-ban", "tiny", train, run, seed=2, train_overrides={"epochs": 2})
+    held = lock_folder(run)
+    try:
+        with pytest.raises(ConfigError, match="in use by another embedlab Med-VQA training"):
+            train_model("mevf-ban", "tiny", train, run, seed=1, train_overrides={"epochs": 2})
+    finally:
+        held.close()
+    train_model("mevf-ban", "tiny", train, run, seed=1, train_overrides={"epochs": 2})  # extending is resuming

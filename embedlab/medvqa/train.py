@@ -25,7 +25,8 @@ What one run does, in order (each stage logged; stages are skipped on resume onc
    same type in the batch, features and word embeddings mixed, target lambda^2 y_i + (1-lambda)^2 y_j).
    Note: VQAMix here mixes image features (after the encoders), not pixels, so that image-centric batches stay valid.
 7. after each epoch a checkpoint (net, optimizer, generators, history) replaces the previous one: a stopped run
-   resumes at the next epoch. The kept model is the last epoch (``select: last``, MEVF) or the best on the held-out
+   resumes at the next epoch (a checkpoint of another model, settings, seed or data is refused, not resumed; so is
+   a folder embedlab did not write, and a second training into a folder in use). The kept model is the last epoch (``select: last``, MEVF) or the best on the held-out
    part (``select: best``). ``model.json`` + ``model.safetensors`` + ``train_log.jsonl`` in the output folder.
 
 It does not score evaluation splits (evaluate.py) or write results (jobs.py).
@@ -48,6 +49,7 @@ from torch.nn import functional as F
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DataError
+from ..outputs import claim_folder, lock_folder
 from ..settings import cache_dir
 from .imagebank import ImageBank
 from .models import TrainedModel, build_model, model_settings, save_model
@@ -238,6 +240,36 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------------------
     def run(self) -> TrainedModel:
+        # a user's folder is refused before any work; a second training into the same folder stops at the lock
+        claim_folder(self.out, "output_dir", "Med-VQA training run")
+        lock = lock_folder(self.out, "output_dir", "embedlab Med-VQA training")
+        try:
+            return self._run()
+        finally:
+            lock.close()
+
+    def signature(self) -> dict:
+        """What a checkpoint must share with this run to be resumed by it: model, settings, training settings other
+        than the number of epochs (extending a run is resuming it) and the threads or device, seed and data."""
+        data = hashlib.sha256("\n".join(r.qid for r in self.train_records).encode()).hexdigest()[:16]
+        train = {k: v for k, v in self.cfg.items() if k not in ("epochs", "threads", "device")}
+        return json.loads(json.dumps({"model": self.name, "settings": self.settings, "train": train,
+                                      "seed": self.seed, "train_qids": data}))
+
+    def _check_resumable(self, state: dict, ckpt_file: Path) -> None:
+        saved, now = state.get("run") or {}, self.signature()
+        differs = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if differs:
+            detail = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differs if k not in ("settings", "train")]
+            for part in ("settings", "train"):
+                a, b = saved.get(part) or {}, now.get(part) or {}
+                detail += [f"{part}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                           if a.get(k) != b.get(k)]
+            raise ConfigError(f"{ckpt_file} belongs to another run ({'; '.join(detail[:4])}); it would be resumed "
+                              f"with different settings: use another output_dir, or delete that checkpoint to "
+                              f"start over")
+
+    def _run(self) -> TrainedModel:
         c, s = self.cfg, self.settings
         torch.set_num_threads(max(1, int(c["threads"])))
         torch.manual_seed(self.seed)
@@ -270,6 +302,7 @@ class Trainer:
             start_epoch, best = 0, {"epoch": -1, "acc": -1.0, "state": None}
             self.opt = self._optimizer()
         else:
+            self._check_resumable(state, ckpt_file)
             self.net.load_state_dict(state["net"])
             self._freeze_pre_trained()
             self.opt = self._optimizer()
@@ -487,7 +520,7 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         state = {"epoch": epoch, "net": self.net.state_dict(), "opt": self.opt.state_dict(),
                  "gen": self.gen.get_state(), "py_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
-                 "best": best, "history": history}
+                 "best": best, "history": history, "run": self.signature()}
         with atomic_path(folder / "last.pt") as tmp:
             torch.save(state, tmp)
 

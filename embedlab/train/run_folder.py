@@ -23,6 +23,7 @@ from typing import Any
 
 from ..atomic import OWNER_MARKER, owned_by_embedlab, write_json
 from ..errors import ConfigError
+from ..outputs import lock_folder
 from . import checkpoint as ckpt
 
 log = logging.getLogger("embedlab.train")
@@ -166,31 +167,13 @@ def trim_logs(output_dir: Path, step: int) -> None:
         write_text(path, "".join(x + "\n" for x in kept))
 
 
-LOCK_FILE = ".embedlab-train.lock"
-
-
 def lock_run_folder(output_dir: Path):
     """Hold an exclusive lock on ``output_dir`` for this process's lifetime (returns the open lock file; keep it).
     A second training launched into the same folder stops with a ConfigError instead of mixing two runs'
-    checkpoints. The lock is the kernel's (flock), so a killed run releases it."""
-    import fcntl
-
+    checkpoints. The lock is the kernel's (flock, embedlab.outputs.lock_folder), so a killed run releases it."""
     check_writable_run_folder(output_dir)
     mark_run_folder(output_dir)  # before the lock file, so the folder is recognisably embedlab's
-    handle = open(output_dir / LOCK_FILE, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ConfigError(f"output_dir {output_dir} is in use by another embedlab training ({holder}); wait for it "
-                          f"or use another output_dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
-    return handle
+    return lock_folder(output_dir)
 
 
 def mark_run_folder(output_dir: Path) -> None:
