@@ -53,6 +53,20 @@ def test_bad_row_files_are_refused_naming_file_and_row(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_an_export_replaces_an_earlier_export_but_never_a_users_file(tmp_path):
+    store = ResultsStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store.add_run(_rows("cr", 0, 0.6))
+    out = tmp_path / "r.json"
+    assert export_rows(store, "exp", out) == 2
+    assert export_rows(store, "exp", out) == 2  # an earlier export is replaced
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    with pytest.raises(ConfigError, match="already exists"):
+        export_rows(store, "exp", notes)
+    assert notes.read_text() == '{"mine": true}'
+    assert export_rows(store, "exp", notes, overwrite=True) == 2
+
+
 def test_the_cli_exports_and_imports_an_experiment(tmp_path):
     from typer.testing import CliRunner
 

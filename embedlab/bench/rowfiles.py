@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json
+from ..atomic import check_output_file, write_json
 from ..errors import ConfigError
 from .store import COLUMNS, ResultsStore
 
@@ -35,8 +35,20 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_rows(store: ResultsStore, experiment: str, path: str | Path) -> int:
-    """Write every row of ``experiment`` to ``path`` (atomically); returns the number of rows."""
+def _is_row_file(path: Path) -> bool:
+    try:
+        read_rows(path)
+        return True
+    except ConfigError:
+        return False
+
+
+def export_rows(store: ResultsStore, experiment: str, path: str | Path, *, overwrite: bool = False) -> int:
+    """Write every row of ``experiment`` to ``path`` (atomically); returns the number of rows. An existing file is
+    replaced only when it is such a results file (an earlier export) or with ``overwrite``."""
+    path = Path(path)
+    check_output_file(path, overwrite=overwrite, owned=path.is_file() and _is_row_file(path),
+                      what="results file")
     rows = store.query(experiment=experiment)
     if not rows:
         raise ConfigError(f"no rows of experiment {experiment!r} in {store.display_url}")

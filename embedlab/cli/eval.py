@@ -109,6 +109,8 @@ def results(
     latest: bool = typer.Option(True, "--latest/--all-runs", help="only the latest run per model and task"),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="only this experiment's rows"),
     out: Optional[Path] = typer.Option(None, "--out", help="--format json: the file to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--format json: replace a file that is not an earlier "
+                                   "results export"),
 ) -> None:
     """List stored results as a table or CSV (read-only: a results store that does not exist is an error), or
     export an experiment's rows as JSON (`embedlab results-import` reads them back into another store)."""
@@ -124,7 +126,7 @@ def results(
 
         if not experiment or out is None:
             raise ConfigError("--format json needs --experiment and --out")
-        _say(f"{export_rows(store, experiment, out)} rows of {experiment} -> {out}")
+        _say(f"{export_rows(store, experiment, out, overwrite=overwrite)} rows of {experiment} -> {out}")
         return
     rows = store.query(model=model, task=task, experiment=experiment, metric=None if metric == "all" else metric,
                        latest_only=latest)

@@ -26,8 +26,9 @@ What one run does, in order (each stage logged; stages are skipped on resume onc
    Note: VQAMix here mixes image features (after the encoders), not pixels, so that image-centric batches stay valid.
 7. after each epoch a checkpoint (net, optimizer, generators, history) replaces the previous one: a stopped run
    resumes at the next epoch (a checkpoint of another model, settings, seed or data is refused, not resumed; so is
-   a folder embedlab did not write, and a second training into a folder in use). The kept model is the last epoch (``select: last``, MEVF) or the best on the held-out
-   part (``select: best``). ``model.json`` + ``model.safetensors`` + ``train_log.jsonl`` in the output folder.
+   a folder embedlab did not write, and a second training into a folder in use). The kept model is the last epoch
+   (``select: last``, MEVF) or the best on the held-out part (``select: best``). ``model.json`` +
+   ``model.safetensors`` + ``train_log.jsonl`` in the output folder.
 
 It does not score evaluation splits (evaluate.py) or write results (jobs.py).
 """
