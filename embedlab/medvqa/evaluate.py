@@ -23,7 +23,8 @@ from .imagebank import ImageBank
 from .metrics import image_reliance, score
 from .models import TrainedModel
 from .records import VQARecord
-from .train import QuestionInputs, cdae_codes, predict_logits, prepare, s_sizes
+from .models.network import image_sizes
+from .train import QuestionInputs, cdae_codes, predict_logits, prepare
 
 CONDITIONS = ("real", "blank", "shuffled")
 
@@ -51,7 +52,7 @@ class Predictor:
 
     def __init__(self, trained: TrainedModel, records: Sequence[VQARecord]):
         self.trained, self.records = trained, list(records)
-        self.bank = ImageBank.build(self.records, s_sizes(trained.settings))
+        self.bank = ImageBank.build(self.records, image_sizes(trained.settings))
         self.data = prepare(self.records, self.bank, QuestionInputs(trained.settings, trained.questions),
                             trained.answers)
 

@@ -54,7 +54,7 @@ from ..outputs import claim_folder, lock_folder
 from ..settings import cache_dir
 from .imagebank import ImageBank
 from .models import TrainedModel, build_model, model_settings, save_model
-from .models.network import CRNet
+from .models.network import CRNet, image_sizes
 from .normalize import normalize_answer
 from .records import VQARecord
 from .splits import twin_key
@@ -283,7 +283,7 @@ class Trainer:
         self.answers = AnswerVocab.build(self.train_records)
         closed_answers = sorted({normalize_answer(r.answer) for r in self.train_records if r.closed})
         self.device = dev = resolve_device(c["device"])
-        bank = ImageBank.build(self.train_records + self.eval_records, s_sizes(s))
+        bank = ImageBank.build(self.train_records + self.eval_records, image_sizes(s))
         self.bank = bank.to(dev)
         inputs = QuestionInputs(s, self.questions)
         self.data = prepare(main_records, bank, inputs, self.answers, dev)
@@ -573,11 +573,6 @@ def train_step(net, opt: torch.optim.Optimizer, bank: ImageBank, codes: torch.Te
 def cdae_codes(cdae, pixels: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """The (frozen) CDAE encoder's codes of every image, computed once and indexed per batch afterwards."""
     return torch.cat([cdae.codes(pixels[i: i + batch]) for i in range(0, len(pixels), batch)])
-
-
-def s_sizes(settings: dict) -> list[int]:
-    sizes = [settings["cnn_size"]] if settings["n_cnn"] else []
-    return sizes + ([settings["cdae_size"]] if settings["cdae"] else [])
 
 
 def mine_image_labels(records: Sequence[VQARecord], rows: torch.Tensor) -> dict[str, tuple[list[str], dict]]:

@@ -29,6 +29,12 @@ from . import parts
 NEG = -1e4  # logit of an answer a branch cannot give (sigmoid ~ 0, softmax ~ 0)
 
 
+def image_sizes(settings: dict) -> list[int]:
+    """The square image sizes a model with these settings reads (the image bank loads each once)."""
+    sizes = [settings["cnn_size"]] if settings["n_cnn"] else []
+    return sizes + ([settings["cdae_size"]] if settings["cdae"] else [])
+
+
 class FusionNet(nn.Module):
     def __init__(self, settings: dict, question_vocab_size: int, answers: Sequence[str], closed_answers=None):
         super().__init__()
@@ -65,11 +71,6 @@ class FusionNet(nn.Module):
         self.classifier = parts.Classifier(s["hidden"], s["classifier_hidden"], len(answers), s["dropout"])
 
     # -- image side -----------------------------------------------------------------------------------------------
-    @property
-    def image_sizes(self) -> list[int]:
-        sizes = [self.settings["cnn_size"]] if self.settings["n_cnn"] else []
-        return sizes + ([self.settings["cdae_size"]] if self.settings["cdae"] else [])
-
     def encode_images(self, pixels: dict[int, torch.Tensor], cdae_codes: torch.Tensor | None = None) -> torch.Tensor:
         s = self.settings
         feats = [cnn(pixels[s["cnn_size"]]) for cnn in self.cnns]
