@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from embedlab.demo import run_demo
+from embedlab.errors import ConfigError
 from embedlab.evaluate.cache import EmbeddingCache
 from embedlab.evaluate.runner import EvalSettings, evaluate
 from embedlab.text import Embedder
@@ -50,5 +53,9 @@ def test_the_med_vqa_part_appends_one_section_with_baselines_and_image_checks(tm
     assert "baseline: image-identity" in text and "cnn-ban (tiny, 1 epochs, seed 0)" in text
     row = [line for line in text.splitlines() if line.startswith("| cnn-ban")][0]
     assert len(row.split("|")) == 8 and "-" not in row.split("|")[5]  # the blank-image score is there
-    run_vqa_demo(tmp_path, report, log=lambda m: None, recipe=tiny)  # reused, and the section not duplicated
+    run_vqa_demo(tmp_path, report, log=lambda m: None, recipe=tiny)  # resumed (nothing to train), one section
     assert report.read_text().count("## Med-VQA") == 1
+    log = (tmp_path / "medvqa" / "train_log.jsonl").read_text()
+    assert log.count('"epoch": 0') == 1  # the finished run was not trained again
+    with pytest.raises(ConfigError, match="belongs to another run"):  # another recipe's run is not reused
+        run_vqa_demo(tmp_path, report, log=lambda m: None, recipe={**tiny, "seed": 1})
