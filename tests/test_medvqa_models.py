@@ -321,3 +321,43 @@ def test_the_output_folder_is_guarded(small, tmp_path):
     finally:
         held.close()
     train_model("mevf-ban", "tiny", train, run, seed=1, train_overrides={"epochs": 2})  # extending is resuming
+
+
+def test_instance_pretraining_teaches_the_cnn_which_training_image_it_sees(small, tmp_path):
+    """``pretrain_tasks: [instance]``: one class per training image (logged), and after it the CNN's features tell the
+    training images apart better than the same CNN untrained (nearest-neighbour identity of shifted copies)."""
+    from embedlab.medvqa.train import Trainer, augment
+
+    train, _ = small
+
+    def identity_accuracy(t):
+        cnn, rows = t.net.cnns[0], torch.tensor(sorted({int(r) for r in t.data.image_rows.tolist()}))
+        pixels = t.bank.pixels[t.settings["cnn_size"]][rows]
+        with torch.no_grad():
+            cnn.eval()
+            ref = torch.nn.functional.normalize(cnn(pixels).mean(1), dim=-1)
+            probe = torch.nn.functional.normalize(cnn(augment(pixels, torch.Generator().manual_seed(1))).mean(1),
+                                                  dim=-1)
+        return float(((probe @ ref.T).argmax(1) == torch.arange(len(rows))).float().mean())
+
+    over = {"pretrain": "multitask", "pretrain_tasks": ["instance"], "epochs": 1}
+    before = Trainer("cnn-ban", "tiny", train, tmp_path / "a", seed=0, train_overrides={**over, "pretrain_epochs": 0})
+    before.run()
+    after = Trainer("cnn-ban", "tiny", train, tmp_path / "b", seed=0, train_overrides={**over, "pretrain_epochs": 60})
+    after.run()
+    log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["labels"] for row in log if row.get("stage") == "multitask"] == [{"instance": 10}]
+    assert identity_accuracy(after) > identity_accuracy(before)
+    with pytest.raises(ConfigError, match="pretrain_tasks"):
+        Trainer("cnn-ban", "tiny", train, tmp_path / "c", seed=0, train_overrides={"pretrain_tasks": ["colour"]})
+
+
+def test_augment_shifts_and_rescales_contrast_reproducibly():
+    from embedlab.medvqa.train import augment
+
+    x = torch.rand(6, 1, 20, 20)
+    a, b = augment(x, torch.Generator().manual_seed(3)), augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert not torch.equal(a, x)
+    flat = augment(torch.full((2, 1, 8, 8), 0.4), torch.Generator().manual_seed(0))
+    assert torch.allclose(flat, torch.full_like(flat, 0.4))  # a constant image stays itself

@@ -12,8 +12,10 @@ What one run does, in order (each stage logged; stages are skipped on resume onc
 3. ``cdae_mode: frozen``: the CDAE pre-trained on the training images (reconstruction of noised inputs), then its
    encoder frozen and its codes cached per image (the CPU profile); ``joint``: trained with the model, its
    reconstruction loss x ``ae_weight`` added (MEVF);
-4. ``pretrain: multitask`` (MMQ substitute): each CNN pre-trained on organ / modality / plane labels mined from the
-   training QA (the organ field; answers to MODALITY and PLANE questions);
+4. ``pretrain: multitask`` (MMQ substitute): each CNN pre-trained on the ``pretrain_tasks``: organ / modality / plane
+   labels mined from the training QA (the organ field; answers to MODALITY and PLANE questions) and, as an option,
+   ``instance``: which training image it is (each image its own class, seen under random shifts and contrast
+   changes -- exemplar-CNN style instance discrimination, training images only);
 5. CR: the question-type classifier trained, its epoch chosen on the held-out part;
    On ``train.device`` (``auto``: the GPU when there is one) the network, the image bank and each batch live there;
    the trained model is moved back to the CPU to be scored and saved.
@@ -235,6 +237,10 @@ class Trainer:
         for key, allowed in choices.items():
             if c[key] not in allowed:
                 raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}, got {c[key]!r}")
+        tasks = c["pretrain_tasks"]
+        if not isinstance(tasks, (list, tuple)) or not tasks or set(tasks) - set(PRETRAIN_TASKS):
+            raise ConfigError(f"train.pretrain_tasks must be a non-empty list of {', '.join(PRETRAIN_TASKS)}, "
+                              f"got {tasks!r}")
         for key in ("epochs", "batch_size", "batch_images"):
             if int(c[key]) < 1:
                 raise ConfigError(f"train.{key} must be at least 1, got {c[key]!r}")
@@ -428,8 +434,13 @@ class Trainer:
             p.grad = None  # a stale pre-training gradient would count in the main loop's clipping norm
 
     def _pretrain_multitask(self) -> None:
-        """Each CNN learns organ / modality / plane of the training images (labels mined from the training QA)."""
-        labels = mine_image_labels(self.data.records, self.data.image_rows)
+        """Each CNN learns the ``pretrain_tasks`` of the training images: organ / modality / plane (labels mined from
+        the training QA) and/or ``instance`` (which training image, under random shifts and contrast changes)."""
+        tasks = list(self.cfg["pretrain_tasks"])
+        labels = {t: v for t, v in mine_image_labels(self.data.records, self.data.image_rows).items() if t in tasks}
+        if "instance" in tasks:
+            own = sorted({int(r) for r in self.data.image_rows.tolist()})
+            labels["instance"] = ([str(r) for r in own], {r: i for i, r in enumerate(own)})
         size = self.settings["cnn_size"]
         for k, cnn in enumerate(self.net.cnns):
             heads = torch.nn.ModuleDict({task: torch.nn.Linear(cnn.out_dim, len(classes))
@@ -443,7 +454,10 @@ class Trainer:
                 order = rows[torch.randperm(len(rows), generator=self.gen)]
                 for start in range(0, len(order), 32):
                     batch = order[start: start + 32]
-                    feats = cnn(self.bank.pixels[size][batch]).mean(1)
+                    pixels = self.bank.pixels[size][batch]
+                    if "instance" in heads:  # the identity must survive small shifts and contrast changes
+                        pixels = augment(pixels, self.gen)
+                    feats = cnn(pixels).mean(1)
                     loss = feats.new_zeros(())
                     for task, head in heads.items():
                         mapping = labels[task][1]
@@ -567,6 +581,22 @@ def train_step(net, opt: torch.optim.Optimizer, bank: ImageBank, codes: torch.Te
         torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], cfg["clip"])
     opt.step()
     return float(loss.detach())
+
+
+PRETRAIN_TASKS = ("organ", "modality", "plane", "instance")
+
+
+def augment(pixels: torch.Tensor, gen: torch.Generator, shift: float = 0.1, contrast: float = 0.2) -> torch.Tensor:
+    """Each image shifted by up to ``shift`` of its side (edges replicated) and its contrast scaled by up to
+    +-``contrast`` around its mean; drawn from ``gen`` (a resumed run draws the same)."""
+    n, _, h, w = pixels.shape
+    pad = max(1, round(shift * h))
+    padded = F.pad(pixels, (pad, pad, pad, pad), mode="replicate")
+    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).tolist()
+    out = torch.stack([padded[i, :, dy: dy + h, dx: dx + w] for i, (dy, dx) in enumerate(offs)])
+    scale = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * contrast
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return (out - mean) * scale.to(out) + mean
 
 
 @torch.no_grad()

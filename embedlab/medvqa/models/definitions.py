@@ -50,7 +50,7 @@ BASE_TRAIN = {
     "optimizer": "adamax", "lr": 0.005, "schedule": "mevf", "clip": 0.25, "weight_decay": 0.0,
     "ae_weight": 0.001, "cdae_mode": "joint", "cdae_pretrain_epochs": 0, "cdae_lr": 0.001,
     "select": "last", "holdout": 0.1, "type_epochs": 10,
-    "pretrain": "none", "pretrain_epochs": 0,
+    "pretrain": "none", "pretrain_epochs": 0, "pretrain_tasks": ["organ", "modality", "plane"],
     "vqamix": False, "vqamix_alpha": 1.0, "vqamix_same_type": True,
     "bf16": False, "threads": 2, "device": "auto",
 }
