@@ -160,7 +160,8 @@ def _context(case, start: int, end: int, width: int = 60) -> str:
     if case is None or not (0 <= start <= end <= len(case.report)):
         return ""
     text = case.report
-    return (text[max(0, start - width): start] + "[" + text[start:end] + "]" + text[end: end + width]).replace("\n", " ")
+    shown = text[max(0, start - width): start] + "[" + text[start:end] + "]" + text[end: end + width]
+    return shown.replace("\n", " ")
 
 
 def _show(item: Concept | QAPair, case) -> str:
