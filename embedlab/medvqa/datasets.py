@@ -475,9 +475,15 @@ def _kept_back(spec: MedVQADataset, split: str, path: Path) -> None:
 def load_dataset(name: str | Path, split: str = "train", *, skip_bad_rows: bool | BadRows = False,
                  check_images: bool | None = None) -> list[VQARecord]:
     """The records of one split of a registered dataset, read from ``<data root>/medvqa/<folder>``. A name that is
-    not registered but is an existing folder or JSON file loads as a dataset-tool export (``load_export``)."""
+    not registered but is an existing folder or JSON file loads as a dataset-tool export (``load_export``), and so
+    does a name in the user's export registry (``dataset_tool.export.register_export``)."""
     if str(name) not in DATASETS and Path(name).exists():
         return load_export(name, split, skip_bad_rows=skip_bad_rows, check_images=check_images)
+    if str(name) not in DATASETS:
+        from .dataset_tool.export import load_registered, registered_export_path  # lazy: export imports this module
+
+        if registered_export_path(str(name)) is not None:
+            return load_registered(str(name), split, skip_bad_rows=skip_bad_rows, check_images=check_images)
     spec = DATASETS.get(str(name))
     if split not in spec.splits:
         raise UnknownChoiceError(f"split of Med-VQA dataset {spec.name!r}", split, spec.splits)
