@@ -361,3 +361,29 @@ def test_augment_shifts_and_rescales_contrast_reproducibly():
     assert not torch.equal(a, x)
     flat = augment(torch.full((2, 1, 8, 8), 0.4), torch.Generator().manual_seed(0))
     assert torch.allclose(flat, torch.full_like(flat, 0.4))  # a constant image stays itself
+
+
+def test_the_image_prior_adds_an_image_only_answer_head(small):
+    """``image_prior``: logits = fusion classifier + an MLP of the mean region; with the fusion's output fixed the
+    logits still change with the image, and CR refuses the option."""
+    from embedlab.medvqa.imagebank import ImageBank
+    from embedlab.medvqa.models import build_model, model_settings
+    from embedlab.medvqa.train import QuestionInputs
+    from embedlab.medvqa.vocab import AnswerVocab, QuestionVocab
+
+    train, _ = small
+    settings, _ = model_settings("cnn-ban", "tiny", model_overrides={"image_prior": True})
+    qv, av = QuestionVocab.build(train), AnswerVocab.build(train)
+    net = build_model("cnn-ban", settings, qv, av).eval()
+    bank = ImageBank.build(train, [settings["cnn_size"]])
+    regions = net.encode_images(bank.pixels)[:2]
+    question = QuestionInputs(settings, qv)([train[0].question] * 2)
+    logits = net(regions, question)
+    expected = net.classifier(net.joint(regions, question)) + net.image_prior(regions.mean(1))
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert not torch.allclose(net.image_prior(regions[:1].mean(1)), net.image_prior(regions[1:].mean(1)))
+    plain = build_model("cnn-ban", {**settings, "image_prior": False}, qv, av)
+    assert plain.image_prior is None
+    cr_settings, _ = model_settings("cr", "tiny", model_overrides={"image_prior": True})
+    with pytest.raises(ValueError, match="image_prior"):
+        build_model("cr", cr_settings, qv, av)

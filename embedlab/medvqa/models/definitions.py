@@ -42,7 +42,8 @@ BASE_MODEL = {
     "question": "rnn", "rnn": "lstm", "emb_dim": 600, "hidden": 1024, "max_length": 12,
     "text_encoder": "all-MiniLM-L6-v2", "text_dim": 384,
     "fusion": "ban", "stacks": 2, "glimpses": 2, "rank": 3, "layers": 2, "heads": 4,
-    "classifier_hidden": 2048, "dropout": 0.5, "ban_dropout": 0.2, "type_hidden": 256, "image_norm": False,
+    "classifier_hidden": 2048, "dropout": 0.5, "ban_dropout": 0.2, "type_hidden": 256,
+    "image_norm": False, "image_prior": False,
     "word_vectors": "random (GloVe is not available offline)",
 }
 BASE_TRAIN = {

@@ -40,6 +40,8 @@ class FusionNet(nn.Module):
         super().__init__()
         self.settings = dict(settings)
         s = self.settings
+        if s.get("image_prior") and isinstance(self, CRNet):
+            raise ValueError("image_prior is a FusionNet option (CR has its own branch heads)")
         self.n_answers = len(answers)
         self.cnns = nn.ModuleList(parts.MAMLCNN(s["cnn_channels"], s["cnn_regions"]) for _ in range(s["n_cnn"]))
         self.cdae = parts.CDAE(s["cdae_size"], s["cdae_dim"]) if s["cdae"] else None
@@ -55,6 +57,14 @@ class FusionNet(nn.Module):
         # scale terms, and the fusion can then learn to ignore them (docs/medvqa.md, first measurements)
         self.image_norm = nn.LayerNorm(v_dim) if s.get("image_norm") else None
         self.build_heads(s, v_dim, answers, closed_answers)
+        # optional image answer prior (late fusion): logits += MLP(mean region). VQA-RAD's evaluation images occur in
+        # training, so which answers go with an image is learnable from the image alone; the fusion then only has to
+        # pick among them by the question (docs/medvqa.md, tuning). The image-disjoint split shows what it is worth
+        # on unseen images.
+        self.image_prior = None
+        if s.get("image_prior"):
+            self.image_prior = nn.Sequential(nn.Linear(v_dim, s["hidden"]), nn.ReLU(), nn.Dropout(s["dropout"]),
+                                             nn.Linear(s["hidden"], len(answers)))
 
     # -- construction -------------------------------------------------------------------------------------------
     def make_fusion(self, s: dict, v_dim: int) -> nn.Module:
@@ -88,7 +98,10 @@ class FusionNet(nn.Module):
 
     def forward(self, regions: torch.Tensor, question: dict, mix: parts.Mix = None,
                 closed: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(self.joint(regions, question, mix))
+        logits = self.classifier(self.joint(regions, question, mix))
+        if self.image_prior is not None:
+            logits = logits + self.image_prior(parts.mix_tensor(regions, mix).mean(1)).to(logits.dtype)
+        return logits
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, closed: torch.Tensor | None = None) -> torch.Tensor:
         """MEVF's: BCE with logits on soft scores, summed over answers, averaged over questions."""
