@@ -144,7 +144,7 @@ def test_iu_xray_real_csv(iu_folder, tmp_path):
     first = cases[0]
     assert first.case_id == "1"
     assert "FINDINGS: The cardiac silhouette" in first.report and "IMPRESSION: Normal chest x-XXXX." in first.report
-    assert first.report.startswith("INDICATION: Positive TB test")
+    assert first.report.startswith("FINDINGS: ") and "Positive TB test" not in first.report  # indication: metadata
     assert first.metadata["MeSH"] == "normal" and first.metadata["indication"] == "Positive TB test"
     assert [(i.format, i.file, i.source, i.metadata) for i in first.images] == [
         ("missing", "", "1_IM-0001-4001.dcm.png", {"projection": "Frontal"}),
@@ -164,7 +164,7 @@ def test_iu_xray_images_found_anywhere(tmp_path, project):
     assert problems_of(info.value) == [("7", "7_b.dcm.png", info.value.problems[0].message)]
     report = ingest_into(project, upload, allow_missing_images=True)
     (case,) = project.cases()
-    assert case.report == "INDICATION: Dyspnea.\nFINDINGS: Mild cardiomegaly."
+    assert case.report == "FINDINGS: Mild cardiomegaly." and case.metadata["indication"] == "Dyspnea."
     assert [(i.format, i.source, i.metadata["projection"]) for i in case.images] == [
         ("png", "images/images_normalized/7_a.dcm.png", "Frontal"), ("missing", "7_b.dcm.png", "Lateral")]
     assert (report.images_added, report.missing_images) == (1, 1)

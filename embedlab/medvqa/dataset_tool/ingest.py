@@ -8,9 +8,10 @@ Layouts (``layout="auto"`` picks the first that matches the top of the upload):
     upload   the original BESTMVQA upload: ``case_samples.csv`` (columns image,txt; a UTF-8 BOM is fine), ``image/``,
              ``txt/``. One case per txt file (case id = its stem); its images are every row naming that txt.
     iu-xray  ``indiana_reports.csv`` (+ optional ``indiana_projections.csv``): case id = uid; the report is the
-             indication, comparison, findings and impression sections as "FINDINGS: ..." lines; the case metadata
-             keeps MeSH, Problems, indication and the study title ("study"). Image files are looked up by file name
-             anywhere in the upload; absent ones are accepted only with ``allow_missing_images`` and recorded as
+             findings and impression sections as "FINDINGS: ..." lines (what iuxray.py evaluates); the case
+             metadata keeps MeSH, Problems, indication, comparison and the study title ("study"). Image files are
+             looked up by file name anywhere in the upload; absent ones are accepted only with
+             ``allow_missing_images`` and recorded as
              ``CaseImage(file="", format="missing", source=<file name>, metadata={"projection": ...})``.
     folder   one subfolder per case (case id = its name) holding its images (PNG, JPEG, DICOM by suffix or by the
              ``DICM`` magic; nested folders included) and exactly one report ``.txt``.
@@ -70,8 +71,10 @@ IU_PROJECTIONS = "indiana_projections.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # + DICOM (images.is_dicom: .dcm/.dicom/.dic or the DICM magic)
 PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # what Pillow calls the formats we accept -> CaseImage.format
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}  # CaseImage.format -> the stored file's extension
-IU_SECTIONS = (("INDICATION", "indication"), ("COMPARISON", "comparison"), ("FINDINGS", "findings"),
-               ("IMPRESSION", "impression"))
+# the report is what describes the image: findings and impression (as iuxray.py evaluates); the indication (why the
+# study was ordered: "rule out pneumonia") and the comparison would give concepts that are not in the image, so they
+# go to the case metadata
+IU_SECTIONS = (("FINDINGS", "findings"), ("IMPRESSION", "impression"))
 MAX_LISTED = 50  # problems spelled out in IngestError's message (all of them are in .problems)
 MAX_WARNINGS = 100
 CHUNK = 1 << 20
@@ -588,7 +591,7 @@ def _iu_cases(files: dict[str, _Entry], ctx: _Context) -> list[_Case]:
         uid = row["uid"]
         report = "\n".join(f"{label}: {row[col]}" for label, col in IU_SECTIONS if row.get(col))
         meta = {key: row[col] for key, col in (("MeSH", "mesh"), ("Problems", "problems"), ("indication", "indication"),
-                                               ("study", "image")) if row.get(col)}
+                                               ("comparison", "comparison"), ("study", "image")) if row.get(col)}
         case = _Case(uid, f"{IU_REPORTS} line {line}", report, metadata=meta)
         for filename, projection in projections.get(uid, []):
             found = by_basename.get(PurePosixPath(filename.replace("\\", "/")).name, [])
