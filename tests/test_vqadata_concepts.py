@@ -285,3 +285,23 @@ def test_extract_into_a_project(tmp_path):
     assert stage["lexicon_version"] == lexicon.version and stage["concepts"] == len(concepts)
     extract_into(project)  # a rerun replaces the file with the same concepts
     assert project.concepts() == concepts
+
+
+def test_a_users_spacy_pipeline_replaces_the_blank_one(tmp_path):
+    """A pipeline folder (here a saved blank English one with a sentencizer) is loaded instead of spacy.blank; the
+    concepts are the same, and a pipeline that does not exist is a clear error."""
+    import spacy
+
+    from embedlab.errors import ConfigError
+    from embedlab.medvqa.dataset_tool.concepts import ConceptExtractor
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.to_disk(tmp_path / "pipe")
+    text = "Small left pleural effusion. No pneumothorax."
+    own = ConceptExtractor(spacy_model=tmp_path / "pipe")
+    assert own.spacy_model == str(tmp_path / "pipe")
+    assert [(c.value, c.negated) for c in own.extract(text, "c")] == \
+        [(c.value, c.negated) for c in ConceptExtractor().extract(text, "c")]
+    with pytest.raises(ConfigError, match="not installed"):
+        ConceptExtractor(spacy_model="en_no_such_pipeline")

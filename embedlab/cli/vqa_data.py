@@ -75,13 +75,15 @@ def extract(
     project: Path = PROJECT,
     lexicon: Optional[list[Path]] = typer.Option(None, "--lexicon", help="user lexicon YAML merged over the shipped "
                                                  "one (repeatable)"),
+    spacy_model: Optional[str] = typer.Option(None, "--spacy-model", help="an installed spaCy pipeline to use "
+                                              "instead of the blank English one"),
 ) -> None:
     """Extract concepts (modality, plane, organ, findings with negation, laterality, location, size, count)."""
     from ..medvqa.dataset_tool.concepts import extract_into
 
     p = _project(project)
     _on_interrupt(f"interrupted: {project}/concepts.jsonl is unchanged")
-    _summary("concepts", extract_into(p, list(lexicon) if lexicon else None))
+    _summary("concepts", extract_into(p, list(lexicon) if lexicon else None, spacy_model=spacy_model))
 
 
 @vqa_data.command("generate")

@@ -410,7 +410,10 @@ def _line_breaks(doc):
 class ConceptExtractor:
     """The spaCy pipeline built once from a lexicon; ``extract`` turns one report into concepts."""
 
-    def __init__(self, lexicon: Lexicon | None = None):
+    def __init__(self, lexicon: Lexicon | None = None, spacy_model: str | Path | None = None):
+        """``spacy_model``: an installed spaCy pipeline (package name or folder) to use instead of the blank English
+        one, for users who have one (e.g. a clinical tokenizer/parser); its own NER is left out (the lexicon's
+        ruler names the entities), its parser or senter, when it has one, sets the sentences."""
         import spacy
         from negspacy.termsets import termset
         from spacy.language import Language
@@ -421,8 +424,17 @@ class ConceptExtractor:
         self.lexicon = lexicon or load_lexicon()
         if not Language.has_factory("embedlab_line_breaks"):
             Language.component("embedlab_line_breaks", func=_line_breaks)
-        nlp = spacy.blank("en")
-        nlp.add_pipe("sentencizer")
+        if spacy_model:
+            try:
+                nlp = spacy.load(spacy_model, exclude=["ner"])
+            except OSError as exc:
+                raise ConfigError(f"spaCy pipeline {str(spacy_model)!r} is not installed or not a pipeline folder "
+                                  f"({exc}); leave it out to use the blank English pipeline") from None
+        else:
+            nlp = spacy.blank("en")
+        self.spacy_model = str(spacy_model or "blank:en")
+        if not {"parser", "senter", "sentencizer"} & set(nlp.pipe_names):
+            nlp.add_pipe("sentencizer")
         nlp.add_pipe("embedlab_line_breaks")
         ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True})
         patterns = []
@@ -689,10 +701,12 @@ def _attach(finding, modifier) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # the project stage
 # ---------------------------------------------------------------------------------------------------------------
-def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = None) -> dict[str, Any]:
+def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = None, *,
+                 spacy_model: str | Path | None = None) -> dict[str, Any]:
     """Extract the concepts of every case of ``project`` into its concepts.jsonl (replaced) and mark the stage.
 
     ``lexicon``: a Lexicon, a user lexicon file (or a list of them, merged over the shipped one), or None (shipped).
+    ``spacy_model``: an installed spaCy pipeline instead of the blank one (``ConceptExtractor``).
     Returns a summary: cases, concepts, per category, negated, findings with a heading, lexicon version / sha.
     """
     if lexicon is None:
@@ -701,7 +715,7 @@ def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = 
         lexicon = load_lexicon(lexicon)
     elif isinstance(lexicon, (list, tuple)):
         lexicon = load_lexicon(*lexicon)
-    extractor = ConceptExtractor(lexicon)
+    extractor = ConceptExtractor(lexicon, spacy_model=spacy_model)
     with project.writing():
         cases = project.cases()
         per_case = extractor.extract_many((c.report, c.case_id) for c in cases)
@@ -718,7 +732,8 @@ def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = 
             "lexicon_version": lexicon.version,
             "lexicon_sha": lexicon.sha,
             "lexicon_files": lexicon.files,
+            "spacy_pipeline": extractor.spacy_model,
         }
         project.mark_stage("extract", concepts=len(concepts), lexicon_version=lexicon.version,
-                           lexicon_sha=lexicon.sha, lexicon_files=lexicon.files)
+                           lexicon_sha=lexicon.sha, lexicon_files=lexicon.files, spacy_pipeline=extractor.spacy_model)
     return summary
