@@ -211,6 +211,11 @@ def test_a_user_folder_is_never_replaced_and_an_export_is(reviewed, tmp_path):
     assert (out / ".embedlab-output").is_file() and (out / "trainset.json").read_text() != first
     with pytest.raises(ConfigError, match="holds the input|is \\(or holds\\) the input"):
         export_project(project, project.root.parent)
+    images = sorted(p.name for p in project.images_dir.iterdir())
+    for inside in (project.images_dir, project.root, project.root / "new"):  # the project's data, even with overwrite
+        with pytest.raises(ConfigError, match="inside the project"):
+            export_project(project, inside, overwrite=True)
+    assert sorted(p.name for p in project.images_dir.iterdir()) == images
     with pytest.raises(ConfigError, match="fractions"):
         export_project(project, tmp_path / "x", fractions=(0.5, 0.1, 0.1))
     with pytest.raises(ConfigError, match="split_by"):

@@ -126,6 +126,11 @@ def export_project(project: Project, out: str | Path, *, split_by: str = "image"
         raise ConfigError(f"formats must be among {', '.join(FORMATS)}, got {', '.join(formats) or 'none'}")
     fractions = _check_fractions(fractions)
     out = Path(out)
+    inside = out.resolve()
+    if inside == project.root.resolve() or project.root.resolve() in inside.parents:
+        # the project's own folders (images/, ...) are its data: an export there would replace them, even with
+        # overwrite (which is about folders of earlier exports)
+        raise ConfigError(f"export folder {out} is inside the project {project.root}; export next to it instead")
     check_output_dir(out, overwrite=overwrite, inputs=[project.root], what="export folder")
 
     with project.writing():
