@@ -387,3 +387,22 @@ def test_the_image_prior_adds_an_image_only_answer_head(small):
     cr_settings, _ = model_settings("cr", "tiny", model_overrides={"image_prior": True})
     with pytest.raises(ValueError, match="image_prior"):
         build_model("cr", cr_settings, qv, av)
+
+
+def test_a_split_with_one_image_is_refused_before_training_when_shuffled_images_are_asked_for(small, tmp_path):
+    from embedlab.medvqa.datasets import image_path
+    from embedlab.medvqa.recipe import VQARecipe, run_recipe
+
+    train, _ = small
+    folder = tmp_path / "export"
+    _export(folder, train, image_path(train[0]).parent)
+    val = json.loads((folder / "valset.json").read_text())
+    rows = [r for r in val if r["image_name"] == val[0]["image_name"]]  # the val split: questions on one image
+    (folder / "valset.json").write_text(json.dumps(rows))
+    recipe = VQARecipe(model="cnn-ban", profile="tiny", dataset=str(folder), output_dir=str(tmp_path / "m")).check()
+    with pytest.raises(ConfigError, match="shuffled-image condition needs two or more"):
+        run_recipe(recipe)
+    assert not (tmp_path / "m").exists()  # refused before any training
+    recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"conditions": ["real", "blank"]})})
+    _, result = run_recipe(recipe)
+    assert "shuffled_overall" not in result["scores"] and result["counts"]["n"] == len(rows)

@@ -91,6 +91,11 @@ def run_recipe(recipe: VQARecipe, *, progress=None, threads: int | None = None):
     task = recipe.resolved_task()
     train = load_dataset(task.dataset, task.train_split)
     test = load_dataset(task.dataset, task.eval_split)
+    if "shuffled" in recipe.eval.conditions and len({r.image for r in test}) < 2:
+        # checked before training: a small export's split may hold one image, which cannot be shuffled
+        raise ConfigError(f"the {task.eval_split} split of {task.dataset} has questions on "
+                          f"{len({r.image for r in test})} image(s): the shuffled-image condition needs two or more; "
+                          f"score it without (eval.conditions=[real,blank])")
     overrides = dict(recipe.train)
     if threads is not None:
         overrides.setdefault("threads", threads)
