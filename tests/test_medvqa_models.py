@@ -28,7 +28,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cnn-san", "cnn-ban", "mevf-san", "mevf-ban", "mevf-ban-36", "cr", "mmq",
-                                  "coattention"])
+                                  "coattention", "ban-minilm-prior"])
 def test_every_model_trains_saves_loads_and_answers(name, small, tmp_path):
     from embedlab.medvqa.evaluate import evaluate_model, predict
     from embedlab.medvqa.models import load_model

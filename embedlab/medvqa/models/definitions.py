@@ -20,7 +20,10 @@ model, and the training settings of its profiles:
 - ``mmq``: MMQ-style (Do et al. 2021), two CNNs + CDAE (v = 192) with BAN; ``pretrain: multitask`` substitutes
   supervised organ/modality/plane pre-training (labels mined from train QA) for meta-training;
 - ``coattention``: a co-attention transformer over CNN patch tokens and frozen all-MiniLM-L6-v2 question states,
-  labelled a METER/MMBERT analogue trained from scratch.
+  labelled a METER/MMBERT analogue trained from scratch;
+- ``ban-minilm-prior``: embedlab's variant chosen on the validation split (docs/medvqa.md): BAN over CNN regions
+  with frozen MiniLM question states, LayerNorm'd regions (``image_norm``), a late-fusion image answer prior
+  (``image_prior``) and the CNN pre-trained on organ/modality/plane and instance identity (``pretrain_tasks``).
 
 Word vectors are random (GloVe is not available offline: said so in every profile). VQAMix is a training option of any
 model (train.py), not a model. The zero-shot vision-language adapter is zeroshot.py. It builds nothing itself
@@ -113,6 +116,17 @@ _define("coattention", "fusion", "Co-attention transformer over CNN patch tokens
         cpu_train={"optimizer": "adamw", "lr": 0.0005, "schedule": "cosine", "weight_decay": 0.01},
         paper_train={"optimizer": "adamw", "lr": 0.0001, "schedule": "cosine", "weight_decay": 0.01,
                      "epochs": 40}, label="analogue")
+
+
+_define("ban-minilm-prior", "fusion", "BAN over the CNN's 6x6 regions with frozen all-MiniLM-L6-v2 question states, "
+        "LayerNorm'd regions and an image answer prior; the CNN pre-trained on organ/modality/plane + instance "
+        "identity of the training images (embedlab variant, chosen on vqa-rad-val: docs/medvqa.md)",
+        {"fusion": "ban", "cdae": False, "cnn_regions": 0, "question": "frozen", "max_length": 24,
+         "image_norm": True, "image_prior": True},
+        cpu_train={"pretrain": "multitask", "pretrain_epochs": 30,
+                   "pretrain_tasks": ["organ", "modality", "plane", "instance"]},
+        paper_train={"pretrain": "multitask", "pretrain_epochs": 100,
+                     "pretrain_tasks": ["organ", "modality", "plane", "instance"]}, label="embedlab variant")
 
 
 def model_settings(name: str, profile: str = "cpu", *, model_overrides: dict | None = None,
