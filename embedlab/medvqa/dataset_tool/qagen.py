@@ -8,33 +8,56 @@ What it does:
 
 - reads concepts with their review status: rejected ones are never used, edited ones are used as edited (the caller
   passes ``review.effective_concepts``, which applies the edits), pending ones only with ``use_pending`` (default);
-  concepts under ``min_confidence`` are left out;
+  a positive mention under ``min_confidence`` (default 0.55, the extractor's presence threshold: "possible
+  pneumonia", "may represent atelectasis" are 0.5) answers nothing, and it makes "no" about its finding unclear (no
+  PRES "no", no generated negative of its group, no "is this normal?" -> no); negated mentions are used whatever
+  their confidence ("no findings to suggest pneumonia" is a "no");
 - per case, builds facts from the concepts and turns each into questions of the 8 types (``QUESTION_TYPES``):
   MODALITY, PLANE and ORGAN (open "What imaging modality is this?" -> "ct"; closed "Is this a CT scan?" -> yes, and
   the same template with a modality, plane or region the image certainly is not -> no), PRES (closed, per finding:
   yes for a mention that is not negated, no for a finding only mentioned negated, and ``negatives`` generated
-  NEGATIVES per case: findings that other cases of the same region mention and this report does not -> no,
-  ``negative=True``), ABN (open "What abnormality is seen?" -> the findings in report order; closed "Is there an
-  abnormality?" -> yes, or no when the report has only negated findings or a "normal" finding), POS (open "Where is
-  the effusion?" -> "left lower lobe"; closed "Is the effusion on the left?" -> yes / "... on the right?" -> no),
-  SIZE ("How large is the nodule?" -> "3 mm" / "small") and COUNT ("How many nodules are there?" -> "2"; "Is there
-  more than one nodule?");
+  NEGATIVES per case -> no, ``negative=True``), ABN (open "What abnormality is seen?" -> the findings in report
+  order, devices left out; closed "Is there an abnormality?" -> yes, or no when the report has only negated findings
+  or a "normal" finding and nothing speculative or vague), POS (open "Where is the effusion?" -> "left lower lobe";
+  closed "Is the effusion on the left?" -> yes / "... on the right?" -> no), SIZE ("How large is the nodule?" -> "3
+  mm" / "small") and COUNT ("How many nodules are there?" -> "2"; "Is there more than one nodule?");
+- which findings (QAConfig fields, data with chest-radiograph defaults, ``DEFAULT_*`` below): ``non_findings``
+  ("disease"/"process", "contrast", "lung markings", "limited study") are never asked or named; ``need_site``
+  ("lucency", "elevation") only with the site the extractor gives (``attributes["site"]``) and named with it
+  ("elevation of the hemidiaphragm"); ``devices`` (pacemaker, catheter, tube, stent, clips, ...) are asked as PRES
+  but are not abnormalities; generated negatives ask only about ``negative_findings`` (an allow-list: findings a
+  chest radiograph report mentions when present: pneumothorax, effusion, consolidation, pneumonia, edema,
+  cardiomegaly, mass, pacemaker, ...) that other cases of the same region mention, and never when the report
+  mentions the finding, a written form of it, its head noun, or (positively, even speculatively) a finding of its
+  group (``RELATED_FINDINGS``: an opacity may be the consolidation or the effusion a "no" would deny);
 - phrases each question with ``variants`` templates of its type (several per type, see ``TEMPLATES``), chosen by a
   seeded draw per case and fact, so the output is deterministic given the seed; each pair names its template and
   links its concepts (ids and report spans);
 - makes one pair per image of the case (questions are about the case's images); an image whose file is missing
   (``format == "missing"``, IU X-ray reports without images) or a case without images gives pairs flagged
-  ``no-image``. Where a case has several modalities or planes, an image's DICOM metadata (Modality, ViewPosition)
-  decides which one it shows; without it the question is skipped as ambiguous (counted);
-- ``organ`` is VQA-RAD's image_organ (CHEST / HEAD / ABD) when the case's organ concepts map to one region, else "";
+  ``no-image``. The image's metadata wins over report mentions: its plane (DICOM ViewPosition, IU's
+  ``projection``) answers the PLANE questions ("frontal" refined to the report's PA or AP when it names one) and a
+  lateral image gets no question naming left, right or both sides (they overlap on a lateral projection); its
+  modality (DICOM Modality, else the study description: IU's "Xray Chest PA and Lateral") answers MODALITY, not a
+  comparison study the report mentions. Without metadata, a case naming several modalities or planes skips the
+  question as ambiguous (counted);
+- ``organ`` is VQA-RAD's image_organ (CHEST / HEAD / ABD): from the case's metadata (a region key such as DICOM
+  BodyPartExamined, else the study description) when it names one, and then it is the ORGAN open answer; else when
+  the case's organ concepts map to one region; else "";
 - with ``closed_share`` set, subsamples closed or open pairs (seeded) towards that share and reports the achieved one.
 
-How modifiers attach to a finding (concepts.py gives both of the first two): the finding's own ``attributes``
-(``laterality`` and ``location``, a value or a list; ``size`` (a word) and/or ``size_mm`` with ``size_text``;
-``count``); a laterality/location/size/count concept whose ``attributes["of"]`` (or ``["finding"]``) names the
-finding's value or concept id; else (no link given) the nearest finding in the same sentence of the report. Sizes
-compare in millimetres, so the two routes agree; an organ concept's region is its ``attributes["organ_group"]``, else
-a built-in map of organ names.
+How modifiers attach to a finding: the finding's own ``attributes`` (``laterality`` and ``location``, a value or a
+list; ``size`` (a word) and/or ``size_mm`` with ``size_text``; ``count``) when no modifier concept names the
+finding (hand-made concepts); a laterality/location/size/count concept whose ``attributes["of"]`` (or
+``["finding"]``) names the finding's value (the nearest mention of it) or concept id (concepts.py's output: it
+also copies these into the finding's attributes, which are then not read); else (no link given) the nearest finding
+in the same sentence of the report. A linked modifier counts only within the finding's phrase (``_in_phrase``:
+inside it, or at most ``MAX_PHRASE_GAP`` words away with no punctuation, conjunction or other finding between;
+"a large geode ... degenerative changes" does not size the changes); a side word naming a heart chamber or a film
+("tip in the right atrium", "left lateral decubitus film") is no side. Where a side or location was linked from
+outside the phrase, the position is not fully known: no open POS question and no "no" to the other side. Sizes
+compare in millimetres, so the routes agree; an organ concept's region is its ``attributes["organ_group"]``, else a
+built-in map of organ names.
 
 What it does not do: it does not extract concepts (concepts.py), review anything (review.py), paraphrase
 (paraphrase.py) or split and export (export.py). Generated "no" answers for findings a report does not mention are an
@@ -56,6 +79,41 @@ from .types import QUESTION_TYPES, Case, CaseImage, Concept, QAPair
 CLOSED, OPEN = "CLOSED", "OPEN"
 LOW_CONFIDENCE = 0.7  # pairs built on a concept below this get the flag "low-confidence" (for the reviewer)
 
+# The defaults of QAConfig's finding lists (data: a user changes them in the config, not here). Values are the
+# lexicon's canonical finding terms, lower-case; the defaults fit chest radiograph reports (IU X-ray).
+#
+# Generated negatives ask only about these: findings a chest radiograph report states when they are present (and
+# whose absence "lungs are clear" / "no acute cardiopulmonary abnormality" covers). Left out on purpose: what reports
+# routinely leave unsaid (stents, clips, degenerative change, kyphosis, granulomas, nipple shadows, old fractures)
+# and vague values.
+DEFAULT_NEGATIVE_FINDINGS = ("pneumothorax", "pleural effusion", "consolidation", "airspace disease", "pneumonia",
+                             "pulmonary edema", "cardiomegaly", "mass", "pacemaker", "widened mediastinum",
+                             "pneumoperitoneum", "hydropneumothorax")
+# not findings: "disease" / "process" (generic: "no acute cardiopulmonary process"), "contrast", "lung markings"
+# (normal markings; the report's own term says more), "limited study" (image quality)
+DEFAULT_NON_FINDINGS = ("disease", "contrast", "lung markings", "limited study")
+# meaningless without their site: "lucency", "elevation" (of the hemidiaphragm)
+DEFAULT_NEED_SITE = ("lucency", "elevation")
+DEFAULT_DEVICES = ("pacemaker", "catheter", "tube", "stent", "surgical clips", "sutures", "monitor leads",
+                   "breast implant", "spinal fusion")
+# A generated negative is never asked when the report mentions (positively, even speculatively) the finding or one of
+# its group: an opacity may be the consolidation or the effusion a "no" would deny.
+RELATED_FINDINGS = (
+    ("opacity", "airspace disease", "consolidation", "infiltrate", "pneumonia", "atelectasis", "lung density",
+     "pulmonary edema", "pulmonary congestion", "heart failure", "interstitial lung disease", "lung markings",
+     "pulmonary fibrosis", "tuberculosis", "cavitation", "scarring", "granulomatous disease", "mass", "tumor",
+     "nodule"),
+    ("pleural effusion", "blunting", "hydropneumothorax", "hemothorax", "hemopneumothorax", "pleural thickening",
+     "pneumothorax", "opacity", "lung density", "airspace disease", "atelectasis"),
+    ("cardiomegaly", "enlarged cardiac silhouette", "pericardial effusion", "heart failure", "atrial enlargement",
+     "pulmonary edema", "pulmonary congestion"),
+    ("widened mediastinum", "mediastinal shift", "lymphadenopathy", "hilar prominence", "aortic aneurysm", "mass",
+     "tortuous aorta"),
+    ("mass", "nodule", "tumor", "cyst", "granuloma", "calcified granuloma", "lucency"),
+    ("pacemaker", "catheter", "tube", "monitor leads", "stent", "foreign body"),
+    ("pneumoperitoneum", "bowel obstruction", "lucency"),
+)
+
 
 # --------------------------------------------------------------------------------------------------- the config
 
@@ -70,7 +128,19 @@ class QAConfig:
     closed_share: float | None = None  # target share of CLOSED pairs (None: keep what the facts give)
     seed: int = 0
     use_pending: bool = True  # use concepts nobody has reviewed yet (rejected ones are never used)
-    min_confidence: float = 0.0  # leave out concepts the extractor is less sure of
+    # a positive mention under this is not used for any answer (the extractor's own presence threshold: hedged,
+    # speculative mentions are 0.5); it still blocks "no" answers about its finding (see the module docstring)
+    min_confidence: float = 0.55
+    # the only findings a generated negative asks about (lower-case lexicon values): findings a report of the
+    # region reliably mentions when present. () generates none; edit for another region or report style
+    negative_findings: tuple[str, ...] = DEFAULT_NEGATIVE_FINDINGS
+    # values that are not findings: never asked or named as answers, whatever the type
+    non_findings: tuple[str, ...] = DEFAULT_NON_FINDINGS
+    # findings asked only with their site (the extractor's attributes["site"]) and named with it
+    # ("elevation of the hemidiaphragm"); without one they are left out like non_findings
+    need_site: tuple[str, ...] = DEFAULT_NEED_SITE
+    # devices and postsurgical material: asked as PRES, never named as (or counted as evidence of) an abnormality
+    devices: tuple[str, ...] = DEFAULT_DEVICES
 
     def __post_init__(self):
         types = (self.question_types,) if isinstance(self.question_types, str) else self.question_types
@@ -80,6 +150,13 @@ class QAConfig:
             raise ConfigError(f"question types must be among {', '.join(QUESTION_TYPES)}, got "
                               f"{', '.join(unknown) or 'none'}")
         object.__setattr__(self, "question_types", types)
+        for name in ("negative_findings", "non_findings", "need_site", "devices"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)) \
+                    or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} must be a list of finding values (strings), got {value!r}")
+            object.__setattr__(self, name, tuple(dict.fromkeys(" ".join(v.lower().split()) for v in value
+                                                                if v.strip())))
         for name in ("variants", "negatives", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -95,7 +172,8 @@ class QAConfig:
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
-        row["question_types"] = list(self.question_types)
+        for name in ("question_types", "negative_findings", "non_findings", "need_site", "devices"):
+            row[name] = list(getattr(self, name))
         return row
 
     @classmethod
@@ -205,7 +283,8 @@ SEVERAL = {"multiple", "several", "numerous", "many", "few", "a few", "innumerab
 UNCOUNTABLE = {"edema", "emphysema", "atelectasis", "cardiomegaly", "fibrosis", "scarring", "hyperinflation",
                "air", "fluid", "ascites", "hydronephrosis", "pneumoperitoneum", "free air", "calcification",
                "consolidation", "thickening", "hemorrhage", "scoliosis", "osteopenia", "degenerative change",
-               "pneumonia", "degenerative changes", "hydrocephalus", "splenomegaly", "hepatomegaly", "lymphadenopathy"}
+               "pneumonia", "degenerative changes", "hydrocephalus", "splenomegaly", "hepatomegaly", "lymphadenopathy",
+               "elevation", "lucency"}
 UNCOUNTABLE_ENDINGS = ("megaly", "osis", "itis", "emia", "edema", "opathy", "rrhage", "changes", "disease",
                        "inflation")
 
@@ -215,7 +294,7 @@ def _article(phrase: str) -> str:
 
 
 def _a_finding(value: str) -> str:
-    low = value.lower()
+    low = value.lower().split(" of the ")[0]  # "elevation of the hemidiaphragm": the head decides
     if low in UNCOUNTABLE or low.endswith(UNCOUNTABLE_ENDINGS) or low.endswith("s") and not low.endswith("ss"):
         return value
     return f"{_article(value)} {value}"
@@ -268,6 +347,23 @@ class _Finding:
     sizes: dict[str, list[Concept]] = field(default_factory=dict)  # "3 mm" / "small" -> concepts
     size_display: dict[str, str] = field(default_factory=dict)  # size key -> the answer ("2.5 x 3 cm")
     counts: dict[str, list[Concept]] = field(default_factory=dict)
+    device: bool = False  # a device or postsurgical material: not an abnormality
+    hidden: bool = False  # a negated non-finding ("no acute disease"): evidence of a normal study, never asked
+    speculative: bool = False  # also mentioned positively below min_confidence ("possible ..."): no "no" about it
+    side_doubt: bool = False  # a side word was linked to it from outside its phrase: only the sides in it say "yes"
+    location_doubt: bool = False  # the same for a location
+
+
+@dataclass
+class _Facts:
+    """What the report says about findings: the findings by key (report order), the concepts saying the study is
+    normal, those saying it is abnormal without naming a finding, and positive mentions that make "is this study
+    normal?" unclear (speculative findings, positive non-findings, findings without their site)."""
+
+    findings: dict[str, _Finding]
+    normal: list[Concept]
+    abnormal: list[Concept]
+    unclear: list[Concept]
 
 
 @dataclass
@@ -279,6 +375,7 @@ class _Question:
     answer: str
     concepts: list[Concept]
     negative: bool = False
+    sided: bool = False  # names the left / right / both sides: not asked of a lateral image
 
 
 def _sentence_bounds(report: str) -> list[int]:
@@ -319,31 +416,99 @@ def _size_key(mm: Any, word: Any) -> str:
     return _attribute_text(word).lower()
 
 
-def _findings(case: Case, concepts: list[Concept]) -> tuple[dict[str, _Finding], list[Concept], list[Concept]]:
-    """The case's findings by value (report order), the concepts saying the study is normal (a "normal" finding, a
-    negated generic "abnormality") and those saying it is abnormal (a generic "abnormality")."""
+MODIFIER_CATEGORIES = ("laterality", "location", "size", "count")
+# a side word followed by these does not place a finding: a heart chamber ("tip in the right atrium"), a film
+# ("visible on the left lateral decubitus film")
+NOT_A_SIDE = re.compile(r"\s*(?:atri(?:um|a|al)\b|ventric\w*|heart\b(?!\s+border)|(?:lateral\s+)?decubitus\b|"
+                        r"lateral\s+(?:views?|films?|projections?|radiographs?|images?)\b)", re.IGNORECASE)
+# what ends a finding's noun phrase between a modifier and the finding: punctuation, a conjunction, a new clause
+PHRASE_BREAK = re.compile(r"[,;:.()\[\]]|\b(?:and|or|with|without|but|which|that|versus|vs|from|than|also|while|"
+                          r"whereas|compatible|consistent|likely|suggest\w*|represent\w*|given|after|since)\b",
+                          re.IGNORECASE)
+MAX_PHRASE_GAP = 4  # words between a modifier and its finding (other modifiers and articles not counted)
+
+
+def _in_phrase(report: str, m: Concept, f: Concept, modifiers: list[Concept], findings: list[Concept]) -> bool:
+    """Whether modifier ``m`` is in finding ``f``'s phrase: inside it, or next to it with at most a few words between
+    ("small left pleural effusion", "opacity in the right lower lobe", "nodule measuring 3 mm") and no punctuation,
+    conjunction or other finding between."""
+    if not (0 <= m.start <= m.end <= len(report) and 0 <= f.start <= f.end <= len(report)):
+        return True  # offsets the report does not have (hand-made): nothing to check
+    if f.start <= m.start and m.end <= f.end:
+        return True
+    a, b = (m.end, f.start) if m.end <= f.start else (f.end, m.start)
+    if a > b:
+        return True  # overlapping spans
+    if any(a <= c.start and c.end <= b for c in findings if c is not f):
+        return False
+    gap = list(report[a:b])
+    for c in modifiers:
+        if a <= c.start and c.end <= b:
+            gap[c.start - a:c.end - a] = " " * (c.end - c.start)
+    text = "".join(gap)
+    if PHRASE_BREAK.search(text):
+        return False
+    words = [w for w in re.findall(r"[A-Za-z0-9]+", text) if w.lower() not in ("a", "an", "the")]
+    return len(words) <= MAX_PHRASE_GAP
+
+
+def _findings(case: Case, concepts: list[Concept], config: QAConfig,
+              speculative: Iterable[Concept] = ()) -> _Facts:
+    """The case's findings and normal / abnormal evidence (``_Facts``). ``speculative``: the case's positive finding
+    mentions under ``min_confidence`` (they give no answer; they make "no" about their finding unclear)."""
     findings: dict[str, _Finding] = {}
     normal: list[Concept] = []
     abnormal: list[Concept] = []
+    unclear: list[Concept] = []
     finding_concepts = []
+    key_of: dict[str, str] = {}  # concept id -> finding key
+    non_findings, need_site, devices = set(config.non_findings), set(config.need_site), set(config.devices)
     for c in concepts:
         if c.category != "finding":
             continue
         value = c.value.strip()
-        if value.lower() in NORMAL_FINDINGS or c.heading.strip().lower() == "normal":
+        low = value.lower()
+        if low in NORMAL_FINDINGS or c.heading.strip().lower() == "normal":
             if not c.negated:
                 normal.append(c)
             continue
-        if value.lower() in GENERIC_FINDINGS:
+        if low in GENERIC_FINDINGS:
             (normal if c.negated else abnormal).append(c)
             continue
-        f = findings.setdefault(value.lower(), _Finding(value))
+        if low in non_findings or low in need_site and not _attribute_text(c.attributes.get("site")):
+            # not a finding to ask about; "no acute cardiopulmonary disease" still says the study is normal (kept,
+            # hidden, with the negated findings), a positive "disease" / bare "lucency" makes "normal?" unclear
+            if c.negated:
+                findings.setdefault(low, _Finding(value, hidden=True)).negated.append(c)
+            else:
+                unclear.append(c)
+            continue
+        if low in need_site:
+            value = f"{value} of the {_attribute_text(c.attributes.get('site'))}"
+        f = findings.setdefault(value.lower(), _Finding(value, device=low in devices))
+        key_of[c.concept_id] = value.lower()
         (f.negated if c.negated else f.positive).append(c)
         if not c.negated:
             finding_concepts.append(c)
-    # modifiers: 1) the finding's own attributes (the extractor copies its modifiers there)
+    for c in speculative:
+        low = c.value.strip().lower()
+        if c.category != "finding" or c.negated or low in NORMAL_FINDINGS:
+            continue
+        unclear.append(c)
+        for key, f in findings.items():
+            if key == low or key.startswith(low + " of the "):
+                f.speculative = True
+
+    # modifiers: 1) the finding's own attributes: used only when no modifier concept names the finding (hand-made
+    # concepts; concepts.py copies its modifiers into the attributes and names the finding in the modifier's
+    # attributes["of"], and those modifier concepts are checked below instead)
+    modifiers = [m for m in concepts if m.category in MODIFIER_CATEGORIES and not m.negated]
+    named = {_attribute_text(m.attributes.get("of") or m.attributes.get("finding")).lower() for m in modifiers}
+    named.discard("")
     for c in finding_concepts:
-        f = findings[c.value.strip().lower()]
+        if c.concept_id.lower() in named or c.value.strip().lower() in named:
+            continue
+        f = findings[key_of[c.concept_id]]
         a = c.attributes
         for side in _values(a.get("laterality")):
             f.sides.setdefault(SIDES.get(side.lower(), side.lower()), []).append(c)
@@ -355,32 +520,49 @@ def _findings(case: Case, concepts: list[Concept]) -> tuple[dict[str, _Finding],
             f.size_display.setdefault(key, _attribute_text(a.get("size_text")) or key)
         for count in _values(a.get("count")):
             f.counts.setdefault(count.lower(), []).append(c)
-    # 2) modifier concepts linked by name (attributes "of" or "finding": the finding's id or value),
-    # 3) else the nearest positive finding in the same sentence
+    # 2) modifier concepts linked by name (attributes "of" or "finding": the finding's id or value; of several
+    # mentions of that value, the nearest one), 3) else the nearest positive finding in the same sentence; either
+    # way only within the finding's phrase (``_in_phrase``), and a side word naming a heart chamber or a film is no
+    # side at all
     bounds = _sentence_bounds(case.report)
     by_id = {c.concept_id: c for c in finding_concepts}
-    by_value = {c.value.strip().lower(): c for c in finding_concepts}
 
     def sentence(c: Concept) -> int:
         return bisect.bisect_right(bounds, c.start)
 
-    for m in concepts:
-        if m.category not in ("laterality", "location", "size", "count") or m.negated:
-            continue
+    def distance(m: Concept, c: Concept) -> tuple[int, int, int]:
+        return (sentence(m) != sentence(c), min(abs(c.start - m.end), abs(m.start - c.end)), c.start)
+
+    for m in modifiers:
         link = _attribute_text(m.attributes.get("of") or m.attributes.get("finding"))
-        target = by_id.get(link) or by_value.get(link.lower())
+        target = by_id.get(link)
+        if target is None and link:
+            same = [c for c in finding_concepts if c.value.strip().lower() == link.lower()]
+            target = min(same, key=lambda c: distance(m, c)) if same else None
         if target is None and not link and 0 <= m.start <= m.end <= len(case.report):
             same = [c for c in finding_concepts if sentence(c) == sentence(m)]
             if same:
                 target = min(same, key=lambda c: (min(abs(c.start - m.end), abs(m.start - c.end)), c.start))
         if target is None:
             continue
-        f = findings[target.value.strip().lower()]
+        f = findings[key_of[target.concept_id]]
         value = m.value.strip()
+        if m.category == "laterality" and m.end <= len(case.report) and NOT_A_SIDE.match(case.report, m.end):
+            continue
+        if not _in_phrase(case.report, m, target, modifiers, finding_concepts):
+            if m.category == "laterality" or m.category == "location" and m.attributes.get("laterality"):
+                f.side_doubt = True
+            if m.category == "location":
+                f.location_doubt = True
+            continue
         if m.category == "laterality":
             f.sides.setdefault(SIDES.get(value.lower(), value.lower()), []).append(m)
         elif m.category == "location":
-            f.locations.setdefault(value.lower(), []).append(m)
+            # a location entry may carry its parts ("bibasilar": location base, laterality bilateral)
+            for location in _values(m.attributes.get("location")) or [value]:
+                f.locations.setdefault(location.lower(), []).append(m)
+            for side in _values(m.attributes.get("laterality")):
+                f.sides.setdefault(SIDES.get(side.lower(), side.lower()), []).append(m)
         elif m.category == "size":
             key = _size_key(m.attributes.get("size_mm"), value)
             if key:
@@ -390,7 +572,7 @@ def _findings(case: Case, concepts: list[Concept]) -> tuple[dict[str, _Finding],
             count = _attribute_text(m.attributes.get("count")) or value
             if count:
                 f.counts.setdefault(count.lower(), []).append(m)
-    return findings, normal, abnormal
+    return _Facts(findings, normal, abnormal, unclear)
 
 
 def _position(sides: set[str], location: str | None) -> str:
@@ -422,14 +604,14 @@ class _Generator:
         return [(t, t.text.format(**slots)) for t in chosen]
 
     def add(self, out: list[_Question], qtype: str, form: str, case_id: str, slot: str, fact: str, answer: str,
-            concepts: list[Concept], negative: bool = False, **slots: str) -> None:
+            concepts: list[Concept], negative: bool = False, sided: bool = False, **slots: str) -> None:
         if qtype not in self.config.question_types:
             return
         for template, text in self.phrase(case_id, slot, fact, **slots):
             final = answer
             if template.invert:
                 final = {"yes": "no", "no": "yes"}[answer]
-            out.append(_Question(qtype, form, template, text, final, concepts, negative))
+            out.append(_Question(qtype, form, template, text, final, concepts, negative, sided))
 
     # -- image-level facts: modality and plane may depend on the image's own metadata -------------------------------
     def modality(self, case: Case, image: CaseImage | None, concepts: list[Concept], out: list[_Question]) -> None:
@@ -439,15 +621,17 @@ class _Generator:
         families: dict[str, list[Concept]] = defaultdict(list)
         for c in mods:
             families[_modality_names(c.value)[0]].append(c)
-        if len(families) > 1:
-            meta = _meta(image, "Modality").upper()
-            family = DICOM_MODALITY.get(meta)
-            if family not in families:
+        known = _image_modality(case, image)
+        if known:  # the image's metadata or the study description says what it is: mentions (comparisons) do not
+            used = families.get(known, [])
+            value = used[0].value.strip() if used else known
+        else:
+            if len(families) > 1:
                 self.skipped["ambiguous-modality"] += 1
                 return
-            families = {family: families[family]}
-        family, used = next(iter(families.items()))
-        value = used[0].value.strip()
+            known, used = next(iter(families.items()))
+            value = used[0].value.strip()
+        family = known
         _, name, a_name = _modality_names(value)
         self.add(out, "MODALITY", OPEN, case.case_id, "modality-open", family, value, used)
         self.add(out, "MODALITY", CLOSED, case.case_id, "modality-closed", family, "yes", used,
@@ -465,18 +649,19 @@ class _Generator:
                 planes[c.value.strip().lower()].append(c)
         if not planes:
             return
-        if len(planes) > 1:
-            view = VIEW_POSITIONS.get((_meta(image, "ViewPosition") or _meta(image, "view")
-                                       or _meta(image, "projection")).lower())
+        view = _image_view(image)
+        if view:  # the image's metadata decides whenever it has one; the report's mentions only refine it
             if view == "frontal" and view not in planes:  # a frontal image of a "PA and lateral" report is the PA
                 frontal = [p for p in ("pa", "ap") if p in planes]
                 view = frontal[0] if len(frontal) == 1 else view
-            if view not in planes:
-                self.skipped["ambiguous-plane"] += 1
-                return
-            planes = {view: planes[view]}
-        key, used = next(iter(planes.items()))
-        value = used[0].value.strip()
+            used = planes.get(view, [])
+            key, value = view, (used[0].value.strip() if used else view)
+        elif len(planes) > 1:
+            self.skipped["ambiguous-plane"] += 1
+            return
+        else:
+            key, used = next(iter(planes.items()))
+            value = used[0].value.strip()
         self.add(out, "PLANE", OPEN, case.case_id, "plane-open", key, value, used)
         self.add(out, "PLANE", CLOSED, case.case_id, "plane-closed", key, "yes", used, a_plane=_a_plane(value))
         others = PLANE_OPPOSITES.get(key, ())
@@ -493,7 +678,9 @@ class _Generator:
         if not organs:
             return
         all_used = [c for cs in organs.values() for c in cs]
-        if len(organs) == 1:
+        if _study_region(case):  # the study description / metadata names the region: the answer is the region
+            answer = REGION_NAMES[region]
+        elif len(organs) == 1:
             answer = next(iter(organs.values()))[0].value.strip()
         elif region:  # several organs of one region ("lungs", "heart"): the organ system is the region
             answer = REGION_NAMES[region]
@@ -510,17 +697,22 @@ class _Generator:
             self.add(out, "ORGAN", CLOSED, case.case_id, "organ-closed", "other", "no", all_used,
                      organ={"CHEST": "chest", "HEAD": "brain", "ABD": "abdomen"}[other_region])
 
-    def findings(self, case: Case, findings: dict[str, _Finding], normal: list[Concept], abnormal: list[Concept],
-                 out: list[_Question]) -> None:
+    def findings(self, case: Case, facts: _Facts, out: list[_Question]) -> None:
         cid = case.case_id
-        positives = [f for f in findings.values() if f.positive]
+        findings = facts.findings
         for key, f in findings.items():
             a_finding = _a_finding(f.value)
+            if f.hidden:
+                continue
             if f.positive:  # a finding mentioned both ways ("no left effusion; right effusion") is present
                 self.add(out, "PRES", CLOSED, cid, "pres", key, "yes", f.positive, a_finding=a_finding)
+            elif f.speculative:  # "no focal consolidation ... possible consolidation at the left base"
+                self.skipped["speculative-no"] += 1
             else:
                 self.add(out, "PRES", CLOSED, cid, "pres", key, "no", f.negated, a_finding=a_finding)
-        # ABN
+        # ABN: devices are not abnormalities; speculative or vague positive mentions leave "normal?" unanswered
+        positives = [f for f in findings.values() if f.positive and not f.device]
+        devices = [f for f in findings.values() if f.positive and f.device]
         if positives:
             ordered = sorted(positives, key=lambda f: f.positive[0].start)
             names = [f.value for f in ordered]
@@ -528,10 +720,12 @@ class _Generator:
             used = [f.positive[0] for f in ordered]
             self.add(out, "ABN", OPEN, cid, "abn-open", "abn", answer, used)
             self.add(out, "ABN", CLOSED, cid, "abn-closed", "abn", "yes", used)
-        elif abnormal:  # "an abnormality" without a named finding: abnormal, but nothing to name
-            self.add(out, "ABN", CLOSED, cid, "abn-closed", "abn", "yes", abnormal)
-        elif normal or findings:  # a normal study: only negated findings, or a "normal" statement
-            used = normal or [c for f in findings.values() for c in f.negated]
+        elif facts.abnormal:  # "an abnormality" without a named finding: abnormal, but nothing to name
+            self.add(out, "ABN", CLOSED, cid, "abn-closed", "abn", "yes", facts.abnormal)
+        elif facts.unclear or devices:
+            self.skipped["unclear-abnormality"] += 1
+        elif facts.normal or findings:  # a normal study: only negated findings, or a "normal" statement
+            used = facts.normal or [c for f in findings.values() for c in f.negated]
             self.add(out, "ABN", CLOSED, cid, "abn-closed", "abn", "no", used)
         for key, f in ((k, f) for k, f in findings.items() if f.positive):
             self.modifiers(cid, key, f, out)
@@ -541,27 +735,35 @@ class _Generator:
         base = [f.positive[0]]
         sides = {s for s in f.sides if s in ("left", "right", "bilateral")}
         side_concepts = [c for cs in f.sides.values() for c in cs]
-        # POS
+        # POS (a question naming a side is "sided": the per-image step leaves it out of lateral images). Where a
+        # side or location word was linked to the finding from outside its phrase, the finding's position is not
+        # fully known: no open question and no "no" to the other side
         if len(f.locations) > 1:
             self.skipped["ambiguous-location"] += 1
-        if f.sides or len(f.locations) == 1:
+        doubt = f.side_doubt or f.location_doubt
+        if doubt and (f.sides or f.locations):
+            self.skipped["doubtful-position"] += 1
+        if (f.sides or len(f.locations) == 1) and not doubt:
             location = next(iter(f.locations)) if len(f.locations) == 1 else None
             loc_concepts = [c for cs in f.locations.values() for c in cs] if location else []
             answer = _position(sides or set(f.sides), location)
             self.add(out, "POS", OPEN, cid, "pos-open", key, answer, _uniq(base + side_concepts + loc_concepts),
-                     finding=name)
+                     sided=_names_side(answer), finding=name)
         if sides:
             used = _uniq(base + side_concepts)
             if sides >= {"left", "right"} or "bilateral" in sides:
-                self.add(out, "POS", CLOSED, cid, "pos-bilateral", key, "yes", used, finding=name)
+                self.add(out, "POS", CLOSED, cid, "pos-bilateral", key, "yes", used, sided=True, finding=name)
             else:
                 side = next(iter(sides))
                 other = "right" if side == "left" else "left"
-                self.add(out, "POS", CLOSED, cid, "pos-side", key, "yes", used, finding=name, side=side)
-                self.add(out, "POS", CLOSED, cid, "pos-side", key, "no", used, finding=name, side=other)
+                self.add(out, "POS", CLOSED, cid, "pos-side", key, "yes", used, sided=True, finding=name,
+                         side=side)
+                if not f.side_doubt:
+                    self.add(out, "POS", CLOSED, cid, "pos-side", key, "no", used, sided=True, finding=name,
+                             side=other)
         for location, cs in f.locations.items():
             self.add(out, "POS", CLOSED, cid, "pos-location", f"{key}|{location}", "yes", _uniq(base + cs),
-                     finding=name, location=location)
+                     sided=_names_side(location), finding=name, location=location)
         # SIZE
         # a measurement and a word may both be given ("a small 3 mm nodule"): the open answer is the measurement,
         # the closed question asks the word; two different measurements (or words) are ambiguous
@@ -595,12 +797,19 @@ class _Generator:
 
     def negatives(self, case: Case, concepts: list[Concept], region: str, pool: dict[str, _PoolEntry],
                   out: list[_Question]) -> int:
+        """``config.negatives`` "no" questions about findings of the allow-list (``config.negative_findings``) that
+        other cases of the region mention and this report does not: not the finding, a written form of it, its head
+        noun, nor (positively) a finding of its group (``RELATED_FINDINGS``). ``concepts``: all the case's concepts,
+        those under ``min_confidence`` included."""
         if self.config.negatives == 0 or "PRES" not in self.config.question_types:
             return 0
         report = case.report.lower()
         mentioned = {c.value.strip().lower() for c in concepts}
+        present = {c.value.strip().lower() for c in concepts if c.category == "finding" and not c.negated}
+        allowed = set(self.config.negative_findings)
         candidates = [v for v, e in pool.items()
-                      if case.case_id not in e.cases and v not in mentioned and not e.mentioned_in(report)]
+                      if v in allowed and case.case_id not in e.cases and v not in mentioned
+                      and not e.mentioned_in(report) and not present & _related(v)]
         if region:  # only findings of cases of the same region: "no" to a brain finding on a chest film is free
             candidates = [v for v in candidates if region in pool[v].regions]
         chosen = self.rng(case.case_id, "negatives").sample(sorted(candidates),
@@ -609,6 +818,18 @@ class _Generator:
             self.add(out, "PRES", CLOSED, case.case_id, "pres", f"negative|{value}", "no", [], negative=True,
                      a_finding=_a_finding(pool[value].value))
         return len(chosen)
+
+
+def _related(value: str) -> set[str]:
+    out = {value}
+    for group in RELATED_FINDINGS:
+        if value in group:
+            out.update(group)
+    return out
+
+
+def _names_side(text: str) -> bool:
+    return bool(re.search(r"\b(?:left|right|bilateral|both)\b", text, re.IGNORECASE))
 
 
 @dataclass
@@ -643,6 +864,69 @@ def _meta(image: CaseImage | None, key: str) -> str:
     return ""
 
 
+# the study description (IU X-ray: "Xray Chest PA and Lateral"; DICOM StudyDescription / BodyPartExamined) -> region,
+# modality family; a text that names two regions or two modalities decides nothing
+STUDY_REGIONS = {"CHEST": r"\b(?:chest|thorax|thoracic|cxr|lungs?|ribs?)\b",
+                 "HEAD": r"\b(?:head|brain|skull|cranial|orbits?|sinus(?:es)?)\b",
+                 "ABD": r"\b(?:abdomen|abdominal|abd|pelvis|kub)\b"}
+STUDY_MODALITIES = {"x-ray": r"\bx[- ]?rays?\b|\bx-xxxx\b|\bxray\b|\bxr\b|\bcxr\b|radiograph|\bfilms?\b|\bpa\b|\bap\b|"
+                             r"\bportable\b|\bfrontal\b|\b(?:[1-4]|one|two|three)[- ]?views?\b|\b[1-4]v\b",
+                    "ct": r"\bct\b|\bcta\b|computed tomography", "mri": r"\bmri?\b|magnetic resonance",
+                    "ultrasound": r"ultrasound|sonogra|doppler"}
+STUDY_KEYS = ("study", "study_description", "StudyDescription", "description")
+REGION_KEYS = ("BodyPartExamined", "body_part", "image_organ", "organ", "region")
+
+
+def _study_texts(case: Case, image: CaseImage | None = None) -> list[str]:
+    texts = []
+    for source in ([image.metadata] if image is not None else []) + [case.metadata]:
+        for key in STUDY_KEYS:
+            for k, v in source.items():
+                if k.lower() == key.lower() and isinstance(v, str) and v.strip():
+                    # what follows "comparison" names an earlier study ("... comparison CT from 2010")
+                    texts.append(re.split(r"\bcompar", v, maxsplit=1, flags=re.IGNORECASE)[0])
+    return texts
+
+
+def _one(found: set[str]) -> str:
+    return next(iter(found)) if len(found) == 1 else ""
+
+
+def _study_region(case: Case) -> str:
+    """The case's VQA-RAD region from its metadata (a region key of the case or of all its images, e.g. DICOM
+    BodyPartExamined, else the study description), or ""."""
+    for source in [case.metadata] + [i.metadata for i in case.images]:
+        for key in REGION_KEYS:
+            value = next((str(v) for k, v in source.items() if k.lower() == key.lower() and isinstance(v, str)), "")
+            region = _one({r for r, rx in STUDY_REGIONS.items() if re.search(rx, value.lower())}) \
+                or (value.strip().upper() if value.strip().upper() in REGION_NAMES else "")
+            if region:
+                return region
+    for text in _study_texts(case):
+        region = _one({r for r, rx in STUDY_REGIONS.items() if re.search(rx, text.lower())})
+        if region:
+            return region
+    return ""
+
+
+def _image_modality(case: Case, image: CaseImage | None) -> str:
+    """The image's modality family from DICOM Modality, else from the study description, or ""."""
+    family = DICOM_MODALITY.get(_meta(image, "Modality").upper(), "")
+    if family:
+        return family
+    for text in _study_texts(case, image):
+        family = _one({m for m, rx in STUDY_MODALITIES.items() if re.search(rx, text.lower())})
+        if family:
+            return family
+    return ""
+
+
+def _image_view(image: CaseImage | None) -> str:
+    """The image's plane from its metadata (DICOM ViewPosition, IU X-ray's projection), or ""."""
+    return VIEW_POSITIONS.get((_meta(image, "ViewPosition") or _meta(image, "view")
+                               or _meta(image, "projection")).lower(), "")
+
+
 def _case_region(concepts: list[Concept]) -> str:
     regions = Counter(_region(c) for c in concepts if c.category == "organ" and not c.negated)
     regions.pop("", None)
@@ -665,19 +949,23 @@ def _qa_id(case_id: str, image_id: str, q: _Question) -> str:
 
 
 def _select(concepts_with_status: Iterable[tuple[Concept, str] | Concept], config: QAConfig,
-            stats: Counter) -> list[Concept]:
-    usable = []
+            stats: Counter) -> tuple[list[Concept], list[Concept]]:
+    """(usable concepts, positive ones under min_confidence: no answer from them, but they block "no" answers).
+    A negated mention is used whatever its confidence: a hedge inside a negation ("no findings to suggest
+    pneumonia") does not make the "no" doubtful."""
+    usable, held = [], []
     for item in concepts_with_status:
         concept, status = item if isinstance(item, tuple) else (item, "accepted")
         if status == "rejected":
             stats["rejected"] += 1
         elif status == "pending" and not config.use_pending:
             stats["pending-unused"] += 1
-        elif concept.confidence < config.min_confidence:
+        elif concept.confidence < config.min_confidence and not concept.negated:
             stats["low-confidence-unused"] += 1
+            held.append(concept)
         else:
             usable.append(concept)
-    return usable
+    return usable, held
 
 
 def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tuple[Concept, str] | Concept],
@@ -686,18 +974,21 @@ def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tu
     config = config or QAConfig()
     cases = list(cases)
     concept_stats: Counter = Counter()
-    usable = _select(concepts_with_status, config, concept_stats)
+    usable, held = _select(concepts_with_status, config, concept_stats)
     by_case: dict[str, list[Concept]] = defaultdict(list)
+    held_by_case: dict[str, list[Concept]] = defaultdict(list)
     known = {c.case_id for c in cases}
     for c in usable:
         if c.case_id in known:
             by_case[c.case_id].append(c)
         else:
             concept_stats["unknown-case"] += 1
+    for c in held:
+        held_by_case[c.case_id].append(c)
     for cs in by_case.values():
         cs.sort(key=lambda c: (c.start, c.end, c.concept_id))
 
-    regions = {case.case_id: _case_region(by_case[case.case_id]) for case in cases}
+    regions = {case.case_id: _study_region(case) or _case_region(by_case[case.case_id]) for case in cases}
     pool: dict[str, _PoolEntry] = {}
     for case in cases:
         for c in by_case[case.case_id]:
@@ -718,9 +1009,8 @@ def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tu
         region = regions[case.case_id]
         case_questions: list[_Question] = []
         gen.organ(case, concepts, region, case_questions)
-        findings, normal, abnormal = _findings(case, concepts)
-        gen.findings(case, findings, normal, abnormal, case_questions)
-        negatives += gen.negatives(case, concepts, region, pool, case_questions)
+        gen.findings(case, _findings(case, concepts, config, held_by_case[case.case_id]), case_questions)
+        negatives += gen.negatives(case, concepts + held_by_case[case.case_id], region, pool, case_questions)
         images: list[CaseImage | None] = list(case.images) or [None]
         for image in images:
             questions: list[_Question] = []
@@ -728,7 +1018,11 @@ def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tu
             gen.plane(case, image, concepts, questions)
             image_id = image.image_id if image is not None else ""
             flags = ["no-image"] if _image_missing(image) else []
+            lateral = _image_view(image) == "lateral"  # left and right overlap on a lateral projection
             for q in questions + case_questions:
+                if lateral and q.sided:
+                    gen.skipped["side-on-lateral-image"] += 1
+                    continue
                 qa_id = _qa_id(case.case_id, image_id, q)
                 if qa_id in seen:
                     continue
