@@ -14,6 +14,7 @@ One module per verb group, each a typer sub-app whose commands join ``app`` dire
     report      report
     vqa         vqa train | eval (Med-VQA model library)
     vqa_data    vqa-data ingest | extract | review | generate | paraphrase | export | status | ... (dataset tool)
+    serve       serve (the web app), users create-admin | add | list | set-role | disable | enable | set-password
 
 ``_common`` holds what they share: the consoles and tables, the interrupt note, --no-progress, --version, and ``run``
 (error handling and exit statuses: see its docstring). ``main`` is the ``embedlab`` entry point and
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 import typer
 
-from . import _common, data, demo, eval, experiment, fuse, jobs, listing, report, train, vqa, vqa_data
+from . import _common, data, demo, eval, experiment, fuse, jobs, listing, report, serve, train, vqa, vqa_data
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=_common.HELP)
 app.callback()(_common._root)
-for _group in (listing, eval, demo, train, data, experiment, fuse, jobs, report, vqa, vqa_data):
+for _group in (listing, eval, demo, train, data, experiment, fuse, jobs, report, vqa, vqa_data, serve):
     app.add_typer(_group.app)
 
 
