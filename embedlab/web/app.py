@@ -17,7 +17,8 @@ How a page group registers itself (one module per group, e.g. ``routes_jobs.py``
 2. Use the dependencies of deps.py (CurrentUser, require_role(...), AccountsDep, StoreDep, ConfigDep), the
    ownership checks of Accounts (own / require_owner / owned_ids), and render / redirect / flash of render.py.
    Raise NotFound / Forbidden / AccountError (errors.py) or any EmbedlabError for a refusal the user should read.
-3. Add the module's name to ``PAGE_MODULES`` below, and test it in tests/test_web_<group>.py.
+3. That is all: every ``routes_*.py`` module of this package is a page group (``page_modules()``, in name order;
+   the nav items' ``order`` sorts the bar). Test it in tests/test_web_<group>.py.
 
 Forms need nothing for CSRF beyond ``<input type="hidden" name="csrf_token" value="{{ csrf_token }}">`` as the
 form's first field; HTMX requests carry the header from base.html. What the pages call (jobs, the store, the
@@ -42,8 +43,17 @@ from .security import BodyLimit, CSRFMiddleware, ErrorBoundary, LoginLimiter, Se
 
 log = logging.getLogger("embedlab.web")
 
-# The page groups, in nav order of their modules (each NavItem's ``order`` sorts within the bar).
-PAGE_MODULES = ("routes_home", "routes_auth", "routes_admin")
+def page_modules() -> tuple[str, ...]:
+    """The page groups: every ``routes_*`` module of this package, in name order (a new group needs no edit here;
+    each NavItem's ``order`` sorts the bar)."""
+    import pkgutil
+    from pathlib import Path
+
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                        if m.name.startswith("routes_")))
+
+
+PAGE_MODULES = page_modules()
 SESSION_COOKIE = "embedlab_session"
 
 
