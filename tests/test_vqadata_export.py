@@ -1,7 +1,7 @@
 """Export of a dataset-tool project: reviewed pairs only (unreviewed refused unless asked), no image (or patient) in
-two splits, the MEVF JSON loads through load_export / load_dataset and trains a tiny model, the card's counts equal
-the files', missing images stay out of the JSON but in the JSONL, a user's folder is never replaced, and the user
-registry round-trips (load_dataset by registered name)."""
+two splits and by default all images of a case in one split, the MEVF JSON loads through load_export / load_dataset
+and trains a tiny model, the card's counts equal the files', missing images stay out of the JSON but in the JSONL, a
+user's folder is never replaced, and the user registry round-trips (load_dataset by registered name)."""
 from __future__ import annotations
 
 import json
@@ -184,6 +184,25 @@ def test_split_by_patient_keeps_each_patient_in_one_split(reviewed, tmp_path):
     # the same seed splits the same way
     again = export_project(project, tmp_path / "again", split_by="patient", seed=3, formats=("jsonl",))
     assert again["splits"] == card["splits"]
+
+
+def test_the_default_split_keeps_the_images_of_a_case_together(tmp_path):
+    # a frontal and a lateral film of one study get the same report-derived pairs: by default they never straddle
+    # train and test (and still no image is in two splits)
+    project = _build(tmp_path / "p", patients=False)
+    card = export_project(project, tmp_path / "out", include="all-unreviewed", formats=("jsonl",))
+    assert card["split_by"] == "case"
+    rows = [r for s in ("train", "val", "test") for r in _jsonl(tmp_path / "out", s)]
+    split_of_case: dict[str, set] = {}
+    split_of_image: dict[str, set] = {}
+    for r in rows:
+        split_of_case.setdefault(r["case_id"], set()).add(r["split"])
+        split_of_image.setdefault(r["image_id"], set()).add(r["split"])
+    assert len(split_of_case) == 12 and all(len(s) == 1 for s in split_of_case.values())
+    assert all(len(s) == 1 for s in split_of_image.values())
+    assert {s for v in split_of_case.values() for s in v} == {"train", "val", "test"}
+    two = [c.case_id for c in project.cases() if len(c.images) == 2]
+    assert two and all(len({r["image_id"] for r in rows if r["case_id"] == c}) == 2 for c in two)
 
 
 def test_split_by_patient_is_refused_without_patient_ids(tmp_path):

@@ -1,6 +1,6 @@
 """Export: a project's reviewed QA pairs -> a trainable dataset folder (VQA-RAD's MEVF JSON layout) with a card.
 
-    card = export_project(project, "runs/vqa-data/my-export", split_by="image", fractions=(0.8, 0.1, 0.1), seed=0)
+    card = export_project(project, "runs/vqa-data/my-export", split_by="case", fractions=(0.8, 0.1, 0.1), seed=0)
     register_export("our-chest", "runs/vqa-data/my-export")      # then load_dataset("our-chest", "train")
     registered_exports()                                          # {"our-chest": {"path": ..., "splits": [...]}}
 
@@ -23,9 +23,12 @@ pending pair built on a concept a reviewer later rejected is left out too (count
 Splits: whole units go to one split (a seeded shuffle, then each unit to the split furthest below its share of
 pairs; each split with a positive fraction first gets one unit, so small exports still have val and test; units
 with an image file are split first, units without one on their own, so the MEVF JSON keeps the fractions): by
-``image`` (no image in two splits), ``case`` (all images of a case together: their report-derived answers repeat
-across images) or ``patient`` (no patient in two splits; refused when a case has no patient id). Pairs whose image
-is missing (flag ``no-image``) cannot train: they are left out of the MEVF JSON but kept, flagged, in the JSONL.
+``case`` (the default: all images of a case in one split, so no image is in two splits either; the questions come
+from the case's report, so a frontal and a lateral film of one study get largely the same question-answer pairs,
+which must not straddle train and test), ``image`` (no image in two splits, but the images of a case may be split
+apart: only for cases of one image each) or ``patient`` (no patient in two splits; refused when a case has no
+patient id). Pairs whose image is missing (flag ``no-image``) cannot train: they are left out of the MEVF JSON but
+kept, flagged, in the JSONL.
 
 The registry (``register_export``) is a user file: ``$EMBEDLAB_REGISTRY``, else
 ``$XDG_CONFIG_HOME/embedlab/medvqa-datasets.json`` (``~/.config/...``), written atomically under a lock; names may
@@ -113,7 +116,7 @@ def _counts(rows: list[dict], key_type: str = "question_type") -> dict[str, Any]
             "by_type": {t: types.get(t, 0) for t in (*QUESTION_TYPES, *sorted(set(types) - set(QUESTION_TYPES)))}}
 
 
-def export_project(project: Project, out: str | Path, *, split_by: str = "image",
+def export_project(project: Project, out: str | Path, *, split_by: str = "case",
                    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, include: str | None = None,
                    formats: tuple[str, ...] = FORMATS, overwrite: bool = False) -> dict[str, Any]:
     """Write the export folder ``out`` (see the module docstring); returns the card (also in ``out/card.json``)."""
