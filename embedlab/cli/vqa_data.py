@@ -97,7 +97,8 @@ def generate(
                                                  help="target share of closed questions"),
     seed: int = typer.Option(0, "--seed"),
     pending: bool = typer.Option(True, "--pending/--no-pending", help="use concepts nobody has reviewed yet"),
-    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0),
+    min_confidence: float = typer.Option(0.55, "--min-confidence", min=0.0, max=1.0,
+                                        help="leave out concepts the extractor is less sure of (0.55: probable)"),
 ) -> None:
     """Generate QA pairs from the (reviewed) concepts; decisions on unchanged pairs are kept."""
     from ..medvqa.dataset_tool.qagen import QAConfig, generate_into
@@ -167,7 +168,8 @@ def status(project: Path = PROJECT) -> None:
 def export(
     project: Path = PROJECT,
     out: Path = typer.Option(..., "--out", help="export folder (new, or an earlier export)"),
-    split_by: str = typer.Option("image", "--split-by", help="image | case | patient"),
+    split_by: str = typer.Option("case", "--split-by",
+                                 help="case | image | patient (case: all images of a case in one split)"),
     fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test shares"),
     seed: int = typer.Option(0, "--seed"),
     include: Optional[str] = typer.Option(None, "--include", help="accepted | reviewed-or-pending | all-unreviewed "
@@ -176,7 +178,8 @@ def export(
     register: Optional[str] = typer.Option(None, "--register", help="register the export under this dataset name"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing export folder"),
 ) -> None:
-    """Export the reviewed QA pairs (split so that no image is in two splits) with a dataset card."""
+    """Export the reviewed QA pairs with a dataset card (split by case by default: all images of a case in one
+    split, so no image, and no report's repeated question, is in two splits)."""
     from ..medvqa.dataset_tool.export import export_project, register_export
 
     try:

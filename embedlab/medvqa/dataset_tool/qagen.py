@@ -893,8 +893,8 @@ def _one(found: set[str]) -> str:
 
 
 def _study_region(case: Case) -> str:
-    """The case's VQA-RAD region from its metadata (a region key of the case or of all its images, e.g. DICOM
-    BodyPartExamined, else the study description), or ""."""
+    """The case's VQA-RAD region from its metadata (a region key of the case, else of its images, e.g. DICOM
+    BodyPartExamined; else the study description), or ""."""
     for source in [case.metadata] + [i.metadata for i in case.images]:
         for key in REGION_KEYS:
             value = next((str(v) for k, v in source.items() if k.lower() == key.lower() and isinstance(v, str)), "")
