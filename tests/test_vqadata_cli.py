@@ -86,3 +86,40 @@ def test_cli_errors_are_one_line_and_name_the_problem(tmp_path, registry):
     assert "--kind must be concept or qa" in _fail(["vqa-data", "review", "--project", str(tmp_path / "p"), "--kind",
                                                     "image", "--reviewer", "x"])
     assert "no registered dataset named 'nothing-here'" in _fail(["vqa-data", "unregister", "nothing-here"])
+
+
+def test_iu_xray_reports_become_question_text_flagged_without_images(data_root, tmp_path, registry):
+    """IU X-ray's reports (no image files in the mirror): 60 of them through ingest -> extract -> generate -> export;
+    every pair is flagged no-image, kept in the JSONL and left out of the trainable JSON."""
+    import csv
+
+    from embedlab.medvqa.dataset_tool.project import Project
+
+    src = data_root / "medvqa" / "iu-xray"
+    upload = tmp_path / "iu"
+    upload.mkdir()
+    with open(src / "indiana_reports.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:60]
+    uids = {r["uid"] for r in rows}
+    for name, keep in (("indiana_reports.csv", rows), ("indiana_projections.csv", None)):
+        with open(src / name, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields, data = reader.fieldnames, [r for r in reader if r["uid"] in uids] if keep is None else keep
+        with open(upload / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(data)
+    project, out = tmp_path / "p", tmp_path / "export"
+    _run(["vqa-data", "ingest", str(upload), "--project", str(project), "--allow-missing-images",
+          "--skip-empty-reports"])
+    _run(["vqa-data", "extract", "--project", str(project)])
+    _run(["vqa-data", "generate", "--project", str(project)])
+    pairs = Project.open(project).qa_pairs()
+    assert len(pairs) > 200 and all("no-image" in q.flags for q in pairs)
+    assert {"PRES", "ORGAN"} <= {q.question_type for q in pairs}
+    _run(["vqa-data", "export", "--project", str(project), "--out", str(out), "--include", "all-unreviewed"])
+    lines = [json.loads(line) for s in ("train", "val", "test") if (out / f"{s}.jsonl").is_file()
+             for line in (out / f"{s}.jsonl").read_text().splitlines()]
+    assert len(lines) == len(pairs) and not any((out / f"{s}set.json").is_file() for s in ("train", "val", "test"))
+    card = json.loads((out / "card.json").read_text())
+    assert card["no_image_left_out_of_json"] == len(pairs)
