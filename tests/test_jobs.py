@@ -179,23 +179,30 @@ def test_a_killed_worker_is_retried_and_its_training_resumes_from_the_checkpoint
     assert rows[0]["extra"]["resumed_from"] == timing["resumed_from"]
 
 
-def test_cancelling_a_running_job_stops_it(tmp_path, train_root, data_root, monkeypatch):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_cancelling_a_running_job_stops_it(sigint, tmp_path, train_root, data_root, monkeypatch):
+    """Also when the executor's process ignores SIGINT (a `cmd &` from a script): its workers inherit that, and the
+    executor stops them with SIGINT."""
     monkeypatch.setenv("EMBEDLAB_HEARTBEAT_S", "0.3")
-    url = f"sqlite:///{tmp_path / 's.sqlite'}"
-    q = JobQueue(url)
-    folder = tmp_path / "run"
-    job_id, = q.submit([train_job(train_root, steps=100000)], [folder])
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
-                                                                         poll_s=0.2).run([job_id])))
-    thread.start()
-    wait_for(lambda: len(steps_logged(folder)) >= 3)
-    assert q.cancel(job_id) == "cancelling"
-    thread.join(timeout=120)
-    assert result == {job_id: "cancelled"}
-    job = q.get(job_id)
-    assert job["status"] == "cancelled" and job["finished_at"] is not None
-    assert q.store.query(job_id=job_id) == []  # no results from a cancelled job
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    try:
+        url = f"sqlite:///{tmp_path / 's.sqlite'}"
+        q = JobQueue(url)
+        folder = tmp_path / "run"
+        job_id, = q.submit([train_job(train_root, steps=100000)], [folder])
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(LocalExecutor(url, cpus=2, log_dir=tmp_path / "logs",
+                                                                             poll_s=0.2).run([job_id])))
+        thread.start()  # the worker processes inherit this process's SIGINT disposition
+        wait_for(lambda: len(steps_logged(folder)) >= 3)
+        assert q.cancel(job_id) == "cancelling"
+        thread.join(timeout=120)
+        assert result == {job_id: "cancelled"}
+        job = q.get(job_id)
+        assert job["status"] == "cancelled" and job["finished_at"] is not None
+        assert q.store.query(job_id=job_id) == []  # no results from a cancelled job
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_on_the_cli_puts_the_running_job_back_in_the_queue(tmp_path, train_root, data_root):

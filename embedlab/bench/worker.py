@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     # SIGTERM as Ctrl-C: the job goes back to the queue instead of being left "running".
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT is how the executor stops a worker (Ctrl-C, cancel): Python leaves it ignored when the worker inherits
+    # SIG_IGN (a `cmd &` in a non-interactive shell), and such a worker could never be stopped; so install it here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from .jobs import run_job
 
     def one(job_id: str) -> str:
