@@ -67,7 +67,7 @@ def seed(store, scenario: str) -> dict:
                     rows += make_rows(domain="text" if scenario == "text" else "medvqa", model=f"model-{m}",
                                       task=task, task_type=ttype, dataset=task, split=split, scores=scores,
                                       experiment=experiment, seed=s, config=config, run_id=run, duration_s=1.0,
-                                      extra={"model_dir": f"/runs/{experiment}/m{m}-c{c}-s{s}"})
+                                      extra={"model_dir": f"runs/{experiment}/m{m}-c{c}-s{s}"})
                 store.add_run(rows)
                 runs.append(run)
                 n += len(rows)
@@ -78,14 +78,15 @@ def seed(store, scenario: str) -> dict:
 def pages(info: dict, config_hash: str) -> dict[str, str]:
     e, split = info["experiment"], info["split"]
     a, b = info["runs"]
+    # paths relative to the app's root (the client joins them to its base URL)
     return {
-        "leaderboard page": f"/results?experiment={e}",
-        "leaderboard JSON": f"/api/results/leaderboard?experiment={e}",
-        "leaderboard CSV": f"/results/leaderboard.csv?experiment={e}",
-        "number's rows (cell)": f"/results/cell?experiment={e}&split={split}&model={info['model']}"
+        "leaderboard page": f"results?experiment={e}",
+        "leaderboard JSON": f"api/results/leaderboard?experiment={e}",
+        "leaderboard CSV": f"results/leaderboard.csv?experiment={e}",
+        "number's rows (cell)": f"results/cell?experiment={e}&split={split}&model={info['model']}"
                                 f"&config={config_hash}",
-        "run page": f"/results/runs/{a}",
-        "compare 2 runs": f"/results/compare?run={a}&run={b}",
+        "run page": f"results/runs/{a}",
+        "compare 2 runs": f"results/compare?run={a}&run={b}",
     }
 
 
@@ -119,12 +120,12 @@ def run_backend(backend: str, url_for, n: int, results: list, first: dict) -> No
         app.state.accounts.create_user("bench", PW, "researcher")
         with signed_in(app, "bench", PW) as client:
             t1 = time.perf_counter()
-            board = client.get(f"/results?experiment={info['experiment']}")
+            board = client.get(f"results?experiment={info['experiment']}")
             if "process" not in first:  # the very first page of the process: imports, cold caches
                 first["process"] = {"backend": backend, "scenario": scenario, "page": "leaderboard page",
                                     "ms": (time.perf_counter() - t1) * 1000}
             assert board.status_code == 200, board.text[:300]
-            board = client.get(f"/api/results/leaderboard?experiment={info['experiment']}").json()
+            board = client.get(f"api/results/leaderboard?experiment={info['experiment']}").json()
             chosen = next(r for r in board["tables"][0]["rows"] if r["key"]["model"] == info["model"])
             for page, path in pages(info, chosen["key"]["config_hash"]).items():
                 row = {"backend": backend, "scenario": scenario, "page": page, "path": path, **measure(client, path, n)}

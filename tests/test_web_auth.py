@@ -352,12 +352,12 @@ def test_security_headers_and_static_files(app):
     assert "server" not in {k.lower() for k in page.headers if k.lower() == "x-powered-by"}
     for path in ("/static/vendor/htmx.min.js", "/static/vendor/vega.min.js", "/static/vendor/vega-lite.min.js",
                  "/static/vendor/vega-embed.min.js", "/static/app.js", "/static/app.css",
-                 "/static/vendor/swagger-ui-bundle.js"):
+                 "/static/swagger-ui/swagger-ui-bundle.js", "/static/swagger-ui/swagger-ui.css"):
         r = client.get(path)
         assert r.status_code == 200 and len(r.content) > 500, path
     assert client.get("/static/../accounts.py").status_code == 404
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "/static/vendor/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert docs.status_code == 200 and "/static/swagger-ui/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
     schema = client.get("/openapi.json").json()
     assert {"/api/me", "/api/users", "/api/users/{user_id}", "/api/health"} <= set(schema["paths"])
     assert client.get("/redoc").status_code == 404

@@ -43,6 +43,13 @@ from .security import BodyLimit, CSRFMiddleware, ErrorBoundary, LoginLimiter, Se
 
 log = logging.getLogger("embedlab.web")
 
+def swagger_ui_dir():
+    """The folder of Swagger UI's files (swagger-ui-bundle.js, swagger-ui.css) from the fastapi-offline package."""
+    from importlib.resources import files
+
+    return files("fastapi_offline") / "static"
+
+
 def page_modules() -> tuple[str, ...]:
     """The page groups: every ``routes_*`` module of this package, in name order (a new group needs no edit here;
     each NavItem's ``order`` sorts the bar)."""
@@ -86,6 +93,9 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         module = importlib.import_module(f"{__package__}.{name}")
         app.include_router(module.router)
         app.state.nav.extend(module.NAV)
+    # Swagger UI (the /docs page) is served from the files the fastapi-offline package (PyPI) ships, not from a
+    # committed copy: its 1.5 MB bundle does not belong in the repository (Swagger UI 5: FastAPI's OpenAPI 3.1)
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui_dir())), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # add_middleware puts each one outside the ones before it: the last added runs first (see security.py).

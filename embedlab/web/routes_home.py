@@ -1,5 +1,6 @@
 """The home page (what the signed-in user can do, by role: the NavItems of every page module), the health check
-``GET /api/health`` and the API documentation at /docs (Swagger UI from static/vendor, no CDN)."""
+``GET /api/health`` and the API documentation at /docs (Swagger UI from the fastapi-offline package's files, no
+CDN)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
