@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from web_server import LiveServer, browser, make_app, page  # noqa: F401  (fixtures)
+from web_server import LiveServer, browser, make_app, page, watch_errors  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 PW = "correct horse battery"
@@ -26,19 +26,12 @@ def shots(tmp_path):
     return folder
 
 
-def _watch_errors(tab) -> list[str]:
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    tab.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-    return errors
-
-
 def test_login_admin_add_user_logout(page, tmp_path, shots):  # noqa: F811
     from playwright.sync_api import expect
 
     app = make_app(tmp_path)
     app.state.accounts.create_user("ada", PW, "admin")  # the Python API, as `embedlab users create-admin` does
-    errors = _watch_errors(page)
+    errors = watch_errors(page)
     with LiveServer(app) as base:
         page.goto(base + "/")
         expect(page).to_have_url(base + "/login?next=/")

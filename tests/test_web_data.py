@@ -20,7 +20,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from web_server import LiveServer, api_token, browser, csrf_from, make_app, page, signed_in  # noqa: F401 (fixtures)
+from web_server import (  # noqa: F401  (fixtures)
+    LiveServer, api_token, browser, browser_login, csrf_from, make_app, page, signed_in, watch_errors,
+)
 
 from embedlab.errors import ConfigError
 from embedlab.medvqa.dataset_tool import concepts as concepts_module
@@ -644,14 +646,9 @@ def test_upload_review_export_in_a_browser(page, tmp_path, samples_zip, shots, r
 
     app = make_app(tmp_path)
     app.state.accounts.create_user("rita", PW, "researcher")
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    errors = watch_errors(page)
     with LiveServer(app) as base:
-        page.goto(base + "/login")
-        page.get_by_label("User name").fill("rita")
-        page.get_by_label("Password").fill(PW)
-        page.get_by_role("button", name="Log in").click()
+        browser_login(page, base, "rita", PW)
         page.get_by_role("navigation", name="main").get_by_role("link", name="Data", exact=True).click()
         expect(page).to_have_url(base + "/data")
         # a hostile zip first: refused, its problems listed, nothing imported

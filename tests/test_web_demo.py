@@ -15,7 +15,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from web_server import LiveServer, api_token, browser, make_app, page, signed_in  # noqa: F401  (fixtures)
+from web_server import (  # noqa: F401  (fixtures)
+    LiveServer, api_token, browser, browser_login, make_app, page, signed_in, watch_errors,
+)
 
 from embedlab.web import routes_demo
 
@@ -319,14 +321,9 @@ def test_demo_in_a_browser(app, page, shots, val_image, tmp_path, monkeypatch): 
     monkeypatch.setattr(routes_demo, "CORPUS_DOCS", 20)
     upload = tmp_path / "chest.jpg"
     upload.write_bytes(val_image[1].read_bytes())
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    errors = watch_errors(page)
     with LiveServer(app) as base:
-        page.goto(base + "/login?next=/demo")
-        page.get_by_label("User name").fill("rita")
-        page.get_by_label("Password").fill(PW)
-        page.get_by_role("button", name="Log in").click()
+        browser_login(page, base, "rita", PW, next="/demo")
         expect(page).to_have_url(base + "/demo")
 
         form = page.locator("#vqa-form")

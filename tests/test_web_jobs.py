@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from web_server import LiveServer, api_token, browser, csrf_from, make_app, page, signed_in  # noqa: F401
+from web_server import (  # noqa: F401  (fixtures)
+    LiveServer, api_token, browser, browser_login, csrf_from, make_app, page, signed_in, watch_errors,
+)
 
 from embedlab.bench.jobs import JobQueue
 from embedlab.bench.jobspec import expand, load_job_matrix
@@ -410,14 +412,9 @@ def test_browser_build_preview_launch_and_watch_a_matrix(page, tmp_path, shots, 
     app = make_app(tmp_path)
     app.state.accounts.create_user("rita", PW, "researcher")
     app.state.job_cpus = 1
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    errors = watch_errors(page)
     with LiveServer(app) as base:
-        page.goto(base + "/login")
-        page.get_by_label("User name").fill("rita")
-        page.get_by_label("Password").fill(PW)
-        page.get_by_role("button", name="Log in").click()
+        browser_login(page, base, "rita", PW)
         page.get_by_role("navigation", name="main").get_by_role("link", name="Jobs").click()
         expect(page).to_have_url(base + "/jobs")
         page.get_by_role("link", name="New job matrix").click()

@@ -19,7 +19,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from web_server import LiveServer, api_token, browser, make_app, page, signed_in  # noqa: F401  (fixtures)
+from web_server import (  # noqa: F401  (fixtures)
+    LiveServer, api_token, browser, browser_login, make_app, page, signed_in, watch_errors,
+)
 
 from embedlab.jobkinds import load_domains
 from embedlab.results import make_rows
@@ -375,14 +377,9 @@ def shots(tmp_path):
 def test_leaderboard_in_a_browser(app, page, shots):  # noqa: F811
     from playwright.sync_api import expect
 
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    errors = watch_errors(page)
     with LiveServer(app) as base:
-        page.goto(base + "/login?next=/results")
-        page.get_by_label("User name").fill("rita")
-        page.get_by_label("Password").fill(PW)
-        page.get_by_role("button", name="Log in").click()
+        browser_login(page, base, "rita", PW, next="/results")
         expect(page).to_have_url(base + "/results")
         # the default is the newest experiment (Med-VQA); choose the text one with the form (its domain and split
         # are then its own defaults, not the Med-VQA ones the form held)

@@ -156,3 +156,19 @@ def page(browser):
         yield context.new_page()
     finally:
         context.close()
+
+
+def watch_errors(tab) -> list[str]:
+    """The page's JavaScript errors and console errors (CSP violations included), collected for an assertion."""
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    tab.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    return errors
+
+
+def browser_login(tab, base: str, username: str, password: str, next: str = "") -> None:
+    """Sign in through the login page (``next``: where the app sends the user afterwards)."""
+    tab.goto(base + "/login" + (f"?next={next}" if next else ""))
+    tab.get_by_label("User name").fill(username)
+    tab.get_by_label("Password").fill(password)
+    tab.get_by_role("button", name="Log in").click()

@@ -84,7 +84,7 @@ REQUIRED = ("model", "task", "task_type", "dataset", "split", "metric", "value")
 HEAD = "0002"
 
 
-class _UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator):
     """Datetimes stored as naive UTC and returned timezone-aware: SQLite keeps no time zone, PostgreSQL does."""
 
     impl = DateTime
@@ -94,7 +94,7 @@ class _UTCDateTime(TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("created_at must be timezone-aware")
+            raise ValueError("datetimes must be timezone-aware")
         return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
     def process_result_value(self, value, dialect):
@@ -122,7 +122,7 @@ class Result(_Base):
     value: Mapped[float | None] = mapped_column(Float)
     embedlab_version: Mapped[str] = mapped_column(String(64))
     git_commit: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(_UTCDateTime, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     duration_s: Mapped[float | None] = mapped_column(Float)
     run_id: Mapped[str] = mapped_column(String(36), index=True)
     extra: Mapped[dict | None] = mapped_column(JSON)
@@ -170,10 +170,10 @@ class Job(_Base):
     error: Mapped[str | None] = mapped_column(Text)
     result_run_ids: Mapped[list | None] = mapped_column(JSON)
     timings: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(_UTCDateTime, index=True)
-    started_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(_UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     def to_dict(self) -> dict[str, Any]:
         return {c.name: getattr(self, c.key) for c in self.__table__.columns}

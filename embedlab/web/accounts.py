@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator, delete, func, select, update
+from sqlalchemy import Boolean, ForeignKey, Integer, String, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from ..bench.store import UTCDateTime  # one UTC datetime column type for the store's tables and the web's
 from .errors import AccountError, NotFound
 
 log = logging.getLogger("embedlab.web.accounts")
@@ -47,21 +48,6 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,31}")
 MAX_OBJECT_ID = 128
-
-
-class _UTCDateTime(TypeDecorator):
-    """Stored as naive UTC (SQLite keeps no zone), returned timezone-aware."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 class _Base(DeclarativeBase):
@@ -77,7 +63,7 @@ class _UserRow(_Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     session_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(_UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class _OwnershipRow(_Base):
@@ -86,7 +72,7 @@ class _OwnershipRow(_Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     object_id: Mapped[str] = mapped_column(String(MAX_OBJECT_ID), primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("web_users.id"), index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(_UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 metadata = _Base.metadata
