@@ -265,6 +265,8 @@ def test_the_registry_round_trips(exported, tmp_path, monkeypatch):
     assert len(records) == card["splits"]["train"]["json"]["rows"]
     with pytest.raises(ConfigError, match="built-in"):
         register_export("vqa-rad", out)
+    with pytest.raises(ConfigError, match="built-in Med-VQA task"):
+        register_export("VQA-RAD-val", out)
     with pytest.raises(ConfigError, match="letters, digits"):
         register_export("../evil", out)
     with pytest.raises(ConfigError, match="not a dataset-tool export"):
@@ -318,3 +320,44 @@ def test_paraphrases_export_as_para_rows(tmp_path):
     assert sum(card["splits"][s]["jsonl"]["para"] for s in ("train", "val", "test")) == summary["added_pairs"]
     assert card["generation"]["paraphrase"]["model"] == "fake-lm"
     assert {r.phrase_type for r in load_export(tmp_path / "out", "train")} == {"freeform", "para"}
+
+
+def test_a_registered_export_is_a_task_for_jobs_and_recipes(exported, tmp_path, monkeypatch):
+    """Registered exports train through the job kinds (and so the web app's job builder) like the built-in tasks:
+    trained on the export's train split, scored on its val split; an export without val and an unknown name are
+    refused at submit with the names that exist."""
+    from embedlab.bench.executors import InlineExecutor
+    from embedlab.bench.jobs import JobQueue
+    from embedlab.jobkinds import JobSpec
+    from embedlab.medvqa.recipe import VQARecipe
+    from embedlab.medvqa.tasks import all_tasks, resolve_task
+
+    _, out, card = exported
+    monkeypatch.setenv("EMBEDLAB_REGISTRY", str(tmp_path / "registry.json"))
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    register_export("our-cases", out)
+    task = resolve_task("our-cases")
+    assert (task.dataset, task.train_split, task.eval_split) == ("our-cases", "train", "val")
+    assert [t.name for t in all_tasks()][-1] == "our-cases" and resolve_task("vqa-rad-val").dataset == "vqa-rad"
+    assert VQARecipe(model="cnn-ban", task="our-cases").resolved_task() == task
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    (only_test / "testset.json").write_text((out / "testset.json").read_text())
+    register_export("test-only", only_test)
+    assert "test-only" not in [t.name for t in all_tasks()]
+    with pytest.raises(ConfigError, match="needs train and val"):
+        resolve_task("test-only")
+    with pytest.raises(ConfigError, match="registered exports: our-cases, test-only"):
+        resolve_task("our-casez")
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    queue = JobQueue(url)
+    spec = JobSpec(kind="vqa-train", name="on-export", model="cnn-ban", tasks=("our-cases",), seed=0,
+                   experiment="exports", config={"profile": "tiny", "train": {"epochs": 1}})
+    ids = queue.submit([spec], [tmp_path / "job"])
+    assert InlineExecutor(url).run(ids) == {ids[0]: "done"}
+    rows = {r["metric"]: r for r in queue.store.query(experiment="exports")}
+    assert rows["overall"]["task"] == "our-cases" and rows["overall"]["split"] == "val"
+    assert rows["overall"]["dataset"] == "our-cases"
+    with pytest.raises(ConfigError, match="unknown Med-VQA task 'nope'"):
+        queue.submit([JobSpec(kind="vqa-train", name="x", model="cnn-ban", tasks=("nope",))], [tmp_path / "x"])

@@ -110,6 +110,34 @@ def test_builder_offers_the_registries_and_only_researchers_open_it(app):
     assert outsider.get("/api/jobs").status_code == 401
 
 
+def test_registered_dataset_tool_exports_are_offered_and_previewed_as_tasks(app, tmp_path, monkeypatch):
+    """An export registered by the data pages (or `embedlab vqa-data export --register`) is a task of the Med-VQA
+    kinds: listed in the builder and the kinds API, accepted by preview; an export without val is not offered."""
+    import json
+
+    from embedlab.medvqa.dataset_tool.export import register_export
+
+    monkeypatch.setenv("EMBEDLAB_REGISTRY", str(tmp_path / "registry.json"))
+    row = {"qid": 1, "image_name": "a.png", "question": "is this a chest?", "answer": "yes", "answer_type": "CLOSED",
+           "question_type": "ORGAN", "image_organ": "CHEST", "phrase_type": "freeform"}
+    for name, splits in (("our-cases", ("train", "val")), ("only-test", ("test",))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for split in splits:
+            (folder / f"{split}set.json").write_text(json.dumps([row]))
+        register_export(name, folder)
+    rita, headers = _client(app, "rita")
+    assert 'value="our-cases"' in rita.get("/jobs/new").text
+    assert 'value="only-test"' not in rita.get("/jobs/new").text
+    tasks = {t["name"] for t in rita.get("/api/jobs/kinds").json()["kinds"]["vqa-train"]["tasks"]}
+    assert {"vqa-rad-val", "our-cases"} <= tasks and "only-test" not in tasks
+    preview = rita.post("/api/jobs/preview", json={**TINY, "tasks": ["our-cases"]}, headers=headers)
+    assert preview.status_code == 200, preview.text
+    assert [j["tasks"] for j in preview.json()["jobs"]] == [["our-cases"]]
+    refused = rita.post("/api/jobs/preview", json={**TINY, "tasks": ["only-test"]}, headers=headers)
+    assert refused.status_code == 400 and "only-test" in refused.json()["error"]
+
+
 def test_the_preview_is_the_matrix_jobs_submit_show_lists(app, tmp_path):
     rita, headers = _client(app, "rita")
     body = {**TINY, "models": ["cnn-ban", "mevf-ban"], "params": {"epochs": "1, 2", "batch_images": [4]},
@@ -449,4 +477,14 @@ def test_browser_build_preview_launch_and_watch_a_matrix(page, tmp_path, shots, 
         expect(page.locator("svg.curve polyline")).to_have_count(1)
         expect(page.locator("#job-results")).to_contain_text("main_score")
         page.screenshot(path=shots / "jobs-4-job.png", full_page=True)
+
+        # The experiment's leaderboard: one model, mean +- std over the two seeds, and its chart.
+        page.get_by_role("link", name="its leaderboard").click()
+        expect(page).to_have_url(base + "/results?experiment=browser%40rita")
+        board = page.locator('table[data-table="leaderboard"]')
+        expect(board.locator("tbody tr")).to_have_count(1)
+        expect(board.locator("tbody tr").first).to_contain_text("cnn-ban")
+        expect(board.locator("tbody tr").first).to_contain_text("±")
+        expect(page.locator("#chart-scores svg .mark-rect path").first).to_be_attached()  # bars drawn by vega-embed
+        page.screenshot(path=shots / "jobs-5-leaderboard.png", full_page=True)
     assert not errors, errors

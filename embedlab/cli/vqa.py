@@ -98,14 +98,14 @@ def evaluate(
     from ..medvqa.datasets import load_dataset
     from ..medvqa.evaluate import evaluate_model
     from ..medvqa.models import load_model
-    from ..medvqa.tasks import TASK_TYPE, TASKS
+    from ..medvqa.tasks import TASK_TYPE, resolve_task
     from ..results import make_rows
 
     if (task is None) == (dataset is None):
         raise ConfigError("give either --task or --dataset (with --split)")
     trained = load_model(model)
     if task is not None:
-        t = TASKS.get(task)
+        t = resolve_task(task)
         ds, test_split, name = t.dataset, t.eval_split, t.name
     else:
         ds, test_split, name = dataset, split, f"{dataset}:{split}"

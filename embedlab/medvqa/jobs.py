@@ -43,12 +43,13 @@ CONFIG_KEYS = {"closed_by", "questions"}
 
 
 def _check_tasks(spec: JobSpec) -> None:
-    from .tasks import TASKS
+    from .tasks import TASKS, resolve_task
 
     if not spec.tasks:
-        raise ConfigError(f"job {spec.name}: no tasks (Med-VQA tasks: {', '.join(TASKS.names())})")
+        raise ConfigError(f"job {spec.name}: no tasks (Med-VQA tasks: {', '.join(TASKS.names())}, or a registered "
+                          f"dataset-tool export)")
     for name in spec.tasks:
-        TASKS.get(name)
+        resolve_task(name)
 
 
 def _check_keys(spec: JobSpec, known) -> None:
@@ -74,13 +75,13 @@ def run_baseline(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     from .baselines import BASELINES
     from .datasets import load_dataset
     from .metrics import score
-    from .tasks import TASKS
+    from .tasks import resolve_task
 
     closed_by = spec.config.get("closed_by", "field")
     questions = spec.config.get("questions", "all")
     rows, items = [], {}
     for i, name in enumerate(spec.tasks):
-        task = TASKS.get(name)
+        task = resolve_task(name)
         ctx.progress(i / len(spec.tasks), f"{spec.model} on {name}")
         train = load_dataset(task.dataset, task.train_split)
         test = load_dataset(task.dataset, task.eval_split)
@@ -130,9 +131,9 @@ def _validate_train(spec: JobSpec) -> None:
 
 
 def _rows(spec: JobSpec, ctx: JobContext, task_name: str, result: dict, extra: dict) -> list:
-    from .tasks import TASKS
+    from .tasks import resolve_task
 
-    task = TASKS.get(task_name)
+    task = resolve_task(task_name)
     path = ctx.output_dir / "items" / f"{task_name}.json"
     write_json(path, result["items"])
     return make_rows(domain="medvqa", model=spec.row_label, task=task_name, task_type=task.type,
@@ -178,13 +179,13 @@ def run_eval(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     from .datasets import load_dataset
     from .evaluate import evaluate_model
     from .models import load_model
-    from .tasks import TASKS
+    from .tasks import resolve_task
 
     opts = _eval_options(spec)
     trained = load_model(spec.model)
     rows = []
     for name in spec.tasks:
-        task = TASKS.get(name)
+        task = resolve_task(name)
         train = load_dataset(task.dataset, task.train_split)
         test = load_dataset(task.dataset, task.eval_split)
         result = evaluate_model(trained, test, train_answers=[r.answer for r in train], seed=spec.seed, **opts)
@@ -227,7 +228,7 @@ def run_zeroshot(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     from .datasets import image_path, load_dataset
     from .images import load_image
     from .metrics import score
-    from .tasks import TASKS
+    from .tasks import resolve_task
     from .zeroshot import ZeroShotVLM
 
     cfg = spec.config
@@ -235,7 +236,7 @@ def run_zeroshot(spec: JobSpec, ctx: JobContext) -> JobOutcome:
                              max_new_tokens=int(cfg.get("max_new_tokens", 8)))
     rows = []
     for name in spec.tasks:
-        task = TASKS.get(name)
+        task = resolve_task(name)
         train = load_dataset(task.dataset, task.train_split)
         test = load_dataset(task.dataset, task.eval_split)
         if cfg.get("limit"):

@@ -53,10 +53,10 @@ class VQARecipe(BaseModel):
 
     def resolved_task(self):
         """The registered task, or for ``dataset:`` a task made of that dataset's two splits."""
-        from .tasks import TASKS, VQATask
+        from .tasks import VQATask, resolve_task
 
         if self.dataset is None:
-            return TASKS.get(self.task)
+            return resolve_task(self.task)
         name = Path(self.dataset).name if Path(self.dataset).exists() else self.dataset
         return VQATask(f"{name}:{self.eval_split}", self.dataset, self.train_split, self.eval_split,
                        f"{self.dataset}: trained on {self.train_split}, scored on {self.eval_split}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from ..registry import Registry
 from ..results import register_task_type
 
@@ -39,3 +40,43 @@ for _task in (
             "VQA-RAD standard test (451 questions; kept back from the mirror, loads when present): report only"),
 ):
     TASKS.add(_task.name, _task)
+
+
+def export_task(name: str, entry: dict) -> VQATask:
+    """The task of a registered export: train on its train split, score its val split (selection happens there;
+    its test split is the user's to report)."""
+    splits = entry.get("splits") or []
+    if "train" not in splits or "val" not in splits:
+        raise ConfigError(f"the registered export {name!r} ({entry.get('path')}) has splits "
+                          f"{', '.join(splits) or 'none'}; a task needs train and val (export it with a val "
+                          f"fraction above 0)")
+    return VQATask(name, name, "train", "val", f"dataset-tool export {name}: trained on train, scored on val "
+                   f"({entry.get('path')})")
+
+
+def resolve_task(name: str) -> VQATask:
+    """A registered task, else a dataset-tool export registered under ``name``; anything else is refused with the
+    names of both."""
+    if name in TASKS:
+        return TASKS.get(name)
+    from .dataset_tool.export import registered_exports  # lazy: the export module imports the dataset loaders
+
+    exports = registered_exports()
+    if name in exports:
+        return export_task(name, exports[name])
+    raise ConfigError(f"unknown Med-VQA task {name!r}; tasks: {', '.join(TASKS.names())}; registered exports: "
+                      f"{', '.join(sorted(exports)) or 'none'}")
+
+
+def all_tasks() -> list[VQATask]:
+    """Every registered task, then every registered export that can be one (train and val splits)."""
+    from .dataset_tool.export import registered_exports
+
+    found = [t for _, t in TASKS.items()]
+    for name, entry in sorted(registered_exports().items()):
+        if name not in TASKS:
+            try:
+                found.append(export_task(name, entry))
+            except ConfigError:
+                continue  # an export without val: listed by `embedlab vqa-data list`, not trainable as a task
+    return found

@@ -28,13 +28,14 @@ cancelling and retrying alike.
 
 Job kinds offered: ``vqa-train`` (Med-VQA library models, profiles paper / cpu / tiny; lists of batch sizes, images
 per batch, epochs and learning rates), ``vqa-baseline`` and the text kind ``evaluate`` (bundled encoders or any model
-name or folder; lists of batch sizes and max lengths). Every matrix key varies one axis: one job per combination and
-seed, at most ``MAX_JOBS`` per launch. A user's experiments are named ``<name>@<user>``, so two users never share a
-job (its key includes the experiment), and job folders go to ``<web dir>/jobs/<user>/<name>/``.
+name or folder; lists of batch sizes and max lengths). The Med-VQA kinds offer the registered tasks and every
+registered dataset-tool export with train and val splits (``medvqa.tasks.all_tasks``). Every matrix key varies one
+axis: one job per combination and seed, at most ``MAX_JOBS`` per launch. A user's experiments are named
+``<name>@<user>``, so two users never share a job (its key includes the experiment), and job folders go to
+``<web dir>/jobs/<user>/<name>/``.
 
 What it does not do: train-and-evaluate or fuse-and-evaluate text jobs (their recipes and fusion settings are files:
-use `embedlab jobs submit`), Med-VQA dataset-tool exports as training data (the vqa-train kind takes registered tasks
-only; `embedlab vqa train` with ``dataset:`` trains on one), and it does not resume jobs a stopped server left
+use `embedlab jobs submit`), and it does not resume jobs a stopped server left
 queued by itself (the job page offers Run; `embedlab jobs run` does the same). Leaderboards across jobs are the
 evaluation pages'.
 """
@@ -146,9 +147,9 @@ def _vqa_models() -> list[Choice]:
 
 
 def _vqa_tasks() -> list[Choice]:
-    from ..medvqa.tasks import TASKS
+    from ..medvqa.tasks import all_tasks  # the registered tasks, then the registered dataset-tool exports
 
-    return [Choice(name, t.description) for name, t in TASKS.items()]
+    return [Choice(t.name, t.description) for t in all_tasks()]
 
 
 def _baselines() -> list[Choice]:
@@ -796,17 +797,8 @@ def _builder(request: Request, values: dict[str, Any], errors: list[str] | None 
     return render(request, "jobs/new.html", {
         "kinds": list(KINDS.values()), "form": form, "values": values, "errors": errors or [], "preview": preview,
         "models": models, "tasks": tasks, "max_jobs": MAX_JOBS, "notice": notice,
-        "exports": _export_names() if form.kind.startswith("vqa") else [],
         "extra_listed": [m for m in values.get("models", []) if m not in extra_known]}, status)
 
-
-def _export_names() -> list[str]:
-    try:
-        from ..medvqa.dataset_tool.export import registered_exports
-
-        return sorted(registered_exports())
-    except EmbedlabError:
-        return []
 
 
 @router.get("/jobs", include_in_schema=False)

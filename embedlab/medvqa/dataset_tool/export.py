@@ -399,6 +399,10 @@ def register_export(name: str, folder: str | Path, *, replace: bool = False) -> 
     if name.lower() in {n.lower() for n in DATASETS.names()}:
         raise ConfigError(f"{name!r} is a built-in Med-VQA dataset ({', '.join(DATASETS.names())}); choose "
                           f"another name")
+    from ..tasks import TASKS
+
+    if name.lower() in {n.lower() for n in TASKS.names()}:
+        raise ConfigError(f"{name!r} is a built-in Med-VQA task ({', '.join(TASKS.names())}); choose another name")
     folder = Path(folder).expanduser().resolve()
     splits = [s for s in SPLITS if (folder / f"{s}set.json").is_file()]
     if not folder.is_dir() or not splits:
