@@ -283,8 +283,10 @@ def test_extract_into_a_project(tmp_path):
     lexicon = load_lexicon()
     assert stage["lexicon_sha"] == lexicon.sha == summary["lexicon_sha"]
     assert stage["lexicon_version"] == lexicon.version and stage["concepts"] == len(concepts)
-    extract_into(project)  # a rerun replaces the file with the same concepts
+    seen = []
+    extract_into(project, progress=lambda done, total: seen.append((done, total)))  # a rerun: the same concepts
     assert project.concepts() == concepts
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # after each case
 
 
 def test_a_users_spacy_pipeline_replaces_the_blank_one(tmp_path):

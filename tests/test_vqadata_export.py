@@ -361,3 +361,19 @@ def test_a_registered_export_is_a_task_for_jobs_and_recipes(exported, tmp_path, 
     assert rows["overall"]["dataset"] == "our-cases"
     with pytest.raises(ConfigError, match="unknown Med-VQA task 'nope'"):
         queue.submit([JobSpec(kind="vqa-train", name="x", model="cnn-ban", tasks=("nope",))], [tmp_path / "x"])
+
+
+def test_generation_and_export_report_progress(tmp_path):
+    """The long steps call progress(done, total) as they go (the web pages show it): generation per case, the
+    export per image file copied; the last call is (total, total)."""
+    project = _build(tmp_path / "p")
+    _accept_all(project)
+    cases = []
+    generate_into(project, QAConfig(variants=1, negatives=1, seed=0), progress=lambda d, t: cases.append((d, t)))
+    assert cases == [(i, 12) for i in range(1, 13)]
+    images = []
+    card = export_project(project, tmp_path / "out", seed=0,
+                          progress=lambda d, t: images.append((d, t)))
+    copied = len(list((tmp_path / "out" / "images").iterdir()))
+    assert copied > 1 and images == [(i, copied) for i in range(1, copied + 1)]
+    assert sum(v["json"]["images"] for v in card["splits"].values()) == copied

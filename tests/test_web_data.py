@@ -564,6 +564,7 @@ def test_one_step_at_a_time_a_restart_shows_interrupted_and_failures_show_their_
     real = concepts_module.extract_into
 
     def slow_extract(project, *args, **kwargs):
+        kwargs["progress"](3, 8)  # the page shows how far a step is
         assert release.wait(30)
         return real(project, *args, **kwargs)
 
@@ -571,6 +572,9 @@ def test_one_step_at_a_time_a_restart_shows_interrupted_and_failures_show_their_
     assert "started" in _flash(rita, _post(rita, f"/data/projects/{pid}/extract"))
     html = rita.get(f"/data/projects/{pid}").text
     assert 'hx-trigger="every 1s"' in html and "running for" in html
+    assert "3 / 8 cases" in html and 'value="3" max="8"' in html
+    progress = rita.get(f"/api/data/projects/{pid}").json()["task"]["progress"]
+    assert progress["done"] == 3 and progress["total"] == 8 and progress["rate"] > 0 and progress["eta"] >= 0
     assert re.search(r'<button type="submit" disabled>Extract concepts</button>', html)
     again = _flash(rita, _post(rita, f"/data/projects/{pid}/generate"))
     assert "Concept extraction is running for this project; wait until it has finished" in again

@@ -14,6 +14,8 @@ parses options and prints summaries.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 from typing import Optional
@@ -35,6 +37,26 @@ def _project(path: Path, create: bool = False):
     from ..medvqa.dataset_tool.project import Project
 
     return Project.create(path) if create else Project.open(path)
+
+
+@contextlib.contextmanager
+def _bar(desc: str, unit: str):
+    """A tqdm bar (rate and ETA) on a terminal, nothing otherwise; yields the steps' progress(done, total)."""
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, disable=None, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _summary(title: str, summary: dict) -> None:
@@ -83,7 +105,9 @@ def extract(
 
     p = _project(project)
     _on_interrupt(f"interrupted: {project}/concepts.jsonl is unchanged")
-    _summary("concepts", extract_into(p, list(lexicon) if lexicon else None, spacy_model=spacy_model))
+    with _bar("extract", "case") as progress:
+        summary = extract_into(p, list(lexicon) if lexicon else None, spacy_model=spacy_model, progress=progress)
+    _summary("concepts", summary)
 
 
 @vqa_data.command("generate")
@@ -109,7 +133,9 @@ def generate(
     if types:
         options["question_types"] = tuple(t for t in types.split(",") if t.strip())
     _on_interrupt(f"interrupted: {project}/qa.jsonl is unchanged")
-    _summary("QA pairs", generate_into(p, QAConfig(**options)))
+    with _bar("generate", "case") as progress:
+        summary = generate_into(p, QAConfig(**options), progress=progress)
+    _summary("QA pairs", summary)
 
 
 @vqa_data.command("paraphrase")
@@ -190,8 +216,10 @@ def export(
         raise ConfigError(f"--fractions must be three numbers (train,val,test), got {fractions!r}")
     p = _project(project)
     _on_interrupt(f"interrupted: {out} is unchanged")
-    card = export_project(p, out, split_by=split_by, fractions=shares, seed=seed, include=include,
-                          formats=tuple(f.strip() for f in formats.split(",") if f.strip()), overwrite=overwrite)
+    with _bar("export", "image") as progress:
+        card = export_project(p, out, split_by=split_by, fractions=shares, seed=seed, include=include,
+                              formats=tuple(f.strip() for f in formats.split(",") if f.strip()), overwrite=overwrite,
+                              progress=progress)
     _say(f"exported to {out} (dataset card: {out}/dataset_card.md)")
     rows = [[s, v["json"].get("rows", 0), v["json"].get("images", 0), v["jsonl"].get("rows", 0), v["cases"]]
             for s, v in card["splits"].items()]

@@ -74,6 +74,7 @@ Member = Annotated[User, Depends(require_role("researcher", "reviewer"))]
 PROJECT_ID = re.compile(r"[0-9a-f]{16}")
 META_FILE = "web-project.json"
 TASK_FILE = "web-task.json"
+STEP_UNITS = {"extract": "cases", "generate": "cases", "export": "images"}  # what progress counts
 STEPS = {"extract": "Concept extraction", "generate": "QA generation", "export": "Export"}
 # the categories and question types of the dataset tool (types.py); literal here so the API schema lists them
 CATEGORIES = ("modality", "plane", "organ", "finding", "laterality", "location", "size", "count")
@@ -134,10 +135,24 @@ class Tasks:
     def __init__(self):
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # project id -> step
+        self._progress: dict[str, tuple[int, int, float]] = {}  # project id -> (done, total, monotonic time started)
 
     def running(self, project_id: str) -> str | None:
         with self._lock:
             return self._running.get(project_id)
+
+    def progress(self, project_id: str) -> dict[str, Any] | None:
+        """Items done and in all of the running step, with rate (items/s) and estimated seconds left; None before
+        the step has reported (in memory only: after a restart the step is interrupted anyway)."""
+        with self._lock:
+            got = self._progress.get(project_id)
+        if got is None:
+            return None
+        done, total, t0 = got
+        seconds = max(time.monotonic() - t0, 1e-6)
+        rate = done / seconds
+        return {"done": done, "total": total, "rate": round(rate, 2),
+                "eta": round((total - done) / rate) if done and total >= done else None}
 
     def check(self, project_id: str) -> None:
         """Busy when a step of the project runs (checked before anything else is looked at; start() checks again
@@ -147,7 +162,8 @@ class Tasks:
             raise Busy(f"{STEPS.get(busy, busy)} is running for this project; wait until it has finished")
 
     def start(self, project_id: str, root: Path, step: str, params: dict[str, Any],
-              work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+              work: Callable[[Callable[[int, int], None]], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``work(progress)`` in a thread; the step calls ``progress(done, total)`` as it goes."""
         with self._lock:
             busy = self._running.get(project_id)
             if busy:
@@ -166,11 +182,17 @@ class Tasks:
             raise
         return state
 
-    def _run(self, project_id: str, root: Path, state: dict[str, Any], work: Callable[[], dict[str, Any]]) -> None:
+    def _run(self, project_id: str, root: Path, state: dict[str, Any],
+             work: Callable[[Callable[[int, int], None]], dict[str, Any]]) -> None:
         t0 = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            with self._lock:
+                self._progress[project_id] = (int(done), int(total), t0)
+
         try:
             try:
-                state = {**state, "state": "done", "summary": work()}
+                state = {**state, "state": "done", "summary": work(progress)}
             except EmbedlabError as exc:  # a refusal the user can act on: its message, as the CLI prints it
                 state = {**state, "state": "failed", "message": str(exc)}
             except Exception:  # a bug: the traceback goes to the log, the page shows a reference to it
@@ -187,6 +209,7 @@ class Tasks:
             # after the file is written: a reader never sees "running" on disk with no thread here (= interrupted)
             with self._lock:
                 self._running.pop(project_id, None)
+                self._progress.pop(project_id, None)
 
 
 _tasks_lock = threading.Lock()
@@ -223,6 +246,8 @@ def task_state(root: Path, tasks: Tasks, project_id: str) -> dict[str, Any] | No
             state["elapsed"] = max(0, int((datetime.now(timezone.utc) - started).total_seconds()))
         except ValueError:
             state["elapsed"] = 0
+        state["progress"] = tasks.progress(project_id)
+        state["unit"] = STEP_UNITS.get(state["step"], "items")
     return state
 
 
@@ -473,7 +498,8 @@ def start_extract(request: Request, opened: Opened) -> dict[str, Any]:
     tasks.check(opened.id)
     _probe_lock(opened)
     project = opened.project
-    return tasks.start(opened.id, opened.root, "extract", {}, lambda: concepts.extract_into(project))
+    return tasks.start(opened.id, opened.root, "extract", {},
+                       lambda progress: concepts.extract_into(project, progress=progress))
 
 
 def qa_config(question_types: list[str] | None, variants: int, negatives: int, closed_share: float | None,
@@ -498,7 +524,7 @@ def start_generate(request: Request, opened: Opened, config) -> dict[str, Any]:
     _probe_lock(opened)
     project = opened.project
     return tasks.start(opened.id, opened.root, "generate", config.to_json(),
-                       lambda: qagen.generate_into(project, config))
+                       lambda progress: qagen.generate_into(project, config, progress=progress))
 
 
 def _register_allowed(web: WebConfig, project_id: str, name: str, folder: Path | None) -> None:
@@ -530,8 +556,10 @@ def start_export(request: Request, web: WebConfig, opened: Opened, *, register: 
         if not DATASET_NAME.fullmatch(register):
             raise ConfigError(f"a dataset name is letters, digits, '.', '_' or '-' (starting with a letter or "
                               f"digit, at most 100), got {register!r}")
-        if register.lower() in {n.lower() for n in DATASETS.names()}:
-            raise ConfigError(f"{register!r} is a built-in Med-VQA dataset; choose another name")
+        from ..medvqa.tasks import TASKS
+
+        if register.lower() in {n.lower() for n in DATASETS.names() + TASKS.names()}:
+            raise ConfigError(f"{register!r} is a built-in Med-VQA dataset or task; choose another name")
         _register_allowed(web, opened.id, register, None)
     tasks = _tasks(request)
     tasks.check(opened.id)
@@ -542,10 +570,10 @@ def start_export(request: Request, web: WebConfig, opened: Opened, *, register: 
               "seed": seed}
     project = opened.project
 
-    def work() -> dict[str, Any]:
+    def work(progress) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         card = export.export_project(project, out, split_by=split_by, fractions=fractions, seed=seed,
-                                     include=include)
+                                     include=include, progress=progress)
         summary = {"folder": str(out), "include": card.get("include"), "split_by": card.get("split_by"),
                    "rows": {s: v["json"]["rows"] for s, v in card["splits"].items()},
                    "images": {s: v["json"]["images"] for s, v in card["splits"].items()}, "registered": None}

@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from ...errors import ConfigError
-from .types import CATEGORIES, Concept
+from .types import CATEGORIES, Concept, Progress
 
 DEFAULT_LEXICON = Path(__file__).with_name("lexicon") / "radiology.yaml"
 
@@ -477,11 +477,18 @@ class ConceptExtractor:
     def extract(self, text: str, case_id: str) -> list[Concept]:
         return self._concepts(self.nlp(text or ""), case_id)
 
-    def extract_many(self, items: Iterable[tuple[str, str]], batch_size: int = 64) -> list[list[Concept]]:
-        """``[(text, case_id), ...]`` -> one concept list per item (spaCy's ``pipe``: faster on many reports)."""
+    def extract_many(self, items: Iterable[tuple[str, str]], batch_size: int = 64,
+                     progress: Progress | None = None) -> list[list[Concept]]:
+        """``[(text, case_id), ...]`` -> one concept list per item (spaCy's ``pipe``: faster on many reports);
+        ``progress(done, total)`` after each item."""
         items = list(items)
         docs = self.nlp.pipe((t or "" for t, _ in items), batch_size=batch_size)
-        return [self._concepts(doc, case_id) for doc, (_, case_id) in zip(docs, items)]
+        found = []
+        for doc, (_, case_id) in zip(docs, items):
+            found.append(self._concepts(doc, case_id))
+            if progress is not None:
+                progress(len(found), len(items))
+        return found
 
     def _segments(self, doc) -> list[tuple[int, int]]:
         """Sentences split further at termination terms (the same boundaries negex uses)."""
@@ -702,11 +709,12 @@ def _attach(finding, modifier) -> None:
 # the project stage
 # ---------------------------------------------------------------------------------------------------------------
 def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = None, *,
-                 spacy_model: str | Path | None = None) -> dict[str, Any]:
+                 spacy_model: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Extract the concepts of every case of ``project`` into its concepts.jsonl (replaced) and mark the stage.
 
     ``lexicon``: a Lexicon, a user lexicon file (or a list of them, merged over the shipped one), or None (shipped).
     ``spacy_model``: an installed spaCy pipeline instead of the blank one (``ConceptExtractor``).
+    ``progress(cases done, cases)`` after each case.
     Returns a summary: cases, concepts, per category, negated, findings with a heading, lexicon version / sha.
     """
     if lexicon is None:
@@ -718,7 +726,7 @@ def extract_into(project, lexicon: Lexicon | str | Path | list | tuple | None = 
     extractor = ConceptExtractor(lexicon, spacy_model=spacy_model)
     with project.writing():
         cases = project.cases()
-        per_case = extractor.extract_many((c.report, c.case_id) for c in cases)
+        per_case = extractor.extract_many(((c.report, c.case_id) for c in cases), progress=progress)
         concepts = [c for group in per_case for c in group]
         project.write_concepts(concepts)
         by_category = Counter(c.category for c in concepts)

@@ -52,7 +52,7 @@ from ...atomic import check_output_dir, replace_dir, staging_dir, write_json, wr
 from ...errors import ConfigError, DataError
 from .project import Project, now
 from .review import effective_concepts, effective_qa, review_stats
-from .types import QUESTION_TYPES, CaseImage, QAPair
+from .types import QUESTION_TYPES, CaseImage, Progress, QAPair
 
 SPLITS = ("train", "val", "test")
 SPLIT_BY = ("image", "case", "patient")
@@ -118,8 +118,10 @@ def _counts(rows: list[dict], key_type: str = "question_type") -> dict[str, Any]
 
 def export_project(project: Project, out: str | Path, *, split_by: str = "case",
                    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, include: str | None = None,
-                   formats: tuple[str, ...] = FORMATS, overwrite: bool = False) -> dict[str, Any]:
-    """Write the export folder ``out`` (see the module docstring); returns the card (also in ``out/card.json``)."""
+                   formats: tuple[str, ...] = FORMATS, overwrite: bool = False,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Write the export folder ``out`` (see the module docstring); returns the card (also in ``out/card.json``).
+    ``progress(images copied, images)`` after each image file."""
     if split_by not in SPLIT_BY:
         raise ConfigError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     if include is not None and include not in INCLUDE:
@@ -219,10 +221,13 @@ def export_project(project: Project, out: str | Path, *, split_by: str = "case",
                     if json_rows[split]:
                         write_json(staging / f"{split}set.json", json_rows[split])
                         files.append(f"{split}set.json")
-                for name in sorted({r["image_name"] for rows in json_rows.values() for r in rows}):
+                names = sorted({r["image_name"] for rows in json_rows.values() for r in rows})
+                for copied, name in enumerate(names, 1):
                     target = staging / "images" / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(project.images_dir / name, target)
+                    if progress is not None:
+                        progress(copied, len(names))
             if "jsonl" in formats:
                 for split in SPLITS:
                     write_text(staging / f"{split}.jsonl",

@@ -74,7 +74,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
 
 from ...errors import ConfigError
-from .types import QUESTION_TYPES, Case, CaseImage, Concept, QAPair
+from .types import QUESTION_TYPES, Case, CaseImage, Concept, Progress, QAPair
 
 CLOSED, OPEN = "CLOSED", "OPEN"
 LOW_CONFIDENCE = 0.7  # pairs built on a concept below this get the flag "low-confidence" (for the reviewer)
@@ -969,8 +969,10 @@ def _select(concepts_with_status: Iterable[tuple[Concept, str] | Concept], confi
 
 
 def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tuple[Concept, str] | Concept],
-                        config: QAConfig | None = None) -> tuple[list[QAPair], dict[str, Any]]:
-    """``generate`` plus what happened: counts per type, closed share, concepts left out and why, skips."""
+                        config: QAConfig | None = None, progress: Progress | None = None,
+                        ) -> tuple[list[QAPair], dict[str, Any]]:
+    """``generate`` plus what happened: counts per type, closed share, concepts left out and why, skips;
+    ``progress(cases done, cases)`` after each case."""
     config = config or QAConfig()
     cases = list(cases)
     concept_stats: Counter = Counter()
@@ -1004,7 +1006,9 @@ def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tu
     pairs: list[QAPair] = []
     seen: set[str] = set()
     negatives = 0
-    for case in sorted(cases, key=lambda c: c.case_id):
+    for done, case in enumerate(sorted(cases, key=lambda c: c.case_id)):
+        if progress is not None and done:
+            progress(done, len(cases))
         concepts = by_case[case.case_id]
         region = regions[case.case_id]
         case_questions: list[_Question] = []
@@ -1033,6 +1037,8 @@ def generate_with_stats(cases: Iterable[Case], concepts_with_status: Iterable[tu
                     answer_type=q.form, question_type=q.qtype, concept_ids=[c.concept_id for c in q.concepts],
                     spans=[[c.start, c.end] for c in q.concepts], template=q.template.name, generated_by="template",
                     negative=q.negative, organ=region, flags=flags + (["low-confidence"] if low else [])))
+    if progress is not None:
+        progress(len(cases), len(cases))
     before = len(pairs)
     pairs = balance(pairs, config.closed_share, seed=config.seed)
     closed = sum(p.answer_type == CLOSED for p in pairs)
@@ -1083,7 +1089,7 @@ def balance(pairs: list[QAPair], closed_share: float | None, *, seed: int = 0) -
     return [p for i, p in enumerate(pairs) if i not in drop]
 
 
-def generate_into(project, config: QAConfig | None = None) -> dict[str, Any]:
+def generate_into(project, config: QAConfig | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Generate from the project's concepts with their review decisions applied, replace qa.jsonl (atomically) and
     record the stage. Returns the summary (``generate_with_stats``) plus how many earlier QA review decisions still
     point at a generated pair (ids are content-derived, so unchanged pairs keep their decisions)."""
@@ -1098,7 +1104,7 @@ def generate_into(project, config: QAConfig | None = None) -> dict[str, Any]:
         if not concepts:
             raise ConfigError(f"project {project.root} has no concepts; run the extraction first "
                               f"(`embedlab vqa-data extract`)")
-        pairs, stats = generate_with_stats(cases, concepts, config)
+        pairs, stats = generate_with_stats(cases, concepts, config, progress=progress)
         ids = {p.qa_id for p in pairs}
         decided = {d.item_id for d in project.decisions() if d.kind == "qa"}
         stats["qa_decisions_kept"] = len(decided & ids)

@@ -8,7 +8,10 @@ made of it. It does not read images or run any NLP.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
+
+# A step's progress callback: (items done, items in all), called after each item (case, image); never raises here.
+Progress = Callable[[int, int], None]
 
 # concept categories the extractor emits and the QA generator reads
 CATEGORIES = ("modality", "plane", "organ", "finding", "laterality", "location", "size", "count")
