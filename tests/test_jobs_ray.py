@@ -160,3 +160,30 @@ def test_an_error_in_the_executor_puts_its_running_jobs_back_in_the_queue(ray_in
     # An interruption is not a failed attempt: the attempt is given back.
     assert job["status"] == "queued" and job["attempts"] == 0 and job["worker"] is None
     assert "interrupted" in job["error"]  # Ray's cancel raised KeyboardInterrupt in the task: run_job put it back
+
+
+def test_the_web_app_launches_on_ray_and_serve_defaults_to_it(ray_instance, tmp_path, data_root):
+    """`embedlab serve` launches the job pages' jobs on Ray when it is installed (a local instance, or --address);
+    a launch from the API runs its job as a Ray task in this process's instance and the job page shows it done."""
+    import time
+
+    from web_server import api_token, make_app, signed_in
+
+    from embedlab.cli.serve import resolve_executor
+
+    assert resolve_executor("auto") == "ray" and resolve_executor("local") == "local"
+    app = make_app(tmp_path, executor="ray")
+    app.state.accounts.create_user("rita", "a long passphrase", "researcher")
+    rita = signed_in(app, "rita", "a long passphrase")
+    launched = rita.post("/api/jobs", headers=api_token(rita), json={
+        "kind": "vqa-baseline", "models": ["majority", "question-only"], "tasks": ["vqa-rad-val"], "seeds": [0],
+        "experiment": "on-ray"})
+    assert launched.status_code == 201, launched.text
+    deadline = time.monotonic() + 120
+    while True:
+        jobs = [rita.get(f"/api/jobs/{i}").json() for i in launched.json()["ids"]]
+        if all(j["status"] in ("done", "failed", "cancelled") for j in jobs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [j["status"] for j in jobs] == ["done", "done"], [(j["status"], j["error"]) for j in jobs]
+    assert all(j["executor"] == "ray" for j in jobs), [j.get("executor") for j in jobs]

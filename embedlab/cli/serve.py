@@ -3,7 +3,7 @@
     embedlab users create-admin ada                 # the first admin: password from a prompt, asked twice
     echo "$PW" | embedlab users add bob --role researcher --password-stdin
     embedlab users list | set-role bob reviewer | disable bob | enable bob | set-password bob
-    embedlab serve                                  # http://127.0.0.1:8000, SQLite store, local executor
+    embedlab serve                                  # http://127.0.0.1:8000, SQLite store, jobs on a local Ray
     embedlab serve --db postgresql://host/lab --web-dir /srv/embedlab --executor ray --address ray://head:10001
 
 Accounts live in the results store's database (``--db``, EMBEDLAB_RESULTS_DB), so ``users`` and ``serve`` must name
@@ -53,7 +53,8 @@ def serve(
     db: Optional[str] = _DB,
     web_dir: Optional[Path] = typer.Option(None, "--web-dir", help="uploads, projects and the generated session "
                                            "secret (default: EMBEDLAB_WEB_DIR, else runs/web)"),
-    executor: str = typer.Option("local", "--executor", help="what the job pages launch with: local | ray"),
+    executor: str = typer.Option("auto", "--executor", help="what the job pages launch with: ray (a local Ray "
+                                 "instance, or --address) | local (worker processes) | auto (ray when installed)"),
     address: Optional[str] = typer.Option(None, "--address", help="ray executor: cluster address"),
     max_upload_mb: int = typer.Option(256, "--max-upload-mb", min=1, help="request body limit, MiB"),
     secure_cookies: bool = typer.Option(False, "--secure-cookies", help="send the session cookie over HTTPS only "
@@ -65,8 +66,9 @@ def serve(
     """Run the web app (pages + API at /docs) with uvicorn until Ctrl-C."""
     from ..errors import ConfigError
 
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor {executor!r}: the web app launches jobs with local or ray")
+    if executor not in ("auto", "local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: the web app launches jobs with auto, local or ray")
+    executor = resolve_executor(executor)
     if not _is_loopback(host) and not (secure_cookies or insecure_ok):
         raise ConfigError(f"--host {host} makes the app reachable from other machines over plain HTTP: put a TLS "
                           "proxy in front and pass --secure-cookies, or pass --insecure-cookies-ok to accept "
@@ -83,9 +85,25 @@ def serve(
     if web_app.state.accounts.count_users() == 0:
         _say("no accounts yet: create the first admin with `embedlab users create-admin NAME` (same --db)")
     _say(f"embedlab web app on http://{host}:{port}  (store: {web_app.state.store.display_url}, "
-         f"web folder: {config.web_dir})")
+         f"web folder: {config.web_dir}, jobs: {_executor_text(executor, address)})")
     # One worker: the login rate limiter is in memory. server_header off: no version banner for scanners.
     uvicorn.run(web_app, host=host, port=port, log_level=log_level, server_header=False, proxy_headers=True)
+
+
+def resolve_executor(choice: str) -> str:
+    """``auto``: Ray when it is installed (the job pages then run jobs on a local Ray instance started at the
+    first launch, or on ``--address``), else local worker processes."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "ray" if importlib.util.find_spec("ray") is not None else "local"
+
+
+def _executor_text(executor: str, address: str | None) -> str:
+    if executor == "local":
+        return "local worker processes"
+    return f"Ray at {address}" if address else "a local Ray instance (started at the first launch)"
 
 
 # -- users ---------------------------------------------------------------------------------------------------------

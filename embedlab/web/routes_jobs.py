@@ -511,7 +511,9 @@ class JobLauncher:
         if self.executor == "ray" and self.address:
             kwargs["address"] = self.address
         try:
-            states = make_executor(self.executor, self.store_url, **kwargs).run(ids)
+            with _executor_start_lock:  # two launches at once must not both start a local Ray instance
+                executor = make_executor(self.executor, self.store_url, **kwargs)
+            states = executor.run(ids)
             log.info("jobs %s: %s", ", ".join(i[:8] for i in ids), states)
         except Exception:  # the jobs stay in the store (queued or failed); the server must go on
             log.exception("the executor of jobs %s stopped", ", ".join(i[:8] for i in ids))
@@ -521,6 +523,7 @@ class JobLauncher:
 
 
 _launcher_lock = threading.Lock()
+_executor_start_lock = threading.Lock()
 
 
 def get_launcher(request: Request) -> JobLauncher:
