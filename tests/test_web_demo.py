@@ -277,6 +277,13 @@ def test_make_demo_and_configured_folders(app, rita, tmp_path, tiny_model, monke
     assert sources == {"web folder", "make demo", "configured"}
     demo_id = next(m["id"] for m in models if m["source"] == "make demo")
     assert _ask(rita, demo_id, files={"image": ("a.png", _png(), "image/png")}).status_code == 200
+    # `embedlab serve --demo-models DIR` (WebConfig.demo_models) adds folders the same way as the variable
+    monkeypatch.delenv(routes_demo.MODELS_ENV)
+    shutil.copytree(tiny_model[0], tmp_path / "served" / "m")
+    served = make_app(tmp_path / "s2", demo_models=(tmp_path / "served",))
+    served.state.accounts.create_user("rita", PW, "researcher")
+    listed = signed_in(served, "rita", PW).get("/api/demo/models").json()["models"]
+    assert len([m for m in listed if m["source"] == "configured" and m["kind"] == "medvqa"]) == 1
 
 
 # -- text search ---------------------------------------------------------------------------------------------------

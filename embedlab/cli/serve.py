@@ -56,6 +56,8 @@ def serve(
     executor: str = typer.Option("auto", "--executor", help="what the job pages launch with: ray (a local Ray "
                                  "instance, or --address) | local (worker processes) | auto (ray when installed)"),
     address: Optional[str] = typer.Option(None, "--address", help="ray executor: cluster address"),
+    demo_models: Optional[list[Path]] = typer.Option(None, "--demo-models", help="a model folder, or a folder of "
+                                                      "them, the demo page offers (repeatable)"),
     max_upload_mb: int = typer.Option(256, "--max-upload-mb", min=1, help="request body limit, MiB"),
     secure_cookies: bool = typer.Option(False, "--secure-cookies", help="send the session cookie over HTTPS only "
                                         "(behind a TLS proxy)"),
@@ -78,7 +80,11 @@ def serve(
     from ..web.app import create_app
     from ..web.config import WebConfig, default_web_dir
 
+    for folder in demo_models or []:
+        if not folder.expanduser().is_dir():
+            raise ConfigError(f"--demo-models {folder}: not a folder (a model folder, or a folder of them)")
     options = dict(web_dir=web_dir or default_web_dir(), executor=executor, ray_address=address,
+                   demo_models=tuple(demo_models or ()),
                    max_upload_bytes=max_upload_mb * 1024 * 1024, secure_cookies=secure_cookies)
     config = WebConfig(db_url=db, **options) if db else WebConfig(**options)  # else: EMBEDLAB_RESULTS_DB / default
     web_app = create_app(config)

@@ -11,6 +11,7 @@
 | secret_key       | None: $EMBEDLAB_SECRET_KEY, else the file | signs the session cookies (>= 32 characters)          |
 | executor         | local                                     | local / ray: what the job pages launch jobs with      |
 | ray_address      | None                                      | the Ray cluster for executor=ray (None: a local Ray)  |
+| demo_models      | ()                                        | model folders (or folders of them) for the demo page  |
 | max_upload_bytes | 256 MiB                                   | request body limit, enforced while the body streams   |
 | secure_cookies   | False                                     | session cookie only over HTTPS (set behind TLS)       |
 | session_max_age_s| 12 h                                      | a session cookie older than this is refused           |
@@ -55,6 +56,7 @@ class WebConfig(BaseModel):
     secret_key: SecretStr | None = None
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    demo_models: tuple[Path, ...] = ()  # with $EMBEDLAB_DEMO_MODELS: what the demo page offers beside web_dir/models
     max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0)
     secure_cookies: bool = False
     session_max_age_s: int = Field(12 * 3600, gt=0)

@@ -14,8 +14,8 @@
 
 **Which models.** Never a path from the request: the page lists the model folders it finds and the request names one
 by its id (a hash of the folder's resolved path), which must be in the list the server built for this user. Found:
-(1) ``<web dir>/models/`` (an admin puts a model folder, or a symlink to one, there); (2) the folders listed in
-``$EMBEDLAB_DEMO_MODELS`` (``os.pathsep``-separated; each a model folder or a folder of them: what the admin starting
+(1) ``<web dir>/models/`` (an admin puts a model folder, or a symlink to one, there); (2) the folders given to
+``embedlab serve --demo-models`` (``WebConfig.demo_models``) and those listed in ``$EMBEDLAB_DEMO_MODELS`` (``os.pathsep``-separated; each a model folder or a folder of them: what the admin starting
 the server configures); (3) the output of ``make demo`` (``runs/demo/medvqa`` and ``runs/demo/codiemb/final``, under
 the working directory and the project); (4) the output folders of finished jobs, for their owner and admins only (a
 model is part of its job's output, as the job's other files are). A Med-VQA model is a folder with ``model.json`` and
@@ -163,6 +163,7 @@ def _candidates(root: Path) -> list[Path]:
 def discover_models(config: WebConfig, store, accounts, user: User) -> dict[str, DemoModel]:
     """Every model this user may try, by id (see the module docstring for where they are looked for)."""
     roots: list[tuple[Path, str]] = [(config.web_dir / "models", "web folder")]
+    roots += [(Path(p).expanduser(), "configured") for p in config.demo_models]
     roots += [(Path(p).expanduser(), "configured") for p in (os.environ.get(MODELS_ENV) or "").split(os.pathsep)
               if p.strip()]
     for d in DEMO_DIRS:
