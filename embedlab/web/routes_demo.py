@@ -15,8 +15,9 @@
 **Which models.** Never a path from the request: the page lists the model folders it finds and the request names one
 by its id (a hash of the folder's resolved path), which must be in the list the server built for this user. Found:
 (1) ``<web dir>/models/`` (an admin puts a model folder, or a symlink to one, there); (2) the folders given to
-``embedlab serve --demo-models`` (``WebConfig.demo_models``) and those listed in ``$EMBEDLAB_DEMO_MODELS`` (``os.pathsep``-separated; each a model folder or a folder of them: what the admin starting
-the server configures); (3) the output of ``make demo`` (``runs/demo/medvqa`` and ``runs/demo/codiemb/final``, under
+``embedlab serve --demo-models`` (``WebConfig.demo_models``) and those listed in ``$EMBEDLAB_DEMO_MODELS``
+(``os.pathsep``-separated; each a model folder or a folder of them: what the admin starting the server
+configures); (3) the output of ``make demo`` (``runs/demo/medvqa`` and ``runs/demo/codiemb/final``, under
 the working directory and the project); (4) the output folders of finished jobs, for their owner and admins only (a
 model is part of its job's output, as the job's other files are). A Med-VQA model is a folder with ``model.json`` and
 ``model.safetensors`` (``embedlab vqa train``, a ``vqa-train`` job); a text model a sentence-transformers folder
