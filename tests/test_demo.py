@@ -59,3 +59,24 @@ def test_the_med_vqa_part_appends_one_section_with_baselines_and_image_checks(tm
     assert log.count('"epoch": 0') == 1  # the finished run was not trained again
     with pytest.raises(ConfigError, match="belongs to another run"):  # another recipe's run is not reused
         run_vqa_demo(tmp_path, report, log=lambda m: None, recipe={**tiny, "seed": 1})
+
+    # The web app's demo page finds what the demo wrote (<out>/medvqa) and answers with it.
+    from web_server import api_token, make_app, signed_in
+
+    from embedlab.medvqa.datasets import image_path, load_dataset
+    from embedlab.web import routes_demo
+
+    monkeypatch.setattr(routes_demo, "DEMO_DIRS", [tmp_path])
+    monkeypatch.delenv(routes_demo.MODELS_ENV, raising=False)
+    app = make_app(tmp_path / "server")
+    app.state.accounts.create_user("rita", "a long passphrase", "researcher")
+    rita = signed_in(app, "rita", "a long passphrase")
+    found = [m for m in rita.get("/api/demo/models").json()["models"] if m["source"] == "make demo"]
+    assert [m["kind"] for m in found] == ["medvqa"]
+    record = load_dataset("vqa-rad", "val")[0]
+    with open(image_path(record), "rb") as f:
+        answer = rita.post("/api/demo/vqa", headers=api_token(rita), files={"image": ("x.jpg", f.read())},
+                           data={"model": found[0]["id"], "question": record.question, "answer_type": "auto"})
+    assert answer.status_code == 200, answer.text
+    top = answer.json()["top"]
+    assert len(top) == 5 and abs(sum(t["probability"] for t in top)) <= 1 + 1e-6

@@ -662,6 +662,64 @@ def test_serve_cli(tmp_path, monkeypatch):
     assert r.exit_code == 0
     r = runner.invoke(cli, ["serve", "--executor", "inline", "--db", db, "--web-dir", str(tmp_path / "web")])
     assert isinstance(r.exception, ConfigError)
+    # the default: a local Ray instance when Ray is installed, else local worker processes; demo model folders
+    (tmp_path / "models").mkdir()
+    r = runner.invoke(cli, ["serve", "--db", db, "--web-dir", str(tmp_path / "web"),
+                            "--demo-models", str(tmp_path / "models")])
+    assert r.exit_code == 0, r.output
+    cfg = runs[-1][0].state.config
+    import importlib.util
+
+    expected = "ray" if importlib.util.find_spec("ray") else "local"
+    assert cfg.executor == expected and cfg.demo_models == (tmp_path / "models",)
+    assert ("a local Ray instance" if expected == "ray" else "local worker processes") in r.output
+    r = runner.invoke(cli, ["serve", "--db", db, "--web-dir", str(tmp_path / "web"),
+                            "--demo-models", str(tmp_path / "nope")])
+    assert isinstance(r.exception, ConfigError) and "nope" in str(r.exception)
+
+
+def test_embedlab_serve_runs_as_a_process_and_stops_on_ctrl_c(tmp_path):
+    """The real command: `embedlab serve` in its own process answers /api/health and the login page, and a SIGINT
+    (Ctrl-C) stops it cleanly (exit 0)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EMBEDLAB_SECRET_KEY": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "embedlab", "serve", "--port", str(port), "--db",
+                             str(tmp_path / "r.sqlite"), "--web-dir", str(tmp_path / "web"), "--executor", "local"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "embedlab serve did not answer within 90 s"
+                time.sleep(0.3)
+        assert health.json()["status"] == "ok"
+        login_page = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        assert login_page.status_code == 200 and "embedlab users create-admin" in login_page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "no accounts yet" in out and f"http://127.0.0.1:{port}" in out
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------------------------
