@@ -91,6 +91,10 @@ class Embedder(torch.nn.Module):
         self.do_lower_case = do_lower_case  # sentence-transformers' flag: lower-case texts before the tokenizer
         self._hash_cache: tuple[tuple, str] | None = None
         self.source_path: str | None = None  # where the weights were loaded from (None: built in memory)
+        # Inference backend (backends.py): torch runs this module; onnx / openvino run an exported backbone.
+        self.backend, self.precision = "torch", "fp32"
+        self.runner = None
+        self._runner_hash: str | None = None
         if is_decoder:
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:  # most causal LMs have none; any id works since it is masked out
@@ -126,8 +130,17 @@ class Embedder(torch.nn.Module):
         max_length: int | None = None,
         device: str | None = None,
         torch_dtype: torch.dtype | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
+        calibration_texts: Sequence[str] | None = None,
     ) -> "Embedder":
-        """Load by package name, path or hub id. Keyword arguments override what the folder's configs say."""
+        """Load by package name, path or hub id. Keyword arguments override what the folder's configs say.
+
+        ``backend`` (torch | onnx | openvino) and ``precision`` (fp32 | bf16 | int8, per backend) choose how
+        ``encode`` runs the backbone (``set_backend``; backends.py); ``calibration_texts`` calibrate openvino int8."""
+        from .backends import check_backend
+
+        check_backend(backend, precision)  # before reading any weights
         _check_at_least_1("max_length", max_length, optional=True)  # 0 / negative: wrong, not "the default"
         if device is not None:
             try:
@@ -158,7 +171,25 @@ class Embedder(torch.nn.Module):
         if device is not None:
             model.to(device)
         model.eval()
+        if backend != "torch" and device not in (None, "cpu"):
+            raise ConfigError(f"backend {backend!r} runs on the CPU; got device {device!r}")
+        model.set_backend(backend, precision, calibration_texts)
         return model
+
+    def set_backend(self, backend: str = "torch", precision: str = "fp32",
+                    calibration_texts: Sequence[str] | None = None) -> "Embedder":
+        """Run ``encode``'s backbone on ``backend`` at ``precision``: torch fp32 / bf16 (autocast), onnx fp32 /
+        int8, openvino fp32 / bf16 / int8 (static: needs ``calibration_texts``). Exports once and caches the
+        exported model (backends.py). The training path (``forward``) always runs PyTorch."""
+        from .backends import check_backend, make_runner
+
+        check_backend(backend, precision)
+        runner = None
+        if backend != "torch":
+            runner = make_runner(self, backend, precision, calibration_texts)
+        self.backend, self.precision, self.runner = backend, precision, runner
+        self._runner_hash = self.model_hash(torch_only=True) if runner is not None else None
+        return self
 
     # ------------------------------------------------------------------ properties
     @property
@@ -399,6 +430,16 @@ class Embedder(torch.nn.Module):
         progress = _progress(len(texts), show_progress, "encode")
         was_training = self.training
         self.eval()
+        runner = self.runner
+        if runner is not None:
+            if autocast_dtype is not None:
+                raise ConfigError(f"autocast applies to the torch backend; {self.name} runs on {self.backend} "
+                                  f"{self.precision} (load it with backend='torch', precision='bf16' for bf16)")
+            if self.model_hash(torch_only=True) != self._runner_hash:
+                raise ConfigError(f"the weights or settings of {self.name} changed after it was exported to "
+                                  f"{self.backend}; call set_backend({self.backend!r}, {self.precision!r}) again")
+        elif self.precision == "bf16" and autocast_dtype is None:
+            autocast_dtype = torch.bfloat16
         autocast = (torch.autocast(device_type=self.device.type, dtype=autocast_dtype) if autocast_dtype
                     else contextlib.nullcontext())
         try:
@@ -407,7 +448,8 @@ class Embedder(torch.nn.Module):
                     features = self._collate([ids[i] for i in batch],
                                              [slot_positions[i] for i in batch] if slot_positions else None)
                     features = {k: v.to(self.device) for k, v in features.items()}
-                    states = self._backbone_states(features)
+                    states = (runner(features, num_threads) if runner is not None
+                              else self._backbone_states(features))
                     emb = self._pool(states, features, prompt_len).float()
                     if normalize:
                         emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -440,10 +482,18 @@ class Embedder(torch.nn.Module):
         return result  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ identity
-    def model_hash(self) -> str:
+    def model_hash(self, torch_only: bool = False) -> str:
         """A content hash of the weights and every setting that changes embeddings (pooling, normalisation,
-        prompts, template, lower-casing, the tokenizer). Max length is not part of it: callers that key on the
-        output (the embedding caches) add it. Cached until a parameter is modified in place (tensor versions)."""
+        prompts, template, lower-casing, the tokenizer, and an inference backend or precision other than torch
+        fp32). Max length is not part of it: callers that key on the output (the embedding caches) add it. Cached
+        until a parameter is modified in place (tensor versions). ``torch_only``: the hash of the PyTorch model
+        without its backend (what an export is made from)."""
+        digest = self._torch_hash()
+        if torch_only or (self.backend, self.precision) == ("torch", "fp32"):
+            return digest
+        return hashlib.blake2b(f"{digest}/{self.backend}/{self.precision}".encode(), digest_size=16).hexdigest()
+
+    def _torch_hash(self) -> str:
         # The tokenizer and do_lower_case decide the token ids: the same weights behind another vocabulary (or with
         # lower-casing switched) embed differently, so cached embeddings keyed on this hash must not be shared.
         settings = json.dumps([self.pooling.to_dict(), self.normalize, self.prompts, self.is_decoder,

@@ -1,0 +1,107 @@
+"""Inference backends (embedlab/text/backends.py) on a tiny random BERT: every backend and precision gives
+embeddings within its tolerance of PyTorch fp32; the export is cached by everything that determines it (a changed
+model is exported again, never served stale); refusals name what exists. No timing here (benchmarks/encode.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+from embedlab.errors import ConfigError  # noqa: E402
+from embedlab.text import Embedder  # noqa: E402
+from embedlab.text import backends  # noqa: E402
+
+TEXTS = ["A man is playing a guitar.", "the quick brown fox jumps over the lazy dog " * 3, "hello",
+         "Vitamin D supplementation and bone density in older adults", "two", "a b c d e f g"] * 3
+# max |difference| to torch fp32 for exported fp32 paths; min cosine for the reduced-precision ones
+FP32_ATOL = 1e-5
+MIN_COS = {"bf16": 0.999, "int8": 0.98}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _model(tiny_bert) -> Embedder:
+    backbone, tok = tiny_bert
+    return Embedder(backbone, tok, max_length=32, name="tiny-bert")
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"),
+                                               ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")])
+def test_each_path_is_within_its_tolerance_of_torch_fp32(tiny_bert, cache, backend, precision):
+    model = _model(tiny_bert)
+    ref = model.encode(TEXTS, batch_size=4)
+    model.set_backend(backend, precision, calibration_texts=TEXTS)
+    out = model.encode(TEXTS, batch_size=4, token_budget=40)  # several batches, several padded lengths
+    assert out.shape == ref.shape and out.dtype == np.float32
+    if precision == "fp32":
+        assert np.abs(out - ref).max() < FP32_ATOL
+    else:
+        assert (out * ref).sum(1).min() > MIN_COS[precision]
+        assert np.abs(out - ref).max() > 0  # really another precision, not the fp32 path again
+    assert model.model_hash() != model.model_hash(torch_only=True)  # caches keep the paths apart
+    if backend != "torch":
+        export = json.loads((model.runner.path.parent / "export.json").read_text())
+        assert (export["backend"], export["precision"]) == (backend, precision)
+        assert model.runner.path.parent.parent == cache / "exports"  # built in memory: no source folder
+
+
+def test_the_export_is_cached_and_remade_when_the_model_changes(tiny_bert, cache):
+    model = _model(tiny_bert).set_backend("onnx", "fp32")
+    first = model.runner.path
+    stamp = first.stat().st_mtime_ns
+    again = _model(tiny_bert).set_backend("onnx", "fp32")
+    assert again.runner.path == first and first.stat().st_mtime_ns == stamp  # reused, not exported again
+    with torch.no_grad():
+        model.backbone.embeddings.word_embeddings.weight[5] += 1.0  # the weights change in place
+    with pytest.raises(ConfigError, match="changed after it was exported"):
+        model.encode(TEXTS)
+    model.set_backend("onnx", "fp32")
+    assert model.runner.path != first and first.exists()  # a new key, a new folder
+    ref = model.set_backend("torch").encode(TEXTS)
+    assert np.abs(model.set_backend("onnx", "fp32").encode(TEXTS) - ref).max() < FP32_ATOL
+    # openvino int8 is keyed by its calibration texts too
+    a = _model(tiny_bert).set_backend("openvino", "int8", calibration_texts=TEXTS).runner.path
+    b = _model(tiny_bert).set_backend("openvino", "int8", calibration_texts=TEXTS[:5]).runner.path
+    assert a != b
+
+
+def test_a_saved_model_keeps_its_exports_next_to_it(tiny_bert, cache, tmp_path):
+    folder = _model(tiny_bert).save(tmp_path / "my-model")
+    loaded = Embedder.load(str(folder), backend="onnx", precision="int8")
+    assert loaded.runner.path.parent.parent == folder / ".embedlab-exports"
+    assert (loaded.backend, loaded.precision) == ("onnx", "int8")
+    assert Embedder.load(str(folder)).encode(["x"]).shape == (1, 32)  # the folder still loads as before
+
+
+def test_refusals_name_what_exists(tiny_bert, tiny_llama, cache):
+    model = _model(tiny_bert)
+    with pytest.raises(ConfigError, match="backend must be one of torch, onnx, openvino"):
+        model.set_backend("tensorrt")
+    with pytest.raises(ConfigError, match=r"int8 runs through an exported model"):
+        model.set_backend("torch", "int8")
+    with pytest.raises(ConfigError, match="has precisions fp32, int8"):
+        model.set_backend("onnx", "bf16")
+    with pytest.raises(ConfigError, match="static quantization: give calibration texts"):
+        model.set_backend("openvino", "int8")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        Embedder.load("sentence-transformers/all-MiniLM-L6-v2", backend="cuda")
+    backbone, tok = tiny_llama
+    decoder = Embedder(backbone, tok, is_decoder=True, max_length=32, name="tiny-llama")
+    with pytest.raises(ConfigError, match="is a decoder"):
+        decoder.set_backend("onnx")
+    decoder.set_template("prompteol")
+    with pytest.raises(ConfigError, match="prompt template"):
+        decoder.set_backend("openvino")
+    assert decoder.backend == "torch"  # a refused switch changes nothing
+    model.set_backend("onnx")
+    with pytest.raises(ConfigError, match="autocast applies to the torch backend"):
+        model.encode(TEXTS, autocast_dtype=torch.bfloat16)
