@@ -14,7 +14,6 @@ pytest.importorskip("openvino")
 
 from embedlab.errors import ConfigError  # noqa: E402
 from embedlab.text import Embedder  # noqa: E402
-from embedlab.text import backends  # noqa: E402
 
 TEXTS = ["A man is playing a guitar.", "the quick brown fox jumps over the lazy dog " * 3, "hello",
          "Vitamin D supplementation and bone density in older adults", "two", "a b c d e f g"] * 3
