@@ -104,3 +104,40 @@ def test_refusals_name_what_exists(tiny_bert, tiny_llama, cache):
     model.set_backend("onnx")
     with pytest.raises(ConfigError, match="autocast applies to the torch backend"):
         model.encode(TEXTS, autocast_dtype=torch.bfloat16)
+
+
+def test_evaluation_records_the_path_and_fp32_scores_match(tiny_bert, cache, data_root):
+    """`evaluate` switches the model to the settings' backend, records backend and precision with every result,
+    and an exported fp32 path scores what PyTorch scores."""
+    from embedlab.evaluate.runner import EvalSettings, evaluate
+
+    model = _model(tiny_bert)
+    torch_result = evaluate(model, "stsb", settings=EvalSettings(limit=60))[0]
+    assert (torch_result.details["backend"], torch_result.details["precision"]) == ("torch", "fp32")
+    bf16 = evaluate(model, "stsb", settings=EvalSettings(limit=60, autocast_dtype=torch.bfloat16))[0]
+    assert bf16.details["precision"] == "bf16"
+    onnx = evaluate(model, "stsb", settings=EvalSettings(limit=60, backend="onnx"))[0]
+    assert (onnx.details["backend"], onnx.details["precision"]) == ("onnx", "fp32") and model.backend == "onnx"
+    assert onnx.scores["main_score"] == pytest.approx(torch_result.scores["main_score"], abs=1e-5)
+    with pytest.raises(ConfigError, match="autocast .* applies to the torch backend"):
+        EvalSettings(backend="openvino", autocast_dtype=torch.bfloat16)
+    with pytest.raises(ConfigError, match="has precisions"):
+        EvalSettings(backend="onnx", precision="bf16")
+
+
+def test_eval_command_options(tmp_path):
+    from embedlab.cli.eval import _settings
+
+    s = _settings(32, None, None, None, False, False, False, backend="torch", precision="bf16")
+    assert s.autocast_dtype == torch.bfloat16 and s.precision is None  # torch bf16 is autocast
+    calib = tmp_path / "calib.txt"
+    calib.write_text("first text\n\nsecond text\n", encoding="utf-8")
+    s = _settings(32, None, None, None, False, False, False, backend="openvino", precision="int8", calibration=calib)
+    assert s.calibration_texts == ("first text", "second text")
+    with pytest.raises(ConfigError, match="disagree"):
+        _settings(32, None, None, None, True, False, False, precision="int8")
+    with pytest.raises(ConfigError, match="--precision bf16"):
+        _settings(32, None, None, None, True, False, False, backend="openvino")
+    calib.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        _settings(32, None, None, None, False, False, False, backend="openvino", precision="int8", calibration=calib)

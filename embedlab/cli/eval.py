@@ -15,14 +15,43 @@ from ._common import _check_out_dir, _on_interrupt, _progress_bars, _say, _table
 app = typer.Typer()
 
 
-def _settings(batch_size, max_length, token_budget, threads, bf16, progress, skip_bad_rows, limit=None):
+def _settings(batch_size, max_length, token_budget, threads, bf16, progress, skip_bad_rows, limit=None,
+              backend=None, precision=None, calibration: Path | None = None):
     import torch
 
     from ..evaluate.runner import EvalSettings
 
+    if bf16 and precision not in (None, "bf16"):
+        raise ConfigError(f"--bf16 and --precision {precision} disagree; give one of them")
+    if bf16 and backend not in (None, "torch"):
+        raise ConfigError(f"--bf16 is bf16 autocast on the torch backend; for {backend} use --precision bf16")
+    if precision == "bf16" and backend in (None, "torch"):  # the torch path's bf16 is autocast: one way to say it
+        bf16, precision = True, None
     return EvalSettings(batch_size=batch_size, max_length=max_length, token_budget=token_budget, num_threads=threads,
                         autocast_dtype=torch.bfloat16 if bf16 else None, show_progress=progress,
-                        skip_bad_rows=skip_bad_rows, limit=limit)
+                        skip_bad_rows=skip_bad_rows, limit=limit, backend=backend, precision=precision,
+                        calibration_texts=read_calibration(calibration) if calibration else None)
+
+
+def read_calibration(path: Path) -> tuple[str, ...]:
+    """Calibration texts for openvino int8: one text per line (blank lines skipped), UTF-8."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--calibration {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--calibration {path}: not UTF-8 text (byte {e.start})") from None
+    texts = tuple(t for t in (line.strip() for line in lines) if t)
+    if not texts:
+        raise ConfigError(f"--calibration {path}: no texts (one text per line)")
+    return texts
+
+
+BACKEND_OPTION = typer.Option(None, "--backend", help="torch | onnx | openvino (exported once, cached; default torch)")
+PRECISION_OPTION = typer.Option(None, "--precision", help="fp32 | bf16 (torch, openvino) | int8 (onnx, openvino); "
+                                "default fp32")
+CALIBRATION_OPTION = typer.Option(None, "--calibration", help="openvino int8: a text file of calibration texts, one "
+                                  "per line (a few hundred like the ones embedded)")
 
 
 def _run_eval(model_name: str, tasks: str, out: Path | None, db: str | None, no_cache: bool, settings,
@@ -86,6 +115,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate on at most N pairs/queries per task, "
                                         "a seeded sample, for a quick smoke test; results are marked as subsampled"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (faster on AVX-512 BF16 CPUs)"),
+    backend: Optional[str] = BACKEND_OPTION,
+    precision: Optional[str] = PRECISION_OPTION,
+    calibration: Optional[Path] = CALIBRATION_OPTION,
     out: Optional[Path] = typer.Option(Path("results"), "--out", help="folder for MTEB-format JSON"),
     db: Optional[str] = typer.Option(None, "--db", help="results store URL or SQLite file"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the corpus-embedding cache"),
@@ -95,7 +127,7 @@ def eval_cmd(
     """Evaluate a model on STS / retrieval / geometry tasks; print a table, write JSON and store rows."""
     _run_eval(model, tasks, out, db, no_cache,
               _settings(batch_size, max_length, token_budget, threads, bf16, _progress_bars(progress), skip_bad_rows,
-                        limit=limit))
+                        limit=limit, backend=backend, precision=precision, calibration=calibration))
 
 
 @app.command()

@@ -48,6 +48,11 @@ class EvalSettings:
     # Evaluate on a seeded subsample of at most `limit` STS pairs / retrieval queries per task (corpus kept whole);
     # the result details record it, so a subsampled score is never mistaken for a full one.
     limit: int | None = None
+    # How the backbone runs (embedlab/text/backends.py): None keeps the model as it is (torch fp32 for a name);
+    # otherwise evaluate() switches it with set_backend(backend, precision, calibration_texts). Recorded per result.
+    backend: str | None = None
+    precision: str | None = None
+    calibration_texts: tuple[str, ...] | None = None  # openvino int8 (static quantization)
 
     def __post_init__(self) -> None:
         # Checked here, the one place every entry point (CLI, demo, experiments, fusion, trainer, Python) goes
@@ -58,6 +63,13 @@ class EvalSettings:
             _check_count(name, getattr(self, name), optional=True)
         if self.num_threads is not None and self.num_threads > 1024:  # more crashed torch's thread pool
             raise ConfigError(f"EvalSettings.num_threads must be at most 1024; got {self.num_threads}")
+        if self.backend is not None or self.precision is not None:
+            from ..text.backends import check_backend
+
+            check_backend(self.backend or "torch", self.precision or "fp32")
+            if self.autocast_dtype is not None and (self.backend or "torch") != "torch":
+                raise ConfigError(f"EvalSettings: autocast (bf16) applies to the torch backend, not "
+                                  f"{self.backend}; use precision='bf16' on openvino instead")
 
 
 def _check_count(name: str, value, optional: bool) -> None:
@@ -240,6 +252,10 @@ def evaluate(
         _check_out_dir(Path(out_dir))
     if isinstance(model, str):
         model = Embedder.load(model)
+    if settings.backend is not None or settings.precision is not None:
+        wanted = (settings.backend or "torch", settings.precision or "fp32")
+        if (model.backend, model.precision) != wanted:
+            model.set_backend(*wanted, calibration_texts=settings.calibration_texts)
     cache = cache or EmbeddingCache()
     label = model_label or model.name
     if out_dir is not None:  # a label that cannot name the JSON folder fails now, not after the first task
@@ -253,6 +269,7 @@ def evaluate(
         log.info("evaluating %s on %s/%s", label, task.name, task.split)
         result = RUNNERS[task.type](model, task, settings, cache)
         results.append(result)
+        result.details.update(inference_path(model, settings))
         extra = {"embedlab_task": task.name, "dataset": task.dataset, **result.details}
         if out_dir is not None:
             write_result(out_dir, label, mteb_result(task.mteb_name, task.split, result.scores,
@@ -260,6 +277,14 @@ def evaluate(
         if on_result is not None:
             on_result(result)
     return results
+
+
+def inference_path(model: Embedder, settings: EvalSettings) -> dict[str, str]:
+    """The backend and precision the embeddings were computed with (recorded with every result)."""
+    precision = model.precision
+    if model.backend == "torch" and settings.autocast_dtype is not None:
+        precision = str(settings.autocast_dtype).replace("torch.", "").replace("bfloat16", "bf16")
+    return {"backend": model.backend, "precision": precision}
 
 
 def _check_out_dir(out: Path) -> None:
