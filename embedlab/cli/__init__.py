@@ -4,7 +4,7 @@ One module per verb group, each a typer sub-app whose commands join ``app`` dire
 ``embedlab eval eval``), in this order:
 
     listing     models, datasets, list
-    eval        eval, results
+    eval        eval, encode, results
     demo        demo
     train       train
     data        convert, mine

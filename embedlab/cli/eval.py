@@ -187,3 +187,61 @@ def results_import(
 
     store = ResultsStore(db)
     _say(f"{import_rows(store, path)} rows imported into {store.display_url}")
+
+
+@app.command("encode")
+def encode_cmd(
+    source: Path = typer.Argument(..., help="a .txt file (one text per line) or .jsonl file (--field)"),
+    model: str = typer.Option(..., "--model", "-m", help="package model name, folder or hub id"),
+    out: Path = typer.Option(..., "--out", help="the .npy (float32 [n, dim]) or .parquet (id, embedding) to write"),
+    field: str = typer.Option("text", "--field", help=".jsonl: the field holding the text"),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help=".jsonl: the field holding an id (parquet)"),
+    prompt_name: Optional[str] = typer.Option(None, "--prompt-name", help="one of the model's prompts (e.g. query)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="default: the model's own"),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="padded tokens per batch"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast on the torch backend"),
+    backend: Optional[str] = BACKEND_OPTION,
+    precision: Optional[str] = PRECISION_OPTION,
+    calibration: Optional[Path] = CALIBRATION_OPTION,
+    chunk_size: int = typer.Option(4096, "--chunk-size", min=1, help="texts per resumable chunk"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output file"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Embed a file of texts to .npy or .parquet, resumable: an interrupted run keeps its finished chunks."""
+    from tqdm.auto import tqdm
+
+    from ..atomic import check_output_file
+    from ..text import Embedder
+    from ..text.encode_file import read_texts, encode_file
+
+    settings = _settings(batch_size, max_length, token_budget, threads, bf16, False, False, backend=backend,
+                         precision=precision, calibration=calibration)
+    check_output_file(out, overwrite=overwrite, inputs=[source])  # before the model loads
+    read_texts(source, field, id_field)  # a bad line fails before the model loads, too
+    loaded = Embedder.load(model, backend=settings.backend or "torch", precision=settings.precision or "fp32",
+                           calibration_texts=settings.calibration_texts)
+    _on_interrupt(f"interrupted: the finished chunks are kept in {out}.partial; run the same command again to "
+                  f"resume")
+    bar = tqdm(total=0, desc="encode", unit="text", disable=not _progress_bars(progress), dynamic_ncols=True)
+
+    def advance(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        else:
+            bar.update(done - bar.n)
+
+    try:
+        summary = encode_file(loaded, source, out, field=field, id_field=id_field, chunk_size=chunk_size,
+                              overwrite=overwrite, prompt_name=prompt_name, progress=advance,
+                              batch_size=batch_size, max_length=max_length, token_budget=token_budget,
+                              num_threads=threads, autocast_dtype=settings.autocast_dtype)
+    finally:
+        bar.close()
+    resumed = f", {summary['resumed_chunks']} of {summary['chunks']} chunks resumed" if summary["resumed_chunks"] \
+        else ""
+    _say(f"{summary['texts']} texts x {summary['dim']} -> {out} ({loaded.backend} {summary['precision']}"
+         f"{' + bf16 autocast' if settings.autocast_dtype is not None else ''}{resumed})")
