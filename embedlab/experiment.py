@@ -91,6 +91,9 @@ class ExperimentSpec(BaseModel):
     averages: dict[str, list[str]] = Field(default_factory=dict)
     common_overrides: list[str] = Field(default_factory=list)
     eval_bf16: bool = False
+    # The inference path of every row (embedlab/text/backends.py); torch fp32 unless set. Part of the protocol.
+    eval_backend: str = "torch"
+    eval_precision: str = "fp32"
     eval_batch_size: int = 32
     # Threads each job uses (default: all cores, so jobs run one at a time, as one training run wants them).
     threads: int | None = Field(None, gt=0)
@@ -141,8 +144,9 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
 
 
 # The record fields besides (name, seed, task, split, metric, value): the protocol and what made the model.
-RECORD_KEYS = ("eval_bf16", "eval_max_length", "instructions", "instruction_tokens_pooled", "steps", "train_seconds",
-               "resumed_from", "recipe", "overrides", "best", "fusion", "models", "params", "sweep", "greedy_soup")
+RECORD_KEYS = ("eval_bf16", "eval_backend", "eval_precision", "eval_max_length", "instructions",
+               "instruction_tokens_pooled", "steps", "train_seconds", "resumed_from", "recipe", "overrides", "best",
+               "fusion", "models", "params", "sweep", "greedy_soup")
 _BASE_KEYS = ("name", "seed", "task", "split", "metric", "value")
 
 
@@ -153,6 +157,8 @@ def experiment_jobs(spec: ExperimentSpec, workdir: Path, only: list[str] | None 
     out = []
     eval_cfg = {"max_length": spec.eval_max_length, "batch_size": spec.eval_batch_size, "bf16": spec.eval_bf16,
                 "instructions": spec.instructions}
+    if (spec.eval_backend, spec.eval_precision) != ("torch", "fp32"):  # absent by default: older jobs keep their keys
+        eval_cfg.update(backend=spec.eval_backend, precision=spec.eval_precision)
     for run in spec.runs:
         if only and run.name not in only:
             continue
@@ -389,6 +395,8 @@ def same_protocol(spec: ExperimentSpec, record: dict[str, Any]) -> bool:
     """True when ``record`` was scored under the experiment's protocol (evaluation length and instruction setting);
     records of another protocol are neither reused nor tabulated."""
     return (record.get("eval_max_length") == spec.eval_max_length
+            and record.get("eval_backend", "torch") == spec.eval_backend
+            and record.get("eval_precision", "fp32") == spec.eval_precision
             and record.get("instructions") == spec.instructions
             and record.get("instruction_tokens_pooled", True) == (not spec.instructions))
 

@@ -32,7 +32,8 @@ from .jobkinds import JOB_KINDS, JobContext, JobKind, JobOutcome, JobSpec
 
 log = logging.getLogger("embedlab.jobs.text")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EVAL_KEYS = {"max_length", "batch_size", "bf16", "instructions", "template", "slots", "pooling", "limit"}
+EVAL_KEYS = {"max_length", "batch_size", "bf16", "instructions", "template", "slots", "pooling", "limit", "backend",
+             "precision"}
 
 
 def _eval_config(spec: JobSpec) -> dict[str, Any]:
@@ -50,7 +51,11 @@ def _validate(spec: JobSpec) -> None:
     if not spec.tasks:
         raise ConfigError(f"job {spec.name}: no tasks")
     parse_tasks(list(spec.tasks))
-    _eval_config(spec)
+    cfg = _eval_config(spec)
+    if "backend" in cfg or "precision" in cfg:
+        from .text.backends import check_backend
+
+        check_backend(cfg.get("backend", "torch"), cfg.get("precision", "fp32"))
     if spec.kind == "train+evaluate" and not spec.config.get("recipe"):
         raise ConfigError(f"job {spec.name}: config.recipe is required for train+evaluate")
     if spec.kind == "fuse+evaluate" and not spec.config.get("fuse"):
@@ -93,12 +98,15 @@ def _evaluate(spec: JobSpec, ctx: JobContext, model_path: str, info: dict[str, A
     cfg = _eval_config(spec)
     settings = EvalSettings(batch_size=cfg.get("batch_size", 32), max_length=cfg.get("max_length"),
                             autocast_dtype=torch.bfloat16 if cfg.get("bf16") else None,
-                            show_progress=ctx.show_progress, num_threads=ctx.threads, limit=cfg.get("limit"))
+                            show_progress=ctx.show_progress, num_threads=ctx.threads, limit=cfg.get("limit"),
+                            backend=cfg.get("backend"), precision=cfg.get("precision"))
     model = _load_for_eval(model_path, cfg)
     rows, items = [], {}
     protocol = {"eval_bf16": bool(cfg.get("bf16")), "eval_max_length": cfg.get("max_length"),
                 "instructions": cfg.get("instructions"),
                 "instruction_tokens_pooled": not cfg.get("instructions")}
+    if "backend" in cfg or "precision" in cfg:  # recorded only when not torch fp32 (older records have neither)
+        protocol.update(eval_backend=cfg.get("backend", "torch"), eval_precision=cfg.get("precision", "fp32"))
     for i, task in enumerate(spec.tasks):
         ctx.progress(i / len(spec.tasks), f"evaluating {task} ({i + 1}/{len(spec.tasks)})")
         result = evaluate(model, [task], settings=settings, cache=EmbeddingCache(), model_label=spec.row_label)[0]

@@ -141,3 +141,36 @@ def test_eval_command_options(tmp_path):
     calib.write_bytes(b"\xff\xfe bad")
     with pytest.raises(ConfigError, match="not UTF-8"):
         _settings(32, None, None, None, False, False, False, backend="openvino", precision="int8", calibration=calib)
+
+
+def test_an_experiment_evaluates_every_row_on_its_inference_path(tmp_path, data_root, cache):
+    """An experiment's eval_backend / eval_precision reach every job's evaluation and its records; the default
+    (torch fp32) leaves job configs as before, so earlier experiments' done jobs keep their identity."""
+    from embedlab.bench.executors import InlineExecutor
+    from embedlab.bench.jobs import JobQueue
+    from embedlab.experiment import ExperimentSpec, experiment_jobs, same_protocol
+
+    base = dict(name="x", results=str(tmp_path / "x.json"), table=str(tmp_path / "x.md"), tasks=["stsb"],
+                instructions=False,
+                runs=[{"name": "untrained", "model": "sentence-transformers/all-MiniLM-L6-v2", "seeds": [0]}])
+    default = experiment_jobs(ExperimentSpec(**base), tmp_path)[0][1]
+    assert "backend" not in default.config["eval"] and "precision" not in default.config["eval"]
+    spec = ExperimentSpec(**base, eval_backend="onnx", eval_precision="int8")
+    _, job, folder = experiment_jobs(spec, tmp_path)[0]
+    assert (job.config["eval"]["backend"], job.config["eval"]["precision"]) == ("onnx", "int8")
+    assert job.config != default.config  # another protocol, another job
+    assert same_protocol(ExperimentSpec(**base), {"eval_max_length": 256, "instructions": False,
+                                                  "instruction_tokens_pooled": True})  # older records: torch fp32
+    assert not same_protocol(spec, {"eval_max_length": 256, "instructions": False,
+                                    "instruction_tokens_pooled": True})
+    job.config["eval"]["limit"] = 40  # a quick job: 40 STS-B pairs
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    queue = JobQueue(url)
+    ids = queue.submit([job], [folder])
+    assert InlineExecutor(url).run(ids) == {ids[0]: "done"}
+    row = [r for r in queue.store.query(task="stsb") if r["metric"] == "main_score"][0]
+    assert (row["extra"]["eval_backend"], row["extra"]["eval_precision"]) == ("onnx", "int8")
+    assert (row["extra"]["backend"], row["extra"]["precision"]) == ("onnx", "int8")
+    bad = experiment_jobs(ExperimentSpec(**base, eval_backend="onnx", eval_precision="bf16"), tmp_path)[0][1]
+    with pytest.raises(ConfigError, match="has precisions"):
+        queue.submit([bad], [tmp_path / "bad"])
