@@ -15,7 +15,7 @@ export EMBEDLAB_DATA
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast benchmarks bench clean-venv
+.PHONY: setup demo test test-fast benchmarks bench clean-venv peers-venv
 
 setup: $(STAMP)
 
@@ -43,6 +43,15 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/fuse.py
 	$(PY) benchmarks/cse_sfp_cost.py
+
+# The peers environment of benchmarks/encode.py: sentence-transformers 5.7 with its onnx and openvino backends (they
+# cannot be installed next to sentence-transformers 6; see benchmarks/st_peers.py). Only the benchmark uses it.
+PEERS := runs/peers-venv
+peers-venv: $(PEERS)/bin/python
+$(PEERS)/bin/python:
+	python3 -m venv $(PEERS)
+	$(PEERS)/bin/pip install "$(TORCH_PIN)"
+	$(PEERS)/bin/pip install -r benchmarks/peers-requirements.txt
 
 # The old name of the target, kept so existing habits and scripts still work.
 bench: benchmarks
