@@ -174,11 +174,12 @@ def main() -> None:
                 head = texts[:64]
                 st = SentenceTransformer(model_dir, device="cpu")
                 st.max_seq_length = max_len
-                t_ref, all_ref, mem_ref, e_ref = timed(lambda: st.encode(texts, batch_size=args.batch_size),
-                                                       args.repeats, lambda: st.encode(head, batch_size=args.batch_size))
+                t_ref, all_ref, mem_ref, e_ref = timed(
+                    lambda: st.encode(texts, batch_size=args.batch_size), args.repeats,
+                    lambda: st.encode(head, batch_size=args.batch_size))
                 rows = {"st-torch-fp32": {"median_s": t_ref, "seconds": all_ref, "precision": "fp32",
                                           "peak_rss_added_mb": mem_ref, **agreement(e_ref, e_ref)}}
-                del st
+                st = None  # free it before the next paths load
                 if peers:
                     got = run_peers(args.peers_python, model_dir, texts, calibration, max_len, args,
                                     Path(tmp) / name.replace("/", "_"))
@@ -201,7 +202,7 @@ def main() -> None:
                     rows[f"embedlab-{backend}-{precision}"] = {
                         "median_s": t, "seconds": times, "load_s": load_s, "precision": precision,
                         "peak_rss_added_mb": mem, **agreement(emb, e_ref)}
-                    del ours
+                    ours = None
                 fastest_st = min(r["median_s"] for k, r in rows.items() if k.startswith("st-"))
                 for key, r in rows.items():
                     r["texts_per_s"] = len(texts) / r["median_s"]
