@@ -1,10 +1,13 @@
 """Acceptance: embedlab reproduces MTEB's published scores for all-MiniLM-L6-v2 on the local data (±0.05), and agrees
 with sentence-transformers' own evaluators on the same inputs (±0.01).
 
-Slow (about 3-4 minutes on 2 cores, most of it one SciFact corpus pass at max_length 256). The corpus is embedded once
-by embedlab (through the embedding cache, in a temporary folder) and those embeddings are handed to
-sentence-transformers' InformationRetrievalEvaluator, after checking on a sample that sentence-transformers' own
-encode gives the same vectors, so the reference costs one query pass, not a second corpus pass.
+The evaluation runs on embedlab's OpenVINO fp32 path (embedlab/text/backends.py) when OpenVINO is installed, the
+PyTorch path otherwise: both equal sentence-transformers' vectors to 1e-5 (tests/test_backends.py, test_embedder.py),
+and OpenVINO does the one SciFact corpus pass at max_length 256 (most of this module's time: about 4 minutes with
+PyTorch on 2 cores) about three times faster. The corpus is embedded once (through the embedding cache, in a
+temporary folder) and those embeddings are handed to sentence-transformers' InformationRetrievalEvaluator, after
+checking on a sample that sentence-transformers' own encode gives the same vectors (to 1e-5), so the reference
+costs one query pass, not a second corpus pass.
 """
 from __future__ import annotations
 
@@ -23,10 +26,24 @@ PUBLISHED = {"stsb": 82.03, "sts12": 72.37, "sts13": 80.60, "scifact": 64.51}
 
 
 @pytest.fixture(scope="module")
-def mteb_run(minilm, data_root, tmp_path_factory):
+def fast_minilm(data_root, tmp_path_factory):
+    """all-MiniLM-L6-v2 on the OpenVINO fp32 path when it is installed (see the module docstring), else PyTorch."""
+    import importlib.util
+
+    from embedlab.text import Embedder
+
+    if importlib.util.find_spec("openvino") is None:
+        return Embedder.load("sentence-transformers/all-MiniLM-L6-v2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDLAB_CACHE", str(tmp_path_factory.mktemp("exports")))
+        return Embedder.load("sentence-transformers/all-MiniLM-L6-v2", backend="openvino", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def mteb_run(fast_minilm, data_root, tmp_path_factory):
     cache = EmbeddingCache(tmp_path_factory.mktemp("cache"))
     out = tmp_path_factory.mktemp("results")
-    results = evaluate(minilm, list(PUBLISHED), settings=EvalSettings(batch_size=32), out_dir=out, cache=cache,
+    results = evaluate(fast_minilm, list(PUBLISHED), settings=EvalSettings(batch_size=32), out_dir=out, cache=cache,
                        model_label="sentence-transformers/all-MiniLM-L6-v2")
     return {r.task.name: r for r in results}, cache, out
 
@@ -63,14 +80,14 @@ def test_sts_matches_sentence_transformers_evaluator(mteb_run, minilm_st, task):
     assert results[task].scores["cosine_pearson"] * 100 == pytest.approx(st["pearson_cosine"] * 100, abs=0.01)
 
 
-def test_scifact_matches_sentence_transformers_evaluator(mteb_run, minilm, minilm_st):
+def test_scifact_matches_sentence_transformers_evaluator(mteb_run, fast_minilm, minilm_st):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.util import cos_sim
 
     results, cache, _ = mteb_run
     data = catalog.load_retrieval("scifact", "test")
     doc_ids = list(data.corpus)
-    corpus_emb = cache.get_or_compute(minilm.model_hash(), "scifact/corpus", minilm.max_length, doc_ids,
+    corpus_emb = cache.get_or_compute(fast_minilm.model_hash(), "scifact/corpus", fast_minilm.max_length, doc_ids,
                                       lambda: pytest.fail("the SciFact corpus should be in the cache by now"),
                                       texts=[data.corpus[d].full_text() for d in doc_ids])
     # The cached vectors are what sentence-transformers itself would produce (checked on a spread-out sample).
