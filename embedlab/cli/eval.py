@@ -212,27 +212,28 @@ def encode_cmd(
     """Embed a file of texts to .npy or .parquet, resumable: an interrupted run keeps its finished chunks."""
     from tqdm.auto import tqdm
 
-    from ..atomic import check_output_file
     from ..text import Embedder
-    from ..text.encode_file import read_texts, encode_file
+    from ..text.encode_file import check_output, encode_file, read_texts
 
     settings = _settings(batch_size, max_length, token_budget, threads, bf16, False, False, backend=backend,
                          precision=precision, calibration=calibration)
-    check_output_file(out, overwrite=overwrite, inputs=[source])  # before the model loads
+    if (settings.backend, settings.precision) == ("openvino", "int8") and not settings.calibration_texts:
+        raise ConfigError("--backend openvino --precision int8 is static quantization: give --calibration FILE "
+                          "(a few hundred texts like those you will embed, one per line), or use --backend onnx")
+    check_output(out, source, overwrite)  # before the model loads
     read_texts(source, field, id_field)  # a bad line fails before the model loads, too
     loaded = Embedder.load(model, backend=settings.backend or "torch", precision=settings.precision or "fp32",
                            calibration_texts=settings.calibration_texts)
     _on_interrupt(f"interrupted: the finished chunks are kept in {out}.partial; run the same command again to "
                   f"resume")
-    bar = tqdm(total=0, desc="encode", unit="text", disable=not _progress_bars(progress), dynamic_ncols=True)
+    bars: list = []
 
     def advance(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-        else:
-            bar.update(done - bar.n)
+        if not bars:  # made at the first report: resumed texts count as done from the start
+            bars.append(tqdm(total=total, initial=done, desc="encode", unit="text",
+                             disable=not _progress_bars(progress), dynamic_ncols=True))
+            return
+        bars[0].update(done - bars[0].n)
 
     try:
         summary = encode_file(loaded, source, out, field=field, id_field=id_field, chunk_size=chunk_size,
@@ -240,7 +241,8 @@ def encode_cmd(
                               batch_size=batch_size, max_length=max_length, token_budget=token_budget,
                               num_threads=threads, autocast_dtype=settings.autocast_dtype)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     resumed = f", {summary['resumed_chunks']} of {summary['chunks']} chunks resumed" if summary["resumed_chunks"] \
         else ""
     _say(f"{summary['texts']} texts x {summary['dim']} -> {out} ({loaded.backend} {summary['precision']}"

@@ -70,6 +70,14 @@ def read_texts(path: Path, field: str = "text", id_field: str | None = None) -> 
     return texts, ids
 
 
+def check_output(out: Path, source: Path, overwrite: bool = False) -> None:
+    """The output is a .npy or .parquet file embedlab may write (never the input; an existing file only with
+    ``overwrite``)."""
+    if Path(out).suffix not in FORMATS:
+        raise ConfigError(f"output {out}: expected a .npy or .parquet file")
+    check_output_file(out, overwrite=overwrite, inputs=[source])
+
+
 def _file_hash(path: Path) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -84,11 +92,9 @@ def encode_file(model, source: str | Path, out: str | Path, *, field: str = "tex
     """Embed ``source`` into ``out`` (see the module docstring); ``encode_kwargs`` go to ``model.encode``
     (batch_size, max_length, token_budget, num_threads, autocast_dtype). Returns a summary."""
     source, out = Path(source), Path(out)
-    if out.suffix not in FORMATS:
-        raise ConfigError(f"output {out}: expected a .npy or .parquet file")
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
-    check_output_file(out, overwrite=overwrite, inputs=[source])
+    check_output(out, source, overwrite)
     texts, ids = read_texts(source, field, id_field)
     if not texts:
         raise DataError("no texts", source)
