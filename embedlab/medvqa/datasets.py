@@ -41,6 +41,7 @@ from ..badrows import BadRow, BadRows
 from ..errors import DataError, UnknownChoiceError
 from .. import settings
 from ..registry import Registry
+from .export_registry import registered_export_path, registered_folder
 from .normalize import canonical_answer_type, canonical_question_type, normalize_answer
 from .records import CLOSED, OPEN, VQARecord
 
@@ -476,14 +477,12 @@ def load_dataset(name: str | Path, split: str = "train", *, skip_bad_rows: bool 
                  check_images: bool | None = None) -> list[VQARecord]:
     """The records of one split of a registered dataset, read from ``<data root>/medvqa/<folder>``. A name that is
     not registered but is an existing folder or JSON file loads as a dataset-tool export (``load_export``), and so
-    does a name in the user's export registry (``dataset_tool.export.register_export``)."""
+    does a name in the user's export registry (export_registry.py)."""
     if str(name) not in DATASETS and Path(name).exists():
         return load_export(name, split, skip_bad_rows=skip_bad_rows, check_images=check_images)
-    if str(name) not in DATASETS:
-        from .dataset_tool.export import load_registered, registered_export_path  # lazy: export imports this module
-
-        if registered_export_path(str(name)) is not None:
-            return load_registered(str(name), split, skip_bad_rows=skip_bad_rows, check_images=check_images)
+    if str(name) not in DATASETS and registered_export_path(str(name)) is not None:
+        return load_export(registered_folder(str(name)), split, skip_bad_rows=skip_bad_rows,
+                           check_images=check_images)
     spec = DATASETS.get(str(name))
     if split not in spec.splits:
         raise UnknownChoiceError(f"split of Med-VQA dataset {spec.name!r}", split, spec.splits)

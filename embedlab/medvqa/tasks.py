@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..registry import Registry
 from ..results import register_task_type
+from .export_registry import registered_exports
 
 TASK_TYPE = "vqa"
 register_task_type(TASK_TYPE, 100.0)  # accuracies are fractions, shown x100
@@ -59,8 +60,6 @@ def resolve_task(name: str) -> VQATask:
     names of both."""
     if name in TASKS:
         return TASKS.get(name)
-    from .dataset_tool.export import registered_exports  # lazy: the export module imports the dataset loaders
-
     exports = registered_exports()
     if name in exports:
         return export_task(name, exports[name])
@@ -70,8 +69,6 @@ def resolve_task(name: str) -> VQATask:
 
 def all_tasks() -> list[VQATask]:
     """Every registered task, then every registered export that can be one (train and val splits)."""
-    from .dataset_tool.export import registered_exports
-
     found = [t for _, t in TASKS.items()]
     for name, entry in sorted(registered_exports().items()):
         if name not in TASKS:

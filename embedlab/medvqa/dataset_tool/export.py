@@ -36,25 +36,22 @@ not clash with the built-in datasets. It does not generate or review pairs, and 
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ... import __version__
 from ...atomic import check_output_dir, replace_dir, staging_dir, write_json, write_text
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 from .project import Project, now
 from .review import effective_concepts, effective_qa, review_stats
 from .types import QUESTION_TYPES, CaseImage, Progress, QAPair
+from ..export_registry import (NAME, SPLITS, register, registered_export_path, registered_exports,  # noqa: F401
+                               registry_path, unregister_export)
 
-SPLITS = ("train", "val", "test")
 SPLIT_BY = ("image", "case", "patient")
 INCLUDE = {"accepted": ("accepted", "edited"), "reviewed-or-pending": ("accepted", "edited", "pending"),
            "all-unreviewed": ("accepted", "edited", "pending")}
@@ -345,107 +342,16 @@ def render_card(card: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- the registry
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def registry_path() -> Path:
-    env = os.environ.get("EMBEDLAB_REGISTRY")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base).expanduser() / "embedlab" / "medvqa-datasets.json"
-
-
-def _read_registry(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"the Med-VQA dataset registry is not valid JSON ({exc}); fix or delete it", path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read the Med-VQA dataset registry: {exc.strerror or exc}", path) from None
-    datasets = data.get("datasets") if isinstance(data, dict) else None
-    if not isinstance(datasets, dict) or not all(isinstance(v, dict) and "path" in v for v in datasets.values()):
-        raise DataError("the Med-VQA dataset registry should be {\"datasets\": {name: {\"path\": ...}}}", path)
-    return datasets
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a+", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # two registrations at once must not lose one of them
-        yield
-
-
-def registered_exports() -> dict[str, dict[str, Any]]:
-    """name -> {"path", "registered", "splits"} from the user's registry file (empty when there is none)."""
-    return _read_registry(registry_path())
-
-
-def registered_export_path(name: str) -> Path | None:
-    """The folder registered as ``name``, or None (``load_dataset`` calls this for names it does not know)."""
-    entry = registered_exports().get(name)
-    return Path(entry["path"]) if entry else None
-
+# The registry itself is embedlab/medvqa/export_registry.py (the loaders and tasks read it without importing the
+# dataset tool); registering from here reserves the built-in dataset and task names.
 
 def register_export(name: str, folder: str | Path, *, replace: bool = False) -> dict[str, Any]:
-    """Register an export folder under ``name`` so ``load_dataset(name, split)`` finds it. A name already taken
-    by another folder needs ``replace=True``; a built-in dataset's name is refused."""
+    """Register an export folder under ``name`` so ``load_dataset(name, split)`` and the task list find it. A name
+    already taken by another folder needs ``replace=True``; a built-in dataset's or task's name is refused."""
     from ..datasets import DATASETS
-
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"a dataset name is letters, digits, '.', '_' or '-' (starting with a letter or digit, "
-                          f"at most 100), got {name!r}")
-    if name.lower() in {n.lower() for n in DATASETS.names()}:
-        raise ConfigError(f"{name!r} is a built-in Med-VQA dataset ({', '.join(DATASETS.names())}); choose "
-                          f"another name")
     from ..tasks import TASKS
 
-    if name.lower() in {n.lower() for n in TASKS.names()}:
-        raise ConfigError(f"{name!r} is a built-in Med-VQA task ({', '.join(TASKS.names())}); choose another name")
-    folder = Path(folder).expanduser().resolve()
-    splits = [s for s in SPLITS if (folder / f"{s}set.json").is_file()]
-    if not folder.is_dir() or not splits:
-        raise ConfigError(f"{folder} is not a dataset-tool export (no trainset.json, valset.json or testset.json)")
-    path = registry_path()
-    with _locked(path):
-        datasets = _read_registry(path)
-        old = datasets.get(name)
-        if old and Path(old["path"]) != folder and not replace:
-            raise ConfigError(f"dataset name {name!r} is already registered for {old['path']}; pass replace=True "
-                              f"(--replace) to point it at {folder}")
-        entry = {"path": str(folder), "registered": now(), "splits": splits}
-        datasets[name] = entry
-        write_json(path, {"datasets": dict(sorted(datasets.items()))})
-    return entry
-
-
-def unregister_export(name: str) -> bool:
-    """Remove ``name`` from the registry (the folder stays); False when it was not registered."""
-    path = registry_path()
-    with _locked(path):
-        datasets = _read_registry(path)
-        if name not in datasets:
-            return False
-        del datasets[name]
-        write_json(path, {"datasets": datasets})
-    return True
-
-
-def load_registered(name: str, split: str, **options):
-    """The records of a registered export (a DataError when its folder has gone)."""
-    from ..datasets import load_export
-
-    folder = registered_export_path(name)
-    if folder is None:
-        raise ConfigError(f"no registered Med-VQA export named {name!r} (registry: {registry_path()})")
-    if not folder.is_dir():
-        raise DataError(f"registered export {name!r} points to a folder that no longer exists; register it again "
-                        f"or unregister it", folder)
-    return load_export(folder, split, **options)
-
+    if isinstance(name, str) and name.lower() in {n.lower() for n in DATASETS.names()}:
+        raise ConfigError(f"{name!r} is a built-in Med-VQA dataset ({', '.join(DATASETS.names())}); choose "
+                          f"another name")
+    return register(name, folder, replace=replace, reserved=TASKS.names(), reserved_kind="built-in Med-VQA task")
