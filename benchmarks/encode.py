@@ -9,7 +9,8 @@ of the precision the path computes in (fp32, bf16 or int8, each measured here on
 with sentence-transformers' fp32 embeddings (max |difference|, min cosine).
 
 embedlab paths: torch fp32, torch bf16 (autocast), onnx fp32, onnx int8 (dynamic), openvino fp32, openvino bf16,
-openvino int8 (static, calibrated on 300 texts of the same source that are not timed).
+openvino int8 (static, calibrated on 300 texts of the same source that are not timed), and openvino int8 with 4
+batches in flight (streams).
 sentence-transformers paths: st-torch-fp32 (in this process, sentence-transformers 6) and, through
 benchmarks/st_peers.py in the peers environment (sentence-transformers 5.7 with its onnx/openvino extras, which
 cannot be installed next to sentence-transformers 6: see that file), st-onnx-fp32, st-onnx-int8 (avx512_vnni),
@@ -52,8 +53,8 @@ from embedlab.pretrained import resolve  # noqa: E402
 from embedlab.text import Embedder  # noqa: E402
 from peak_rss import PeakRSS  # noqa: E402
 
-OURS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"),
-        ("openvino", "bf16"), ("openvino", "int8")]
+OURS = [("torch", "fp32", 1), ("torch", "bf16", 1), ("onnx", "fp32", 1), ("onnx", "int8", 1), ("openvino", "fp32", 1),
+        ("openvino", "bf16", 1), ("openvino", "int8", 1), ("openvino", "int8", 4)]  # (backend, precision, streams)
 PEER_PRECISION = {"st-torch-fp32": "fp32", "st-onnx-fp32": "fp32", "st-onnx-int8": "int8",
                   "st-openvino-fp32": "fp32", "st-openvino-default": "bf16", "st-openvino-int8": "int8"}
 CALIBRATION = 300
@@ -188,9 +189,9 @@ def main() -> None:
                         rows[path] = {"median_s": r["median_s"], "seconds": r["seconds"], "load_s": r["load_s"],
                                       "precision": PEER_PRECISION[path],
                                       **agreement(np.load(r["embeddings"]), e_ref)}
-                for backend, precision in OURS:
+                for backend, precision, streams in OURS:
                     t0 = time.perf_counter()
-                    ours = Embedder.load(name, backend=backend, precision=precision,
+                    ours = Embedder.load(name, backend=backend, precision=precision, streams=streams,
                                          calibration_texts=calibration if precision == "int8" else None)
                     load_s = time.perf_counter() - t0
 
@@ -199,7 +200,7 @@ def main() -> None:
                                            num_threads=args.threads)
 
                     t, times, mem, emb = timed(lambda: run(texts), args.repeats, lambda: run(head))
-                    rows[f"embedlab-{backend}-{precision}"] = {
+                    rows[f"embedlab-{backend}-{precision}" + (f"-{streams}streams" if streams > 1 else "")] = {
                         "median_s": t, "seconds": times, "load_s": load_s, "precision": precision,
                         "peak_rss_added_mb": mem, **agreement(emb, e_ref)}
                     ours = None

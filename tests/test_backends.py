@@ -174,3 +174,18 @@ def test_an_experiment_evaluates_every_row_on_its_inference_path(tmp_path, data_
     bad = experiment_jobs(ExperimentSpec(**base, eval_backend="onnx", eval_precision="bf16"), tmp_path)[0][1]
     with pytest.raises(ConfigError, match="has precisions"):
         queue.submit([bad], [tmp_path / "bad"])
+
+
+def test_openvino_streams_keep_the_order_and_the_numbers(tiny_bert, cache):
+    """Several batches in flight at once (openvino streams, an async infer queue) give the same vectors, in input
+    order, as one batch after the other; streams on another backend are refused."""
+    model = _model(tiny_bert)
+    ref = model.encode(TEXTS, batch_size=2)
+    model.set_backend("openvino", "fp32", streams=3)
+    assert model.runner.streams == 3
+    out = model.encode(TEXTS, batch_size=2, token_budget=24)  # many small batches, windows of 6
+    assert np.abs(out - ref).max() < FP32_ATOL
+    with pytest.raises(ConfigError, match="streams .* apply to the openvino backend"):
+        _model(tiny_bert).set_backend("onnx", "fp32", streams=2)
+    with pytest.raises(ConfigError, match="streams must be an integer"):
+        _model(tiny_bert).set_backend("openvino", "fp32", streams=0)

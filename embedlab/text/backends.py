@@ -319,8 +319,13 @@ class ExportedRunner:
     """Runs an exported backbone: features (torch int tensors) -> last hidden states (float32 torch tensor). One
     compiled session per thread count, made on first use."""
 
-    def __init__(self, backend: str, precision: str, path: Path, names: list[str]):
+    def __init__(self, backend: str, precision: str, path: Path, names: list[str], streams: int = 1):
+        if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= 64:
+            raise ConfigError(f"streams must be an integer from 1 to 64, got {streams!r}")
+        if streams > 1 and backend != "openvino":
+            raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
         self.backend, self.precision, self.path, self.names = backend, precision, Path(path), names
+        self.streams = streams  # openvino: batches run concurrently (THROUGHPUT mode, an async infer queue)
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -330,6 +335,27 @@ class ExportedRunner:
             if n not in self._sessions:
                 self._sessions[n] = self._open(n)
             return self._sessions[n]
+
+    def map(self, batches: Sequence[dict[str, torch.Tensor]], num_threads: int | None = None) -> list[torch.Tensor]:
+        """Last hidden states of several batches, in order: one after the other, or with ``streams`` > 1 (openvino)
+        that many in flight at once on an async infer queue sharing the threads."""
+        if self.streams == 1 or len(batches) == 1:
+            return [self(b, num_threads) for b in batches]
+        compiled = self._session(num_threads)
+        import openvino as ov
+
+        results: list[Any] = [None] * len(batches)
+
+        def done(request, index):
+            results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+        queue = ov.AsyncInferQueue(compiled, self.streams)
+        queue.set_callback(done)
+        for i, b in enumerate(batches):
+            queue.start_async({n: b[n].detach().cpu().numpy().astype(np.int64, copy=False) for n in self.names},
+                              userdata=i)
+        queue.wait_all()
+        return [torch.from_numpy(r) for r in results]
 
     def _open(self, threads: int) -> Any:
         if self.backend == "onnx":
@@ -351,9 +377,10 @@ class ExportedRunner:
         if self.precision == "bf16" or (self.precision == "int8"
                                         and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
             hint = "bf16"
-        return core.compile_model(str(self.path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                                "INFERENCE_NUM_THREADS": threads,
-                                                                "PERFORMANCE_HINT": "LATENCY"})
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if self.streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
+        return core.compile_model(str(self.path), "CPU", config)
 
     def __call__(self, features: dict[str, torch.Tensor], num_threads: int | None = None) -> torch.Tensor:
         feed = {n: features[n].detach().cpu().numpy().astype(np.int64, copy=False) for n in self.names}
@@ -365,6 +392,9 @@ class ExportedRunner:
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
-def make_runner(model, backend: str, precision: str, calibration: Sequence[str] | None = None) -> ExportedRunner:
+def make_runner(model, backend: str, precision: str, calibration: Sequence[str] | None = None,
+                streams: int = 1) -> ExportedRunner:
+    if streams != 1 and backend != "openvino":  # checked before exporting anything
+        raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
     path = build_export(model, backend, precision, calibration)
-    return ExportedRunner(backend, precision, path, input_names(model))
+    return ExportedRunner(backend, precision, path, input_names(model), streams=streams)

@@ -133,6 +133,7 @@ class Embedder(torch.nn.Module):
         backend: str = "torch",
         precision: str = "fp32",
         calibration_texts: Sequence[str] | None = None,
+        streams: int = 1,
     ) -> "Embedder":
         """Load by package name, path or hub id. Keyword arguments override what the folder's configs say.
 
@@ -173,20 +174,23 @@ class Embedder(torch.nn.Module):
         model.eval()
         if backend != "torch" and device not in (None, "cpu"):
             raise ConfigError(f"backend {backend!r} runs on the CPU; got device {device!r}")
-        model.set_backend(backend, precision, calibration_texts)
+        model.set_backend(backend, precision, calibration_texts, streams=streams)
         return model
 
     def set_backend(self, backend: str = "torch", precision: str = "fp32",
-                    calibration_texts: Sequence[str] | None = None) -> "Embedder":
+                    calibration_texts: Sequence[str] | None = None, streams: int = 1) -> "Embedder":
         """Run ``encode``'s backbone on ``backend`` at ``precision``: torch fp32 / bf16 (autocast), onnx fp32 /
         int8, openvino fp32 / bf16 / int8 (static: needs ``calibration_texts``). Exports once and caches the
-        exported model (backends.py). The training path (``forward``) always runs PyTorch."""
+        exported model (backends.py). ``streams`` (openvino): batches in flight at once. The training path
+        (``forward``) always runs PyTorch."""
         from .backends import check_backend, make_runner
 
         check_backend(backend, precision)
+        if streams != 1 and backend != "openvino":
+            raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
         runner = None
         if backend != "torch":
-            runner = make_runner(self, backend, precision, calibration_texts)
+            runner = make_runner(self, backend, precision, calibration_texts, streams=streams)
         self.backend, self.precision, self.runner = backend, precision, runner
         self._runner_hash = self.model_hash(torch_only=True) if runner is not None else None
         return self
@@ -443,18 +447,25 @@ class Embedder(torch.nn.Module):
         autocast = (torch.autocast(device_type=self.device.type, dtype=autocast_dtype) if autocast_dtype
                     else contextlib.nullcontext())
         try:
+            # An exported backend takes a window of batches at once (openvino streams run them concurrently);
+            # the window stays small so that only a few batches' hidden states are held at a time.
+            window = 2 * runner.streams if runner is not None and runner.streams > 1 else 1
             with torch_threads(num_threads), torch.inference_mode(), autocast:
-                for batch in batches:
-                    features = self._collate([ids[i] for i in batch],
-                                             [slot_positions[i] for i in batch] if slot_positions else None)
-                    features = {k: v.to(self.device) for k, v in features.items()}
-                    states = (runner(features, num_threads) if runner is not None
-                              else self._backbone_states(features))
-                    emb = self._pool(states, features, prompt_len).float()
-                    if normalize:
-                        emb = torch.nn.functional.normalize(emb, dim=-1)
-                    out[torch.from_numpy(batch)] = emb.cpu()
-                    progress.update(len(batch))
+                for start in range(0, len(batches), window):
+                    group = batches[start:start + window]
+                    feats = []
+                    for batch in group:
+                        features = self._collate([ids[i] for i in batch],
+                                                 [slot_positions[i] for i in batch] if slot_positions else None)
+                        feats.append({k: v.to(self.device) for k, v in features.items()})
+                    states_list = (runner.map(feats, num_threads) if runner is not None
+                                   else [self._backbone_states(f) for f in feats])
+                    for batch, features, states in zip(group, feats, states_list):
+                        emb = self._pool(states, features, prompt_len).float()
+                        if normalize:
+                            emb = torch.nn.functional.normalize(emb, dim=-1)
+                        out[torch.from_numpy(batch)] = emb.cpu()
+                        progress.update(len(batch))
         finally:
             progress.close()
             self.train(was_training)
