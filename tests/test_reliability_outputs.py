@@ -358,3 +358,20 @@ def test_a_malformed_training_manifest_is_one_line(tmp_path):
     (tmp_path / "manifest.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object"):
         check_current(tmp_path)
+
+
+def test_another_rank_sees_a_folder_being_marked_as_embedlabs(tmp_path):
+    """torchrun: rank 1 checks output_dir while rank 0 writes the owner marker (a temporary file, then a rename) and
+    its lock file; that folder is embedlab's, not a foreign one (a race seen once in `make test`)."""
+    from embedlab.atomic import OWNER_MARKER
+    from embedlab.outputs import LOCK_FILE
+    from embedlab.train.run_folder import check_writable_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / f".{OWNER_MARKER}.9qkwcx29.tmp").write_text("")
+    (out / LOCK_FILE).write_text("pid 1\n")
+    check_writable_run_folder(out)  # accepted
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="did not write"):
+        check_writable_run_folder(out)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..atomic import OWNER_MARKER, owned_by_embedlab, write_json
 from ..errors import ConfigError
-from ..outputs import lock_folder
+from ..outputs import LOCK_FILE, lock_folder
 from . import checkpoint as ckpt
 
 log = logging.getLogger("embedlab.train")
@@ -73,11 +73,18 @@ def _owned(folder: Path) -> bool:
         return False
 
 
+def _being_marked(entry: Path) -> bool:
+    """The owner marker while the main process writes it (atomic_path's temporary file), or the lock file it takes
+    next: in a multi-process launch another rank can look at the folder in between, and must see an empty folder
+    (embedlab's), not a foreign one."""
+    return (entry.name.startswith(f".{OWNER_MARKER}.") and entry.name.endswith(".tmp")) or entry.name == LOCK_FILE
+
+
 def check_writable_run_folder(output_dir: Path) -> None:
     """ConfigError unless ``output_dir`` is new, empty or embedlab's (see the module docstring)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {output_dir} is a file, expected a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not _owned(output_dir):
+    if output_dir.is_dir() and any(not _being_marked(p) for p in output_dir.iterdir()) and not _owned(output_dir):
         shown = ", ".join(sorted(p.name for p in output_dir.iterdir())[:3])
         raise ConfigError(f"output_dir {output_dir} is a folder embedlab did not write (it holds {shown}, ...); "
                           f"set output_dir to a new folder")
