@@ -89,6 +89,20 @@ def test_refusals(model, tmp_path):
         encode_file(model, src, tmp_path / "o.npy")
     assert (tmp_path / "o.npy.partial" / "notes.txt").exists()
 
+    # two runs to one output at once: the second stops with a message, the first is unharmed
+    from embedlab.outputs import lock_folder
+
+    busy = tmp_path / "busy.npy.partial"
+    busy.mkdir()
+    held = lock_folder(busy, "output", "embedlab encode")
+    try:
+        with pytest.raises(ConfigError, match="in use by another embedlab encode"):
+            encode_file(model, src, tmp_path / "busy.npy")
+    finally:
+        held.close()
+    encode_file(model, src, tmp_path / "busy.npy")  # free again: it runs
+    assert np.load(tmp_path / "busy.npy").shape == (1, 32) and not busy.exists()
+
 
 def test_the_command(tmp_path, monkeypatch):
     from typer.testing import CliRunner

@@ -66,8 +66,13 @@ INSTALL_HINT = "pip install 'embedlab[inference]' (onnx, onnxruntime, openvino, 
 MAX_CALIBRATION = 1000
 
 
-def check_backend(backend: str, precision: str) -> None:
-    """Refuse an unknown backend or a precision the backend does not have, naming what exists."""
+def check_backend(backend: str, precision: str, streams: int = 1) -> None:
+    """Refuse an unknown backend, a precision the backend does not have, or streams where they do not apply,
+    naming what exists."""
+    if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= 64:
+        raise ConfigError(f"streams must be an integer from 1 to 64, got {streams!r}")
+    if streams > 1 and backend != "openvino":
+        raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if precision not in PRECISIONS[backend]:
@@ -320,10 +325,7 @@ class ExportedRunner:
     compiled session per thread count, made on first use."""
 
     def __init__(self, backend: str, precision: str, path: Path, names: list[str], streams: int = 1):
-        if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= 64:
-            raise ConfigError(f"streams must be an integer from 1 to 64, got {streams!r}")
-        if streams > 1 and backend != "openvino":
-            raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
+        check_backend(backend, precision, streams)
         self.backend, self.precision, self.path, self.names = backend, precision, Path(path), names
         self.streams = streams  # openvino: batches run concurrently (THROUGHPUT mode, an async infer queue)
         self._sessions: dict[int, Any] = {}
@@ -370,8 +372,8 @@ class ExportedRunner:
 
         # The CPU plugin runs in bf16 by default on CPUs that have it: fp32 must be asked for. The int8 model's
         # operations that stay unquantized (softmax, layer norms, the attention products) run in bf16 where the CPU
-        # has it, as OpenVINO (and sentence-transformers' OpenVINO int8 path) does by default: 25 % faster than f32
-        # on 400 SciFact documents here; the quality cost is in docs/results/inference_quality.json.
+        # has it, as OpenVINO (and sentence-transformers' OpenVINO int8 path) does by default; the quality cost is
+        # what benchmarks/inference_quality.py measures.
         core = ov.Core()
         hint = "f32"
         if self.precision == "bf16" or (self.precision == "int8"
@@ -394,7 +396,6 @@ class ExportedRunner:
 
 def make_runner(model, backend: str, precision: str, calibration: Sequence[str] | None = None,
                 streams: int = 1) -> ExportedRunner:
-    if streams != 1 and backend != "openvino":  # checked before exporting anything
-        raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
+    check_backend(backend, precision, streams)  # before exporting anything
     path = build_export(model, backend, precision, calibration)
     return ExportedRunner(backend, precision, path, input_names(model), streams=streams)

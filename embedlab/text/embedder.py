@@ -141,7 +141,7 @@ class Embedder(torch.nn.Module):
         ``encode`` runs the backbone (``set_backend``; backends.py); ``calibration_texts`` calibrate openvino int8."""
         from .backends import check_backend
 
-        check_backend(backend, precision)  # before reading any weights
+        check_backend(backend, precision, streams)  # before reading any weights
         _check_at_least_1("max_length", max_length, optional=True)  # 0 / negative: wrong, not "the default"
         if device is not None:
             try:
@@ -185,9 +185,7 @@ class Embedder(torch.nn.Module):
         (``forward``) always runs PyTorch."""
         from .backends import check_backend, make_runner
 
-        check_backend(backend, precision)
-        if streams != 1 and backend != "openvino":
-            raise ConfigError(f"streams (batches in flight at once) apply to the openvino backend, not {backend}")
+        check_backend(backend, precision, streams)
         runner = None
         if backend != "torch":
             runner = make_runner(self, backend, precision, calibration_texts, streams=streams)

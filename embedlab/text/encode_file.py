@@ -30,6 +30,7 @@ import numpy as np
 
 from ..atomic import atomic_path, check_output_file, write_json
 from ..errors import ConfigError, DataError
+from ..outputs import LOCK_FILE, lock_folder
 
 log = logging.getLogger("embedlab.encode")
 
@@ -105,6 +106,15 @@ def encode_file(model, source: str | Path, out: str | Path, *, field: str = "tex
                 "backend": model.backend, "precision": model.precision, "autocast": str(autocast),
                 "max_length": max_length, "prompt_name": prompt_name, "chunk_size": chunk_size}
     partial = out.with_name(out.name + ".partial")
+    lock = _claim(partial)  # a second `embedlab encode` to the same output stops here with a message
+    try:
+        return _encode_chunks(model, texts, ids, out, partial, manifest, chunk_size, prompt_name, progress,
+                              encode_kwargs)
+    finally:
+        lock.close()
+
+
+def _encode_chunks(model, texts, ids, out, partial, manifest, chunk_size, prompt_name, progress, encode_kwargs):
     done = _resume(partial, manifest)
     n_chunks = (len(texts) + chunk_size - 1) // chunk_size
     encoded = sum(min(chunk_size, len(texts) - i * chunk_size) for i in done)
@@ -132,27 +142,38 @@ def encode_file(model, source: str | Path, out: str | Path, *, field: str = "tex
             "out": str(out), "backend": model.backend, "precision": model.precision}
 
 
-def _resume(partial: Path, manifest: dict) -> set[int]:
-    """The finished chunks of an earlier run with the same manifest; an earlier run with another manifest is
-    removed (embedlab wrote it); a folder embedlab did not write is refused."""
-    if partial.exists():
-        try:
-            old = json.loads((partial / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if not isinstance(old, dict) or old.get("written_by") != "embedlab":
+def _claim(partial: Path):
+    """The partial folder, created or embedlab's, locked for this process (returns the open lock file)."""
+    if partial.exists() and not (partial / MANIFEST).is_file():
+        if not partial.is_dir() or any(p.name != LOCK_FILE for p in partial.iterdir()):
             raise ConfigError(f"{partial} exists and was not written by embedlab encode; move it away")
-        if old == manifest:
-            done = set()
-            for f in partial.glob("chunk-*.npy"):
-                try:
-                    done.add(int(f.stem.split("-")[1]))
-                except (IndexError, ValueError):
-                    continue
-            return done
+    partial.mkdir(parents=True, exist_ok=True)
+    return lock_folder(partial, "output", "embedlab encode")
+
+
+def _resume(partial: Path, manifest: dict) -> set[int]:
+    """The finished chunks of an earlier run with the same manifest; the chunks of an earlier run with another
+    manifest are removed (embedlab wrote them); a folder embedlab did not write is refused. Runs under the lock."""
+    try:
+        old = json.loads((partial / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        old = {}
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or (old and old.get("written_by") != "embedlab"):
+        raise ConfigError(f"{partial} exists and was not written by embedlab encode; move it away")
+    chunks = {}
+    for f in partial.glob("chunk-*.npy"):
+        try:
+            chunks[int(f.stem.split("-")[1])] = f
+        except (IndexError, ValueError):
+            continue
+    if old == manifest:
+        return set(chunks)
+    if old:
         log.info("%s: another input, model or setting than this run; starting over", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    for f in chunks.values():
+        f.unlink()
     write_json(partial / MANIFEST, manifest)
     return set()
 

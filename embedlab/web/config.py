@@ -1,7 +1,7 @@
 """``WebConfig``: what one running web app needs to know, and where its session-signing secret comes from.
 
     config = WebConfig()                                   # every default (below)
-    config = WebConfig(db_url="postgresql://host/lab", web_dir="/srv/embedlab", secure_cookies=True)
+    config = WebConfig(db_url="postgresql://host/lab", web_dir="runs/lab-web", secure_cookies=True)
     key = config.secret()                                  # EMBEDLAB_SECRET_KEY, else <web dir>/secret_key
 
 | field            | default                                   | meaning                                               |
