@@ -73,6 +73,23 @@ def test_the_export_is_cached_and_remade_when_the_model_changes(tiny_bert, cache
     assert a != b
 
 
+def test_openvino_keeps_attention_as_one_fused_op(tiny_bert, cache):
+    """The OpenVINO model is converted from PyTorch (not read from the ONNX graph, where attention is decomposed
+    into MatMul/Softmax and the CPU plugin runs it slower): each layer's attention is one SDPA op, in every
+    precision, and the inputs keep the names the runner feeds."""
+    import openvino as ov
+
+    tiny = _model(tiny_bert)
+    layers = tiny.backbone.config.num_hidden_layers
+    for precision in ("fp32", "int8"):
+        model = _model(tiny_bert).set_backend("openvino", precision, calibration_texts=TEXTS)
+        graph = ov.Core().read_model(str(model.runner.path))
+        ops = [op.get_type_name() for op in graph.get_ops()]
+        assert ops.count("ScaledDotProductAttention") == layers, precision
+        assert {p.get_any_name() for p in graph.inputs} == set(model.runner.names)
+        assert [p.get_partial_shape().is_dynamic for p in graph.inputs] == [True] * len(graph.inputs)
+
+
 def test_a_saved_model_keeps_its_exports_next_to_it(tiny_bert, cache, tmp_path):
     folder = _model(tiny_bert).save(tmp_path / "my-model")
     loaded = Embedder.load(str(folder), backend="onnx", precision="int8")
