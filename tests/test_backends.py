@@ -90,6 +90,19 @@ def test_openvino_keeps_attention_as_one_fused_op(tiny_bert, cache):
         assert [p.get_partial_shape().is_dynamic for p in graph.inputs] == [True] * len(graph.inputs)
 
 
+def test_onnx_is_exported_with_eager_attention_and_the_model_keeps_its_own(tiny_bert, cache):
+    """The ONNX graph is traced with eager attention (one float mask for all layers; SDPA's boolean mask becomes a
+    Where in every layer, slow in ONNX Runtime); the PyTorch model goes back to the attention it had."""
+    import onnx
+
+    model = _model(tiny_bert)
+    before = model.backbone.config._attn_implementation
+    model.set_backend("onnx", "fp32")
+    assert model.backbone.config._attn_implementation == before
+    ops = [n.op_type for n in onnx.load(str(model.runner.path)).graph.node]
+    assert ops.count("Where") <= 1 and ops.count("Softmax") == model.backbone.config.num_hidden_layers
+
+
 def test_a_saved_model_keeps_its_exports_next_to_it(tiny_bert, cache, tmp_path):
     folder = _model(tiny_bert).save(tmp_path / "my-model")
     loaded = Embedder.load(str(folder), backend="onnx", precision="int8")
