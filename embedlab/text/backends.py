@@ -63,7 +63,9 @@ log = logging.getLogger("embedlab.backends")
 
 BACKENDS = ("torch", "onnx", "openvino")
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
-EXPORT_FORMAT = 3  # 2: openvino converted from PyTorch (was: from the ONNX graph); 3: onnx with eager attention; bump when the export code changes what it writes: every cached export is then made again
+# Bump when the export code changes what it writes: every cached export is then made again. 2: openvino converted
+# from PyTorch (was: read from the ONNX graph); 3: onnx traced with eager attention.
+EXPORT_FORMAT = 3
 OPSET = 18
 OUTPUT = "last_hidden_state"
 INSTALL_HINT = "pip install 'embedlab[inference]' (onnx, onnxruntime, openvino, nncf)"
