@@ -263,6 +263,29 @@ def test_report_folder(built, tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_report_metrics_table_shows_the_chosen_configuration(built, tmp_path):
+    store, expected, hashes, _ = built
+    board = _expected_board(expected)
+    report = build_report(store, tmp_path / "r", experiment=EXP, formats=("md",),
+                          metrics=["cosine_pearson", "main_score"])
+    md = (report.out_dir / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Metrics")[1].split("## ")[0]
+    head = next(line for line in section.splitlines() if line.startswith("| model"))
+    assert "cosine_pearson (stsb, test)" in head and "main_score (stsb-dev, dev)" in head
+    assert "ndcg_at_10" not in head and "cosine_pearson (scifact" not in head  # the asked metrics, where they exist
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    for model in MODELS:
+        best = board[model][0]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {model} "))
+        cells = dict(zip(cols, [c.strip() for c in row.strip("|").split("|")]))
+        pearson = [expected[(model, best, s, "stsb")] - 10.0 for s in SEEDS]  # cosine_pearson = v - 0.1
+        assert cells["cosine_pearson (stsb, test)"] == f"{np.mean(pearson):.2f} ± {np.std(pearson, ddof=1):.2f}"
+        sci = [expected[(model, best, s, "scifact")] for s in SEEDS]
+        assert cells["main_score (scifact, test)"] == f"{np.mean(sci):.2f} ± {np.std(sci, ddof=1):.2f}"
+    with pytest.raises(ConfigError, match="no rows of metric.*nope"):
+        build_report(store, tmp_path / "r2", experiment=EXP, metrics=["main_score", "nope"])
+
+
 def test_report_without_rows_is_a_clear_error(built, tmp_path):
     store, *_ = built
     out = tmp_path / "empty-report"

@@ -68,14 +68,17 @@ class Report:
 
 def build_report(store: Any, out_dir: str | Path, experiment: str | None = None, title: str | None = None,
                  formats: Sequence[str] = ("html", "md"), *, domain: str | None = None, metric: str = "main_score",
-                 split: str = "test", category_key: str | None = None, overwrite: bool = False) -> Report:
+                 split: str = "test", category_key: str | None = None, metrics: Sequence[str] = (),
+                 overwrite: bool = False) -> Report:
     """Write the report of ``experiment`` (every row of the store when None) to the folder ``out_dir``.
 
     ``store``: a ResultsStore, or a URL / SQLite path opened read-only (None: the default store). ``formats``: any
     of "html" (index.html) and "md" (report.md, with PNG copies of the charts); leaderboard.csv, results.json and
     the SVG charts are always written. ``domain``, ``metric``, ``split``, ``category_key``: as in
-    ``leaderboard.leaderboard``. ConfigError when the store has no rows for the experiment, for an unknown format,
-    or when ``out_dir`` is a folder embedlab did not write (unless ``overwrite``)."""
+    ``leaderboard.leaderboard``. ``metrics``: more metrics shown for each model's chosen configuration, per task
+    and split (e.g. closed, open, overall, blank_overall for Med-VQA), in a "Metrics" table: mean ± std over seeds,
+    every split the rows have, named in the column. ConfigError when the store has no rows for the experiment, for
+    an unknown format or metric, or when ``out_dir`` is a folder embedlab did not write (unless ``overwrite``)."""
     t0 = time.perf_counter()
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -114,6 +117,7 @@ def build_report(store: Any, out_dir: str | Path, experiment: str | None = None,
     title = title or (f"{experiment}: leaderboard" if experiment else "embedlab leaderboard")
     provenance = _provenance(jobs, all_rows)
     tables = _tables(lb)
+    tables["metrics"] = _metrics_table(lb, all_rows, metrics) if metrics else None
     meta = {"title": title, "experiment": experiment, "domain": domain, "metric": metric, "split": split,
             "category": category_key or "task_type", "store": store_url,
             "generated": generated.strftime("%Y-%m-%d %H:%M UTC"), "n_models": len(lb.entries),
@@ -235,6 +239,38 @@ def _tables(lb: Leaderboard) -> dict[str, dict[str, Any]]:
                                 _cell(e.average, e.n_seeds), _text(f"{e.coverage}/{len(lb.averaged)}", num=True),
                                 _text("yes" if e.selected else "")])
     return {"overall": overall, "tasks": per_task, "categories": per_cat, "configs": configs}
+
+
+def _metrics_table(lb: Leaderboard, rows: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+    """Each leaderboard model's chosen configuration: mean ± std over seeds of each of ``metrics`` on every (task,
+    split) it has them for, the latest row per seed winning as in the leaderboard."""
+    wanted = list(dict.fromkeys(metrics))
+    chosen = {(e.model, e.config_hash) for e in lb.entries}
+    latest: dict[tuple, float] = {}
+    for r in rows:  # oldest first
+        key = (r["model"], r.get("config_hash"))
+        if key in chosen and r.get("metric") in wanted and r.get("value") is not None:
+            latest[key + (r["task"], r.get("split"), r["metric"], r.get("seed"))] = float(r["value"])
+    if not latest:
+        raise ConfigError(f"no values of {', '.join(wanted)} for the leaderboard's models (metrics the rows have "
+                          f"are listed by `embedlab results --experiment ...`)")
+    missing = [m for m in wanted if not any(k[4] == m for k in latest)]
+    if missing:
+        raise ConfigError(f"no rows of metric(s) {', '.join(missing)} for the leaderboard's models")
+    present = {k[2:5] for k in latest}
+    header = [(t, sp, m) for t, sp in dict.fromkeys((k[2], k[3]) for k in latest) for m in wanted
+              if (t, sp, m) in present]  # task by task, metrics in the order asked; none a task lacks
+    table = {"title": "Metrics", "columns": ["model"] + [m for _, _, m in header],
+             "subtitles": [""] + [f"{t}, {sp}" for t, sp, _ in header], "rows": []}
+    for e in lb.entries:
+        cells = [_text(e.model)]
+        for t, sp, m in header:
+            values = [(seed, v) for (mo, ch, tk, spl, me, seed), v in latest.items()
+                      if (mo, ch, tk, spl, me) == (e.model, e.config_hash, t, sp, m)]
+            values.sort(key=lambda sv: str(sv[0]))
+            cells.append(_cell(Stat(tuple(v for _, v in values), tuple(sd for sd, _ in values)), e.n_seeds))
+        table["rows"].append(cells)
+    return table
 
 
 # -- training curves ---------------------------------------------------------------------------------------------
@@ -650,6 +686,9 @@ def _markdown(meta: Mapping[str, Any], tables: Mapping[str, Any], charts: Sequen
     out += ["## Leaderboard", ""] + _md_table(tables["overall"]) + [""] + figure("scores")
     out += ["## Per task", ""] + _md_table(tables["tasks"]) + [""]
     out += ["## Per category", ""] + _md_table(tables["categories"]) + [""] + figure("categories")
+    if tables.get("metrics"):
+        out += ["## Metrics", "", "Each model's chosen configuration; each column: metric (task, split)."] + [""] \
+            + _md_table(tables["metrics"]) + [""]
     out += ["## Every configuration", ""] + _md_table(tables["configs"]) + [""]
     out += ["## Training curves", ""]
     if "loss" in chart or "dev" in chart:

@@ -26,6 +26,8 @@ def report(
     title: Optional[str] = typer.Option(None, "--title"),
     domain: Optional[str] = typer.Option(None, "--domain", help="only this domain's results (text, medvqa)"),
     split: str = typer.Option("test", "--split", help="the split the leaderboard ranks on (dev to choose on dev)"),
+    metrics: str = typer.Option("", "--metrics", help="comma-separated metrics shown per task and split for each "
+                                "model's chosen configuration (e.g. closed,open,overall,blank_overall)"),
     html_only: bool = typer.Option(False, "--html-only", help="skip report.md and the PNG charts"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a folder embedlab did not write"),
 ) -> None:
@@ -34,6 +36,7 @@ def report(
     from ..bench.report_site import build_report
 
     built = build_report(db, out, experiment=experiment, title=title, domain=domain, split=split,
+                         metrics=[m.strip() for m in metrics.split(",") if m.strip()],
                          formats=("html",) if html_only else ("html", "md"), overwrite=overwrite)
     for note in built.notes:
         _say(f"note: {note}")
