@@ -50,6 +50,7 @@ def main() -> None:
     from embedlab.evaluate.cache import EmbeddingCache
     from embedlab.evaluate.runner import EvalSettings, evaluate
     from embedlab.text import Embedder
+    from embedlab.text.backends import EXPORT_FORMAT
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
@@ -61,8 +62,11 @@ def main() -> None:
     record = json.loads(out.read_text()) if out.is_file() else {}
     if record.get("model") not in (None, args.model) or record.get("max_length") not in (None, args.max_length):
         raise SystemExit(f"{out} holds another model or length; give another --out")
+    if record.get("export_format") not in (None, EXPORT_FORMAT):
+        raise SystemExit(f"{out} was made by export format {record['export_format']} (this code writes "
+                         f"{EXPORT_FORMAT}): its exported-path scores are stale; give another --out")
     record.update(benchmark="inference_quality", model=args.model, max_length=args.max_length,
-                  embedlab=__version__, torch=torch.__version__, tasks=TASKS)
+                  embedlab=__version__, torch=torch.__version__, tasks=TASKS, export_format=EXPORT_FORMAT)
     scores = record.setdefault("scores", {})
     calibration = calibration_texts()
     for backend, precision in PATHS:
