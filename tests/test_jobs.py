@@ -97,6 +97,32 @@ def test_submit_is_idempotent_and_refuses_a_shared_output_folder(tmp_path):
     assert len(q.submit([_job(name="other", x=3)], [tmp_path / "a"])) == 1 and len(q.list()) == 2
 
 
+def test_a_job_whose_rows_were_imported_into_a_fresh_store_is_recorded_done_not_run_again(tmp_path):
+    from embedlab.bench.rowfiles import export_rows, import_rows
+
+    def _job(seed=0, experiment="e"):
+        return JobSpec(kind="evaluate", name="j", model="m", tasks=("stsb",), seed=seed, experiment=experiment)
+
+    old = JobQueue(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    done, other = old.submit([_job(experiment="e"), _job(seed=1, experiment="e")], [tmp_path / "a", tmp_path / "b"])
+    old.claim(done, "w", "test")
+    spec = _job(experiment="e")
+    row = {"model": "m", "task": "stsb", "task_type": "sts", "dataset": "stsb", "split": "test", "metric": "spearman",
+           "value": 0.8, "experiment": "e", "seed": 0, "job_id": done, "config_hash": spec.config_hash()}
+    old.finish(done, "w", [row], {})
+    export_rows(old.store, "e", tmp_path / "e.json")
+
+    fresh = JobQueue(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    assert import_rows(fresh.store, tmp_path / "e.json") == 1
+    a, b = fresh.submit([_job(experiment="e"), _job(seed=1, experiment="e")], [tmp_path / "a", tmp_path / "b"])
+    adopted = fresh.get(a)
+    assert a == done and adopted["status"] == "done" and adopted["timings"] == {"adopted_from_results": True}
+    assert adopted["result_run_ids"] == [fresh.store.query(experiment="e")[0]["run_id"]]
+    assert fresh.get(b)["status"] == "queued"  # seed 1 has no rows: it runs
+    assert fresh.submit([_job(experiment="e")], [tmp_path / "a"]) == [a]  # and a second submission changes nothing
+    assert len(fresh.store.query(experiment="e")) == 1
+
+
 def test_claims_are_compare_and_set_and_lost_workers_are_reaped(tmp_path):
     q = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
     job_id, = q.submit([_job()], [tmp_path / "a"], max_attempts=2)

@@ -11,6 +11,8 @@ or attempts used up), ``cancelled``. Every change is a compare-and-set UPDATE, s
 
 - Submitting is idempotent: a job is keyed by its config hash and seed; submitting the same spec again returns the
   existing job and never re-runs a finished one (``requeue_failed`` puts failed/cancelled ones back in the queue).
+  A spec whose result rows are in the store already (rows imported from a committed results file into a fresh
+  store) is recorded as done with them instead of running again.
 - Two jobs never share an output folder: a submit that names the folder of another job (another configuration or
   seed, in any state but cancelled) is refused; ``forget`` removes a finished job's row to free its folder.
 - A worker that dies (SIGKILL, OOM) is noticed by its executor (the process exit) or by ``reap`` (a heartbeat
@@ -47,7 +49,7 @@ from ..errors import ConfigError, EmbedlabError
 from ..jobkinds import JobContext, JobSpec, get_kind
 from ..outputs import check_claimable, claim_folder
 from ..results import json_safe, provenance
-from .store import Job, ResultsStore
+from .store import Job, Result, ResultsStore
 
 log = logging.getLogger("embedlab.jobs")
 
@@ -117,6 +119,9 @@ class JobQueue:
                                   f"{clash.id[:8]} ({clash.name}, seed {clash.seed}, {clash.status}) of another "
                                   f"configuration; give it another folder, or `embedlab jobs forget {clash.id[:8]}` "
                                   "and move that folder away")
+            adopted = self._adopt_stored_results(session, spec, out, key)
+            if adopted is not None:
+                return adopted
             job = Job(id=uuid.uuid4().hex, kind=spec.kind, domain=get_kind(spec.kind).domain,
                       experiment=spec.experiment, name=spec.name, spec=json_safe(spec.to_dict()), config_hash=key,
                       seed=spec.seed, status="queued", attempts=0, max_attempts=max_attempts, threads=spec.threads,
@@ -129,6 +134,29 @@ class JobQueue:
             existing.status, existing.error, existing.cancel_requested = "queued", None, False
             existing.attempts, existing.finished_at = 0, None
         return existing.id
+
+    def _adopt_stored_results(self, session: Session, spec: JobSpec, out: str, key: str) -> str | None:
+        """A job the table does not know whose result rows are in the store already (a fresh store into which a
+        committed results file was imported, or a store whose job table was cleared): recorded as done with those
+        rows, not run again. Returns the job's id, or None when the store holds no rows of this config and seed."""
+        rows = session.execute(select(Result.job_id, Result.run_id).where(
+            Result.config_hash == key, Result.seed == spec.seed, Result.status == "ok")).all()
+        if not rows:
+            return None
+        old_id = next((r.job_id for r in rows if r.job_id), None)
+        taken = old_id is not None and session.get(Job, old_id) is not None
+        job_id = old_id if old_id and not taken else uuid.uuid4().hex
+        now = _now()
+        session.add(Job(id=job_id, kind=spec.kind, domain=get_kind(spec.kind).domain, experiment=spec.experiment,
+                        name=spec.name, spec=json_safe(spec.to_dict()), config_hash=key, seed=spec.seed,
+                        status="done", attempts=0, max_attempts=0, threads=spec.threads,
+                        resources=json_safe(spec.resources) or None, output_dir=out, cancel_requested=False,
+                        progress=1.0, progress_text="its results were already in the store",
+                        result_run_ids=sorted({r.run_id for r in rows if r.run_id}),
+                        timings={"adopted_from_results": True}, created_at=now, finished_at=now))
+        session.flush()
+        log.info("job %s (seed %d): its results are in the store already; recorded as done", spec.name, spec.seed)
+        return job_id
 
     def forget(self, job_id: str) -> dict[str, Any]:
         """Remove a finished, failed or cancelled job from the table (its result rows and its folder stay), so that
