@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The long measured runs behind the docs (issue 15's Med-VQA leaderboard, issue 13's full-size CoDiEmb rows), one
+# after another, each resumable. A machine that goes away loses only the job it was running: every finished job's
+# rows are exported to the committed results file at once (docs/results/medvqa.json, docs/results/codiemb_full.json
+# and its items), and on the next start those files are imported first, so their jobs count as done.
+#
+#   bash experiments/queue.sh            # from the repository root, after `make setup`; logs to stdout
+#   COMMIT=1 bash experiments/queue.sh   # also `git commit` each results file as it changes (a maintainer's run)
+#
+# Runs two one-thread Med-VQA jobs side by side, then the CoDiEmb rows one at a time (each trains on 2 threads).
+# Stop it with SIGTERM (Ctrl-C in a terminal): running jobs go back to the queue; the same command continues them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export EMBEDLAB_DATA="${EMBEDLAB_DATA:-$(cd .. && pwd)/shared/data}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DB=runs/docs-results.sqlite
+E=.venv/bin/embedlab
+mkdir -p runs
+
+commit() {  # commit the named paths only (never the whole tree); a concurrent git command makes us retry
+  [ "${COMMIT:-0}" = 1 ] || return 0
+  for _ in 1 2 3 4 5; do
+    git add -- "$@" 2>/dev/null && git commit -q -m "$MSG" -- "$@" && return 0
+    git diff --quiet HEAD -- "$@" && return 0
+    sleep 7
+  done
+}
+
+# -- Med-VQA (issue 15): the matrix, with an exporter that writes the rows after every finished job ---------------
+[ -f docs/results/medvqa.json ] && $E results-import docs/results/medvqa.json --db $DB
+$E results-import docs/results/medvqa_baselines.json --db $DB
+export_medvqa() {
+  $E results --experiment medvqa_models --format json --db $DB --out docs/results/medvqa.json >/dev/null &&
+    MSG="Issue 15: leaderboard rows so far ($1 jobs of experiments/medvqa_models.yaml and medvqa_bf16.yaml done)" \
+      commit docs/results/medvqa.json
+}
+done_jobs() {
+  .venv/bin/python - "$DB" <<'PY'
+import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute(
+    "select count(*) from jobs where experiment='medvqa_models' and status='done'").fetchone()[0])
+PY
+}
+(
+  last=-1
+  while sleep 60; do
+    n=$(done_jobs 2>/dev/null || echo 0)
+    if [ "$n" != "$last" ] && [ "$n" -gt 0 ] && export_medvqa "$n"; then last=$n; fi
+  done
+) &
+EXPORTER=$!
+trap 'kill $EXPORTER 2>/dev/null' EXIT
+OMP_NUM_THREADS=1 $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
+# bf16 rows only where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower than
+# fp32, and the rows' training times would say nothing about bf16.
+if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  OMP_NUM_THREADS=1 $E jobs submit experiments/medvqa_bf16.yaml --db $DB --cpus 2 --no-progress || exit 1
+else
+  echo "queue.sh: this CPU has no native bf16 (avx512_bf16/amx_bf16): experiments/medvqa_bf16.yaml skipped"
+fi
+kill $EXPORTER 2>/dev/null
+export_medvqa "$(done_jobs)"
+
+# -- CoDiEmb at full size (issue 13): one (row, seed) per call, so the records file is written after each ----------
+if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
+  $E convert --out runs/train-data || exit 1
+  $E mine runs/train-data/scifact-train.jsonl --out runs/train-data/scifact-mined.jsonl \
+    --corpus "$EMBEDLAB_DATA/retrieval/scifact/corpus.jsonl" --seed 0 || exit 1
+fi
+for row_seed in codiemb:50 naive:50 st_peer:50 ir_only-283:49 sts_only-242:49 cosent:49 arm-losses:50 \
+                arm-sampler:50 codiemb:51 naive:51 st_peer:51 ir_only-283:50 sts_only-242:50 cosent:50 \
+                ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
+  $E experiment experiments/codiemb_full.yaml --db $DB --only "${row_seed%%:*}" --seeds "${row_seed##*:}" \
+    --no-progress || exit 1
+  MSG="Issue 13: codiemb_full row ${row_seed%%:*} seed ${row_seed##*:} (records, items, table)" \
+    commit docs/results/codiemb_full.json docs/results/codiemb_full-items docs/codiemb_full_table.md
+done
