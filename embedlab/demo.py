@@ -1,9 +1,11 @@
 """The main job on the embedded defaults (``make demo`` / ``embedlab demo``): evaluate, train CoDiEmb, evaluate again.
 
 1. evaluate all-MiniLM-L6-v2 on every local STS and retrieval set plus the geometry probe (MTEB conventions; bf16
-   autocast by default so the whole demo fits in 15 minutes on 2 cores, ``--fp32`` reproduces MTEB's numbers exactly);
+   autocast where the CPU computes bf16 natively, so the whole demo fits in 15 minutes on 2 cores, fp32 elsewhere
+   (embedlab.hardware); ``--fp32`` reproduces MTEB's numbers exactly);
 2. build the training files from the local data (``embedlab convert``; seconds) and train a short CoDiEmb run from
-   ``recipes/codiemb_demo.yaml`` (resumes from its checkpoints if interrupted; a finished run is reused);
+   ``recipes/codiemb_demo.yaml`` in the same precision (resumes from its checkpoints if interrupted; a finished run
+   is reused);
 3. evaluate the trained model on the same tasks and write ``<out>/report.md``: before, after and the difference per
    task, the published MTEB scores of the base model, what was trained and how long it took;
 4. Med-VQA (``vqa=True``, the default): the three baselines and a ``cpu``-profile library model trained for a few
@@ -71,8 +73,10 @@ def run_demo(out: Path, evaluate_fn: Callable, train: bool = True, recipe_path: 
     from .train.run_folder import finished_model
 
     data_root = out / "train-data"
+    # Training follows the evaluation's precision: the recipe's bf16 autocast is fast only where bf16 is native.
     recipe = load_recipe(recipe_path, [f"data.root={data_root}", f"output_dir={out / 'codiemb'}",
-                                       f"model.name={model}"])
+                                       f"model.name={model}",
+                                       f"train.mixed_precision={'bf16' if precision == 'bf16' else 'fp32'}"])
     names = sorted({Path(s.path).stem for s in recipe.data.sources})
     from .prep.convert import check_current
     from .errors import ConfigError

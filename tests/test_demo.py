@@ -32,6 +32,7 @@ def test_demo_trains_and_reports_before_and_after(train_root, data_root):
     text = report.read_text()
     assert calls == [str(tmp / "tiny-model"), "codiemb-demo"]
     assert "| stsb-dev | dev |" in text and "STS average" in text and "steps=6" in text
+    assert "precision=fp32" in text  # training follows the evaluation's precision (the recipe asks bf16)
     assert (out / "codiemb" / "final" / "modules.json").is_file()
     assert any((out / "base" / "json").rglob("*.json")) and any((out / "codiemb" / "json").rglob("*.json"))
     # Run again: the finished training is reused (the weights file is not rewritten).
@@ -80,3 +81,20 @@ def test_the_med_vqa_part_appends_one_section_with_baselines_and_image_checks(tm
     assert answer.status_code == 200, answer.text
     top = answer.json()["top"]
     assert len(top) == 5 and abs(sum(t["probability"] for t in top)) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("native,precision", [("0", "fp32"), ("1", "bf16")])
+def test_the_demo_command_uses_bf16_only_where_the_cpu_computes_it_natively(train_root, tmp_path, monkeypatch,
+                                                                           native, precision):
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    monkeypatch.setenv("EMBEDLAB_CACHE", str(tmp_path / "cache"))
+    out = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", str(train_root / "tiny-model"),
+                                   "--tasks", "stsb-dev", "--no-train", "--no-vqa"],
+                             env={"EMBEDLAB_NATIVE_BF16": native, "COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"precision: {precision} (" in out.output
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert ("precision=bf16 autocast" if precision == "bf16" else "precision=fp32") in report

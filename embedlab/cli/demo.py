@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.text import Text
@@ -20,14 +21,22 @@ def demo(
     train: bool = typer.Option(True, "--train/--no-train", help="train a short CoDiEmb run and evaluate it too"),
     vqa: bool = typer.Option(True, "--vqa/--no-vqa", help="add the Med-VQA part (baselines and a model trained for a "
                              "few minutes on VQA-RAD's validation split)"),
-    bf16: bool = typer.Option(True, "--bf16/--fp32", help="evaluate both models with bf16 autocast (default; about "
-                              "2x faster here, scores within a few hundredths) or in fp32 (= MTEB exactly)"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="train and evaluate with bf16 autocast (about 2x "
+                                        "faster on a CPU with AVX-512 BF16 or AMX, scores within a few hundredths) "
+                                        "or in fp32 (= MTEB exactly); default: bf16 where the CPU computes it "
+                                        "natively, else fp32"),
 ) -> None:
     """The main job on the embedded defaults: evaluate the bundled model on every local STS and retrieval set, train
     a short CoDiEmb run from it (recipes/codiemb_demo.yaml), evaluate that, add the Med-VQA part (baselines and a
     briefly trained model on VQA-RAD's validation split), and write OUT/report.md."""
     from ..demo import run_demo
 
+    from ..hardware import auto_precision
+
+    if bf16 is None:
+        precision, why = auto_precision()
+        console.print(Text(f"precision: {precision} ({why}; --bf16 / --fp32 choose)", style="bold"))
+        bf16 = precision == "bf16"
     settings = _settings(32, None, None, None, bf16, True, False)
     _on_interrupt(f"interrupted: what finished is kept under {out} (results store {out / 'results.sqlite'})")
     db = f"sqlite:///{(out / 'results.sqlite').resolve()}"

@@ -179,6 +179,12 @@ class Trainer:
         torch.manual_seed(r.seed)
         if r.train.num_threads:
             torch.set_num_threads(r.train.num_threads)
+        if r.train.mixed_precision == "bf16" and self.device.type == "cpu":
+            from ..hardware import native_bf16
+
+            if not native_bf16("cpu"):
+                log.warning("mixed_precision=bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX): PyTorch "
+                            "emulates it, several times slower than fp32; set train.mixed_precision=fp32 here")
         if r.train.mixed_precision == "fp16" and self.device.type != "cuda":
             log.warning("mixed_precision=fp16 needs a CUDA GPU; training in fp32 on %s", self.device)
         self.sources = load_recipe_sources(r)  # validates every row before any model work
@@ -378,7 +384,7 @@ class Trainer:
         import contextlib
 
         mp = self.recipe.train.mixed_precision
-        if mp == "bf16":  # CUDA, and CPUs with AVX-512 BF16 (about 2x faster matmuls here; weights stay fp32)
+        if mp == "bf16":  # CUDA, CPUs with AVX-512 BF16 or AMX (about 2x faster; weights stay fp32): hardware.py
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         if mp == "fp16" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
