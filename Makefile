@@ -71,6 +71,7 @@ EXPERIMENTS := codiemb fusion cse_sfp
 TABLE_ONLY := codiemb_full
 # job-matrix experiments (embedlab jobs submit): rows committed as docs/results/<name>.json, reports on the val split
 JOB_MATRICES := medvqa_baselines
+MEDVQA_METRICS := closed,open,overall,blank_overall,shuffled_overall,image_reliance
 docs-reports: $(STAMP)
 	@for e in $(EXPERIMENTS); do $(VENV)/bin/embedlab experiment experiments/$$e.yaml --table-only --db $(DOCS_DB) || exit 1; \
 	  $(VENV)/bin/embedlab report --experiment $$e --db $(DOCS_DB) --out docs/reports/$$e || exit 1; done
@@ -79,6 +80,12 @@ docs-reports: $(STAMP)
 	@for e in $(JOB_MATRICES); do $(VENV)/bin/embedlab results-import docs/results/$$e.json --db $(DOCS_DB) || exit 1; \
 	  $(VENV)/bin/embedlab report --experiment $$e --domain medvqa --split val --db $(DOCS_DB) --out docs/reports/$$e \
 	  || exit 1; done
+	@# The Med-VQA leaderboard: the library models' rows (docs/results/medvqa.json, written by experiments/queue.sh as
+	@# jobs finish) next to the baselines, every medvqa row of the store, with the image checks per task and split.
+	@if [ -f docs/results/medvqa.json ]; then \
+	  $(VENV)/bin/embedlab results-import docs/results/medvqa.json --db $(DOCS_DB) && \
+	  $(VENV)/bin/embedlab report --domain medvqa --split val --db $(DOCS_DB) --metrics $(MEDVQA_METRICS) \
+	    --title "Med-VQA leaderboard: VQA-RAD validation splits" --out docs/reports/medvqa || exit 1; fi
 
 clean-venv:
 	rm -rf $(VENV)
