@@ -1,6 +1,7 @@
 # embedlab — the two commands a new user runs: `make demo` and `make test`. Both set themselves up on first use:
 # a .venv, torch pinned to the CPU wheel (a plain `torch` requirement would pull a multi-GB CUDA build), then the
-# package in editable mode. The stamp file makes a second run install nothing.
+# package in editable mode. The stamp file makes a second run install nothing. make test also writes every test's time
+# to runs/pytest-junit.xml (to see where the suite's minutes go).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -31,7 +32,8 @@ demo: $(STAMP)
 	$(VENV)/bin/embedlab demo --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25
+	@mkdir -p runs
+	$(PY) -m pytest -q --durations=25 --junitxml=runs/pytest-junit.xml
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
