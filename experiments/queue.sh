@@ -8,8 +8,26 @@
 #   COMMIT=1 bash experiments/queue.sh   # also `git commit` each results file as it changes (a maintainer's run)
 #
 # Runs two one-thread Med-VQA jobs side by side, then the CoDiEmb rows one at a time (each trains on 2 threads).
-# Stop it with SIGTERM (Ctrl-C in a terminal): running jobs go back to the queue; the same command continues them.
+# Stop it with Ctrl-C or SIGTERM (to this script: it passes the signal on): running jobs go back to the queue; the
+# same command continues them.
 set -uo pipefail
+CHILD=""
+EXPORTER=""
+run() {  # a long command in the background, so that a signal reaches this script while it waits and is passed on
+  "$@" &
+  CHILD=$!
+  wait "$CHILD"
+  local rc=$?
+  CHILD=""
+  return $rc
+}
+stop() {
+  echo "queue.sh: stopping (running jobs go back to the queue)"
+  [ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD"
+  exit 143
+}
+trap stop TERM INT
+trap '[ -n "$EXPORTER" ] && kill $EXPORTER 2>/dev/null' EXIT
 cd "$(dirname "$0")/.."
 export EMBEDLAB_DATA="${EMBEDLAB_DATA:-$(cd .. && pwd)/shared/data}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DB=runs/docs-results.sqlite
@@ -48,12 +66,11 @@ PY
   done
 ) &
 EXPORTER=$!
-trap 'kill $EXPORTER 2>/dev/null' EXIT
-OMP_NUM_THREADS=1 $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
+OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
 # bf16 rows only where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower than
 # fp32, and the rows' training times would say nothing about bf16.
 if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
-  OMP_NUM_THREADS=1 $E jobs submit experiments/medvqa_bf16.yaml --db $DB --cpus 2 --no-progress || exit 1
+  OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_bf16.yaml --db $DB --cpus 2 --no-progress || exit 1
 else
   echo "queue.sh: this CPU has no native bf16 (avx512_bf16/amx_bf16): experiments/medvqa_bf16.yaml skipped"
 fi
@@ -68,14 +85,14 @@ if ! grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   exit 0
 fi
 if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
-  $E convert --out runs/train-data || exit 1
-  $E mine runs/train-data/scifact-train.jsonl --out runs/train-data/scifact-mined.jsonl \
+  run $E convert --out runs/train-data || exit 1
+  run $E mine runs/train-data/scifact-train.jsonl --out runs/train-data/scifact-mined.jsonl \
     --corpus "$EMBEDLAB_DATA/retrieval/scifact/corpus.jsonl" --seed 0 || exit 1
 fi
 for row_seed in codiemb:50 naive:50 st_peer:50 ir_only-283:49 sts_only-242:49 cosent:49 arm-losses:50 \
                 arm-sampler:50 codiemb:51 naive:51 st_peer:51 ir_only-283:50 sts_only-242:50 cosent:50 \
                 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
-  $E experiment experiments/codiemb_full.yaml --db $DB --only "${row_seed%%:*}" --seeds "${row_seed##*:}" \
+  run $E experiment experiments/codiemb_full.yaml --db $DB --only "${row_seed%%:*}" --seeds "${row_seed##*:}" \
     --no-progress || exit 1
   MSG="Issue 13: codiemb_full row ${row_seed%%:*} seed ${row_seed##*:} (records, items, table)" \
     commit docs/results/codiemb_full.json docs/results/codiemb_full-items docs/codiemb_full_table.md
