@@ -74,6 +74,7 @@ TABLE_ONLY := codiemb_full
 # job-matrix experiments (embedlab jobs submit): rows committed as docs/results/<name>.json, reports on the val split
 JOB_MATRICES := medvqa_baselines
 MEDVQA_METRICS := closed,open,overall,blank_overall,shuffled_overall,image_reliance
+MEDVQA_TYPES := type/ABN,type/ATTRIB,type/COLOR,type/COUNT,type/MODALITY,type/ORGAN,type/OTHER,type/PLANE,type/POS,type/PRES,type/SIZE
 docs-reports: $(STAMP)
 	@for e in $(EXPERIMENTS); do $(VENV)/bin/embedlab experiment experiments/$$e.yaml --table-only --db $(DOCS_DB) || exit 1; \
 	  $(VENV)/bin/embedlab report --experiment $$e --db $(DOCS_DB) --out docs/reports/$$e || exit 1; done
@@ -83,11 +84,15 @@ docs-reports: $(STAMP)
 	  $(VENV)/bin/embedlab report --experiment $$e --domain medvqa --split val --db $(DOCS_DB) --out docs/reports/$$e \
 	  || exit 1; done
 	@# The Med-VQA leaderboard: the library models' rows (docs/results/medvqa.json, written by experiments/queue.sh as
-	@# jobs finish) next to the baselines, every medvqa row of the store, with the image checks per task and split.
+	@# jobs finish) next to the baselines, every medvqa row of the store, with the image checks per task and split, and
+	@# a second report with the accuracy per question type.
 	@if [ -f docs/results/medvqa.json ]; then \
 	  $(VENV)/bin/embedlab results-import docs/results/medvqa.json --db $(DOCS_DB) && \
 	  $(VENV)/bin/embedlab report --domain medvqa --split val --db $(DOCS_DB) --metrics $(MEDVQA_METRICS) \
-	    --title "Med-VQA leaderboard: VQA-RAD validation splits" --out docs/reports/medvqa || exit 1; fi
+	    --title "Med-VQA leaderboard: VQA-RAD validation splits" --out docs/reports/medvqa && \
+	  $(VENV)/bin/embedlab report --domain medvqa --split val --db $(DOCS_DB) --metrics $(MEDVQA_TYPES) \
+	    --title "Med-VQA accuracy per question type: VQA-RAD validation splits" --out docs/reports/medvqa_types \
+	  || exit 1; fi
 
 clean-venv:
 	rm -rf $(VENV)
