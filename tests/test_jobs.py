@@ -123,6 +123,22 @@ def test_a_job_whose_rows_were_imported_into_a_fresh_store_is_recorded_done_not_
     assert len(fresh.store.query(experiment="e")) == 1
 
 
+def test_submit_on_the_command_line_says_which_jobs_were_done_already(tmp_path):
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    path = _matrix(tmp_path)
+    first, _ = expand(load_job_matrix(path))[0]
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    JobQueue(url).store.add_run([{"model": "m1", "task": "stsb", "task_type": "sts", "dataset": "stsb",
+                                  "split": "test", "metric": "main_score", "value": 80.0, "experiment": "grid",
+                                  "seed": first.seed, "config_hash": first.config_hash()}])
+    out = CliRunner().invoke(app, ["jobs", "submit", str(path), "--db", url, "--no-wait"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "8 job(s): 7 new, 1 done already (their results were in the store), 0 already known" in out.output
+
+
 def test_claims_are_compare_and_set_and_lost_workers_are_reaped(tmp_path):
     q = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
     job_id, = q.submit([_job()], [tmp_path / "a"], max_attempts=2)

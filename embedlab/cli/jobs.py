@@ -84,8 +84,11 @@ def submit(
     before = {j["id"] for j in queue.list()}
     ids = queue.submit([j for j, _ in jobs], [f for _, f in jobs], max_attempts=max_attempts,
                        requeue_failed=requeue)
-    new = len(set(ids) - before)
-    _say(f"{len(ids)} job(s): {new} new, {len(ids) - new} already known; store {queue.store.display_url}")
+    added = set(ids) - before
+    adopted = sum(1 for i in added if queue.get(i)["status"] == "done")  # their rows were in the store already
+    _say(f"{len(ids)} job(s): {len(added) - adopted} new, "
+         + (f"{adopted} done already (their results were in the store), " if adopted else "")
+         + f"{len(ids) - len(added)} already known; store {queue.store.display_url}")
     if wait:
         _wait(queue, ids, executor, cpus, address, progress)
 
