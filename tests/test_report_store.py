@@ -306,3 +306,29 @@ def test_report_from_a_url_and_an_empty_store(tmp_path):
     with pytest.raises(ConfigError, match="no results store"):
         build_report(f"sqlite:///{tmp_path / 'missing.sqlite'}", tmp_path / "r", experiment="x")
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_training_curves_of_per_task_folders_and_epoch_logs_and_no_note_for_queued_jobs(tmp_path):
+    """A vqa-train job trains one model per task in a sub-folder and logs per epoch: one curve per sub-folder, over
+    epochs; a queued job has no folder yet, which is not "gone"."""
+    from embedlab.bench.report_site import _training_curves
+
+    done = tmp_path / "vqa-s0"
+    for task, losses in (("vqa-rad-val", [3.0, 2.0, 1.5]), ("vqa-rad-image", [4.0, 3.0])):
+        (done / task).mkdir(parents=True)
+        (done / task / "train_log.jsonl").write_text(
+            json.dumps({"stage": "multitask", "epochs": 30}) + "\n"
+            + "".join(json.dumps({"epoch": e, "loss": v}) + "\n" for e, v in enumerate(losses)), encoding="utf-8")
+    jobs = [{"id": "a" * 32, "name": "vqa", "seed": 0, "kind": "vqa-train", "status": "done", "config_hash": "h",
+             "output_dir": str(done)},
+            {"id": "b" * 32, "name": "vqa", "seed": 1, "kind": "vqa-train", "status": "queued", "config_hash": "h",
+             "output_dir": str(tmp_path / "vqa-s1")},
+            {"id": "c" * 32, "name": "vqa", "seed": 2, "kind": "vqa-train", "status": "done", "config_hash": "h",
+             "output_dir": str(tmp_path / "deleted")}]
+    curves, notes = _training_curves(jobs)
+    by_run: dict = {}
+    for p in curves["loss"]:
+        by_run.setdefault(p["run"], []).append((p["step"], p["value"]))
+    assert by_run == {"vqa s0 vqa-rad-image": [(1.0, 4.0), (2.0, 3.0)],
+                      "vqa s0 vqa-rad-val": [(1.0, 3.0), (2.0, 2.0), (3.0, 1.5)]}
+    assert len(notes) == 1 and "cccccccc" in notes[0] and "is gone" in notes[0]  # the queued one: no note

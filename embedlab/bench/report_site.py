@@ -288,10 +288,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _points(records: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float, float, str]]:
-    """(step, value, task) of every record with a finite ``key``; thinned evenly per task to MAX_CURVE_POINTS."""
+    """(step, value, task) of every record with a finite ``key``; thinned evenly per task to MAX_CURVE_POINTS. A
+    log written per epoch (no ``step``; Med-VQA's trainer) is drawn over epochs completed (``epoch`` + 1)."""
     by_task: dict[str, list[tuple[float, float, str]]] = {}
     for r in records:
         step, value = r.get("step"), r.get(key)
+        if step is None and isinstance(r.get("epoch"), int) and not isinstance(r.get("epoch"), bool):
+            step = r["epoch"] + 1
         if isinstance(step, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and math.isfinite(value):
             task = str(r.get("task") or "")
@@ -321,19 +324,26 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
         folder = Path(folder)
         label = f"{j['name']} s{j['seed']}" + (f" [{j['config_hash'][:8]}]" if len(hashes_of[j["name"]]) > 1 else "")
         if not folder.is_dir():
-            notes.append(f"job {j['id'][:8]} ({label}, {j['kind']}, {j['status']}): its output folder {folder} is "
-                         f"gone; no training curves or logs from it")
+            if j["status"] != "queued":  # a queued job has no folder yet: nothing is missing
+                notes.append(f"job {j['id'][:8]} ({label}, {j['kind']}, {j['status']}): its output folder {folder} "
+                             f"is gone; no training curves or logs from it")
             continue
-        train = folder / "train_log.jsonl"
-        dev_log = folder / "dev_log.jsonl"
-        if not train.is_file() and not dev_log.is_file():
-            continue
-        if drawn >= MAX_CURVE_RUNS:
-            skipped_cap.append(label)
-            continue
-        drawn += 1
-        loss += [{"run": label, "step": s, "value": v, "task": t} for s, v, t in _points(_read_jsonl(train), "loss")]
-        dev += [{"run": label, "step": s, "value": v} for s, v, _ in _points(_read_jsonl(dev_log), "mean")]
+        # A job trains in its folder, or (a job that trains one model per task, as vqa-train) in one sub-folder
+        # per task: each log is one curve, labelled with its sub-folder.
+        runs = [(label, folder)] + [(f"{label} {sub.name}", sub) for sub in sorted(folder.iterdir())
+                                    if sub.is_dir() and (sub / "train_log.jsonl").is_file()]
+        for run_label, run_dir in runs:
+            train = run_dir / "train_log.jsonl"
+            dev_log = run_dir / "dev_log.jsonl"
+            if not train.is_file() and not dev_log.is_file():
+                continue
+            if drawn >= MAX_CURVE_RUNS:
+                skipped_cap.append(run_label)
+                continue
+            drawn += 1
+            loss += [{"run": run_label, "step": s, "value": v, "task": t}
+                     for s, v, t in _points(_read_jsonl(train), "loss")]
+            dev += [{"run": run_label, "step": s, "value": v} for s, v, _ in _points(_read_jsonl(dev_log), "mean")]
     if skipped_cap:
         notes.append(f"training curves drawn for the first {MAX_CURVE_RUNS} runs only; not drawn: "
                      + ", ".join(skipped_cap))
