@@ -332,3 +332,19 @@ def test_training_curves_of_per_task_folders_and_epoch_logs_and_no_note_for_queu
     assert by_run == {"vqa s0 vqa-rad-image": [(1.0, 4.0), (2.0, 3.0)],
                       "vqa s0 vqa-rad-val": [(1.0, 3.0), (2.0, 2.0), (3.0, 1.5)]}
     assert len(notes) == 1 and "cccccccc" in notes[0] and "is gone" in notes[0]  # the queued one: no note
+
+
+def test_many_jobs_without_their_folder_are_summed_up_in_one_note(tmp_path):
+    """Rows imported from a results file on a machine that never ran the jobs: one note naming every job, not one per
+    job (27 lines of notes would bury the report)."""
+    from embedlab.bench.report_site import MAX_GONE_NOTES, _training_curves
+
+    n = MAX_GONE_NOTES + 2
+    jobs = [{"id": f"{i:032x}", "name": "vqa", "seed": i, "kind": "vqa-train", "status": "done", "config_hash": "h",
+             "output_dir": str(tmp_path / "jobs" / f"vqa-s{i}")} for i in range(n)]
+    curves, notes = _training_curves(jobs)
+    assert curves == {"loss": [], "dev": []}
+    assert len(notes) == 1 and f"{n} jobs' output folders are gone" in notes[0]
+    assert str(tmp_path / "jobs") in notes[0] and all(f"vqa s{i}" in notes[0] for i in range(n))
+    _, few = _training_curves(jobs[:MAX_GONE_NOTES])
+    assert len(few) == MAX_GONE_NOTES and all("is gone" in x for x in few)

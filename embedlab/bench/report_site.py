@@ -308,6 +308,9 @@ def _points(records: Iterable[Mapping[str, Any]], key: str) -> list[tuple[float,
     return sorted(out)
 
 
+MAX_GONE_NOTES = 3  # more jobs without their folder than this are summed up in one note
+
+
 def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """{"loss": [...], "dev": [...]} points (run, step, value) from the jobs' output folders, and notes on the jobs
     whose folder is gone."""
@@ -317,6 +320,7 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
         hashes_of.setdefault(j["name"], set()).add(j["config_hash"])
     drawn = 0
     skipped_cap = []
+    gone: list[tuple[Mapping[str, Any], str, Path]] = []
     for j in jobs:
         folder = j.get("output_dir")
         if not folder:
@@ -325,8 +329,7 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
         label = f"{j['name']} s{j['seed']}" + (f" [{j['config_hash'][:8]}]" if len(hashes_of[j["name"]]) > 1 else "")
         if not folder.is_dir():
             if j["status"] != "queued":  # a queued job has no folder yet: nothing is missing
-                notes.append(f"job {j['id'][:8]} ({label}, {j['kind']}, {j['status']}): its output folder {folder} "
-                             f"is gone; no training curves or logs from it")
+                gone.append((j, label, folder))
             continue
         # A job trains in its folder, or (a job that trains one model per task, as vqa-train) in one sub-folder
         # per task: each log is one curve, labelled with its sub-folder.
@@ -344,6 +347,14 @@ def _training_curves(jobs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[
             loss += [{"run": run_label, "step": s, "value": v, "task": t}
                      for s, v, t in _points(_read_jsonl(train), "loss")]
             dev += [{"run": run_label, "step": s, "value": v} for s, v, _ in _points(_read_jsonl(dev_log), "mean")]
+    if len(gone) <= MAX_GONE_NOTES:
+        notes += [f"job {j['id'][:8]} ({label}, {j['kind']}, {j['status']}): its output folder {folder} "
+                  f"is gone; no training curves or logs from it" for j, label, folder in gone]
+    else:  # many (rows imported from a results file on a machine that never ran the jobs): one note, not a page
+        parents = sorted({str(folder.parent) for _, _, folder in gone})
+        notes.append(f"{len(gone)} jobs' output folders are gone (under {', '.join(parents)}; their rows may have "
+                     f"been imported from a results file): no training curves or logs from "
+                     + ", ".join(label for _, label, _ in gone))
     if skipped_cap:
         notes.append(f"training curves drawn for the first {MAX_CURVE_RUNS} runs only; not drawn: "
                      + ", ".join(skipped_cap))
