@@ -348,3 +348,14 @@ def test_many_jobs_without_their_folder_are_summed_up_in_one_note(tmp_path):
     assert str(tmp_path / "jobs") in notes[0] and all(f"vqa s{i}" in notes[0] for i in range(n))
     _, few = _training_curves(jobs[:MAX_GONE_NOTES])
     assert len(few) == MAX_GONE_NOTES and all("is gone" in x for x in few)
+
+
+def test_provenance_does_not_call_a_queued_jobs_folder_gone(tmp_path):
+    from embedlab.bench.report_site import _provenance
+
+    base = {"name": "vqa", "kind": "vqa-train", "config_hash": "h" * 64, "spec": {"name": "vqa"}, "timings": {},
+            "output_dir": str(tmp_path / "no-such-folder")}
+    jobs = [{**base, "id": "a" * 32, "seed": 0, "status": "queued"},
+            {**base, "id": "b" * 32, "seed": 1, "status": "done"}]
+    missing = {p["seed"]: p["folder_missing"] for p in _provenance(jobs, [])}
+    assert missing == {0: False, 1: True}
