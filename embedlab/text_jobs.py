@@ -199,7 +199,7 @@ def fuse_model(f: dict[str, Any], seed: int, out: Path, bf16: bool, show_progres
     if len(combos) == 1:
         result = fuse(models, f["method"], out=out, base=base, weights=weights, params={**params, **combos[0]},
                       seed=seed, show_progress=show_progress)
-        return str(out), {**info, "params": result.params}
+        return str(out), {**info, "params": result.params, **result.extra}
     log_path = out.with_name(out.name + ".sweep.json")
     tried = json.loads(log_path.read_text())["candidates"] if log_path.is_file() else []
     score = dev_scorer(select_on, bf16)
@@ -207,9 +207,11 @@ def fuse_model(f: dict[str, Any], seed: int, out: Path, bf16: bool, show_progres
     for combo in combos:
         if any(c["params"] == combo for c in tried):
             continue
-        fuse(models, f["method"], out=cand, base=base, weights=weights, params={**params, **combo}, seed=seed,
-             show_progress=show_progress)
-        tried.append({"params": combo, "dev": score(str(cand))})
+        fused = fuse(models, f["method"], out=cand, base=base, weights=weights, params={**params, **combo},
+                     seed=seed, show_progress=show_progress)
+        # the candidate's update size beside its dev score: a sweep shows which setting matches the others' size
+        tried.append({"params": combo, "dev": score(str(cand)),
+                      "relative_update": (fused.extra.get("update") or {}).get("relative_update")})
         write_json(log_path, {"select_on": select_on, "candidates": tried})
         log.info("%s sweep %s: dev %.4f", out.name, combo, tried[-1]["dev"])
     best = max(tried, key=lambda c: c["dev"])
@@ -217,7 +219,7 @@ def fuse_model(f: dict[str, Any], seed: int, out: Path, bf16: bool, show_progres
                   seed=seed, extra={"sweep": {"select_on": select_on, "candidates": tried, "chosen": best}},
                   show_progress=show_progress)
     shutil.rmtree(cand, ignore_errors=True)
-    return str(out), {**info, "params": result.params, "sweep": result.extra["sweep"]}
+    return str(out), {**info, "params": result.params, **result.extra}
 
 
 for _kind in (

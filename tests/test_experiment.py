@@ -118,6 +118,10 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     tried = fused["sweep"]["candidates"]
     assert [c["params"]["variant"] for c in tried] == ["magnitude", "inverse"]
     assert fused["params"]["variant"] == max(tried, key=lambda c: c["dev"])["params"]["variant"]
+    # each candidate's update size is recorded beside its dev score, and the kept model's in the record
+    assert all(c["relative_update"] > 0 for c in tried)
+    assert fused["update"]["relative_update"] == pytest.approx(
+        max(tried, key=lambda c: c["dev"])["relative_update"], rel=1e-9)
     assert fused["models"] == [str(tmp / "work" / f"trained-s{i}" / "final") for i in (1, 2)]
     trained = [r for r in records if r["name"] == "trained"]
     assert all(r["steps"] == 2 and r["split"] == "dev" and f"seed={r['seed']}" in r["overrides"] for r in trained)

@@ -182,6 +182,30 @@ def test_fused_model_loads_everywhere_and_differs_from_inputs(checkpoints, tmp_p
     assert all(not torch.equal(w[k], _weights_of(c)[k]) for c in ckpts for k in list(w)[:3])
 
 
+def test_fusion_records_its_update_size_next_to_the_inputs(checkpoints, tmp_path):
+    """fusion.json says how far the merge moved from the base (L2 over float tensors) and how far each input had
+    moved: a uniform soup of 3 independent-noise checkpoints moves less than any of them, task arithmetic λ 3 (Σ Δ_k)
+    more; computed here by hand from the files."""
+    base, ckpts = checkpoints
+    b = _weights_of(base)
+
+    def dist(state):
+        return sum(float((state[k].double() - b[k].double()).square().sum()) for k in b
+                   if b[k].is_floating_point()) ** 0.5
+
+    inputs = [dist(_weights_of(c)) for c in ckpts]
+    soup = fuse(ckpts, "linear", out=tmp_path / "soup", base=base, show_progress=False)
+    up = json.loads((soup.out / "fusion.json").read_text())["extra"]["update"]
+    assert up["input_update_norms"] == pytest.approx(inputs, rel=1e-9)
+    assert up["update_norm"] == pytest.approx(dist(_weights_of(soup.out)), rel=1e-6)
+    assert up["relative_update"] == pytest.approx(up["update_norm"] / (sum(inputs) / 3), rel=1e-9)
+    assert up["relative_update"] < 1.0
+    ta = fuse(ckpts, "task_arithmetic", out=tmp_path / "ta", base=base, params={"lambda": 3.0}, show_progress=False)
+    assert ta.extra["update"]["relative_update"] > 1.0
+    no_base = fuse(ckpts, "linear", out=tmp_path / "nb", show_progress=False)
+    assert "update" not in no_base.extra  # without the base there is nothing to measure from
+
+
 def test_integer_tensors_are_copied_not_averaged(checkpoints, tmp_path):
     base, ckpts = checkpoints
     for i, c in enumerate(ckpts):

@@ -153,6 +153,24 @@ class _Models(Sequence):
         return self.readers[k](self.key).float()
 
 
+def update_sizes(state: dict[str, torch.Tensor], models: Sequence[Checkpoint], base: Checkpoint) -> dict[str, Any]:
+    """How far the merge moved from the base, next to how far each input had moved: the L2 norm of θ − θ0 over the
+    float tensors the base holds, for the merged model and for each input, and their ratio to the inputs' mean.
+    Methods differ mostly in this size (task arithmetic's λ, TIES' trimming, DARE's rescale, delta-guided's λ), so
+    comparing them fairly means comparing them at matched update sizes (docs/fusion.md)."""
+    keys = [k for k, v in state.items() if v.is_floating_point() and k in base.key_files]
+    merged_sq, inputs_sq = 0.0, [0.0] * len(models)
+    for key in keys:
+        theta0 = base.read(key).double()
+        merged_sq += float((state[key].double() - theta0).square().sum())
+        for i, m in enumerate(models):
+            inputs_sq[i] += float((m.read(key).double() - theta0).square().sum())
+    merged, inputs = merged_sq ** 0.5, [x ** 0.5 for x in inputs_sq]
+    mean_input = sum(inputs) / len(inputs) if inputs else 0.0
+    return {"update_norm": merged, "input_update_norms": inputs,
+            "relative_update": merged / mean_input if mean_input > 0 else None, "tensors": len(keys)}
+
+
 def write_merged(first: Checkpoint, state: dict[str, torch.Tensor], out: Path, record: dict[str, Any],
                  overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
     """The first checkpoint's folder with ``state`` as its weights, written atomically to ``out`` (replacing only
@@ -215,9 +233,11 @@ def fuse(models: Sequence[str | Path], method: str = "delta_guided", out: str | 
                                           progress=(lambda i, n: bar.update(1)) if bar else None)
     if bar:
         bar.close()
+    extra = dict(extra or {})
+    if base_ckpt is not None:  # the update size of the merge and of its inputs (for comparisons at equal size)
+        extra["update"] = update_sizes(state, ckpts, base_ckpt)
     result = FusionResult(Path(out), method, params, [float(x) for x in w], [str(m) for m in models],
-                          str(base) if base is not None else None, seed, merged, copied, 0.0, streaming,
-                          dict(extra or {}))
+                          str(base) if base is not None else None, seed, merged, copied, 0.0, streaming, extra)
     result.seconds = time.perf_counter() - t0
     record = {"embedlab": __version__, **{k: (str(v) if isinstance(v, Path) else v)
                                           for k, v in asdict(result).items()}}
