@@ -36,6 +36,10 @@ mkdir -p runs
 
 commit() {  # commit the named paths only (never the whole tree); a concurrent git command makes us retry
   [ "${COMMIT:-0}" = 1 ] || return 0
+  local p paths=()
+  for p in "$@"; do [ -e "$p" ] && paths+=("$p"); done  # an items folder that no row has written yet
+  [ ${#paths[@]} -gt 0 ] || return 0
+  set -- "${paths[@]}"
   for _ in 1 2 3 4 5; do
     git add -- "$@" 2>/dev/null && git commit -q -m "$MSG" -- "$@" && return 0
     git diff --quiet HEAD -- "$@" && return 0
@@ -89,11 +93,31 @@ if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
   run $E mine runs/train-data/scifact-train.jsonl --out runs/train-data/scifact-mined.jsonl \
     --corpus "$EMBEDLAB_DATA/retrieval/scifact/corpus.jsonl" --seed 0 || exit 1
 fi
-for row_seed in codiemb:50 naive:50 st_peer:50 ir_only-283:49 sts_only-242:49 cosent:49 arm-losses:50 \
-                arm-sampler:50 codiemb:51 naive:51 st_peer:51 ir_only-283:50 sts_only-242:50 cosent:50 \
-                ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
-  run $E experiment experiments/codiemb_full.yaml --db $DB --only "${row_seed%%:*}" --seeds "${row_seed##*:}" \
-    --no-progress || exit 1
-  MSG="Issue 13: codiemb_full row ${row_seed%%:*} seed ${row_seed##*:} (records, items, table)" \
+# Rows in this order: first the three checkpoints experiments/fusion_full.yaml fuses (checkpoints are not committed,
+# so the fusion must run on the machine that trained them, right after them), then the fusion, then the rest.
+codiemb_row() {  # $1 = row:seed
+  run $E experiment experiments/codiemb_full.yaml --db $DB --only "${1%%:*}" --seeds "${1##*:}" --no-progress || exit 1
+  MSG="Issue 13: codiemb_full row ${1%%:*} seed ${1##*:} (records, items, table)" \
     commit docs/results/codiemb_full.json docs/results/codiemb_full-items docs/codiemb_full_table.md
+}
+for row_seed in codiemb:50 ir_only-283:49 sts_only-242:49; do codiemb_row "$row_seed"; done
+
+# -- Fusion re-measured (issue 13 section 3) on those three checkpoints, one row per call ---------------------------
+W=runs/experiments/codiemb_full
+if [ -d $W/codiemb-s50/final ] && [ -d $W/ir_only-283-s49/final ] &&
+   [ -d $W/sts_only-242-s49/final ]; then
+  for row in "linear (uniform soup)" delta_guided task_arithmetic ties "delta_guided per element" dare_linear \
+             dare_ties greedy_soup "single: codiemb-s50" "single: ir_only-283-s49" "single: sts_only-242-s49"; do
+    run $E experiment experiments/fusion_full.yaml --db $DB --only "$row" --no-progress || exit 1
+    MSG="Issue 13: fusion_full row $row (records, items, table)" \
+      commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
+  done
+else
+  echo "queue.sh: the fusion inputs (codiemb-s50, ir_only-283-s49, sts_only-242-s49 under $W) are not all on this" \
+       "machine (their records came from a results file): experiments/fusion_full.yaml not run"
+fi
+
+for row_seed in naive:50 st_peer:50 cosent:49 arm-losses:50 arm-sampler:50 codiemb:51 naive:51 st_peer:51 \
+                ir_only-283:50 sts_only-242:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
+  codiemb_row "$row_seed"
 done
