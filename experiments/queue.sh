@@ -47,7 +47,7 @@ commit() {  # commit the named paths only (never the whole tree); a concurrent g
   done
 }
 
-# -- Med-VQA (issue 15): the matrix, with an exporter that writes the rows after every finished job ---------------
+# -- Med-VQA (issue 15): the matrix (+ mevf-san at its own lr), with an exporter that writes the rows after every finished job ---------------
 [ -f docs/results/medvqa.json ] && $E results-import docs/results/medvqa.json --db $DB
 $E results-import docs/results/medvqa_baselines.json --db $DB
 export_medvqa() {
@@ -71,6 +71,7 @@ PY
 ) &
 EXPORTER=$!
 OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
+OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_lr.yaml --db $DB --cpus 2 --no-progress || exit 1
 # bf16 rows only where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower than
 # fp32, and the rows' training times would say nothing about bf16.
 if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then

@@ -94,8 +94,11 @@ _define("cnn-san", "fusion", "SAN over a MAML-style CNN's 6x6 regions, no auto-e
         {"fusion": "san", "cdae": False, "cnn_regions": 0})
 _define("cnn-ban", "fusion", "BAN over a MAML-style CNN's 6x6 regions, no auto-encoder",
         {"fusion": "ban", "cdae": False, "cnn_regions": 0})
+# mevf-san's cpu learning rate: at MEVF's 0.005 (x2 at the warm-up's peak) its training diverges on image-centric
+# batches (loss 5.8 -> 8-10, majority-level answers, all 3 seeds); 0.001 chosen on vqa-rad-val over 0.002 and 0.005
+# (docs/medvqa.md).
 _define("mevf-san", "fusion", "MEVF: MAML-style CNN + CDAE (one 128-d region), stacked attention",
-        {"fusion": "san"}, label="as published")
+        {"fusion": "san"}, cpu_train={"lr": 0.001}, label="as published")
 _define("mevf-ban", "fusion", "MEVF: MAML-style CNN + CDAE (one 128-d region), bilinear attention",
         {"fusion": "ban"}, label="as published")
 _define("mevf-ban-36", "fusion", "MEVF+BAN with the CNN's 6x6 map kept as 36 regions (CDAE code on each)",
