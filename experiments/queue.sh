@@ -122,3 +122,14 @@ for row_seed in naive:50 st_peer:50 cosent:49 arm-losses:50 arm-sampler:50 codie
                 ir_only-283:50 sts_only-242:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
   codiemb_row "$row_seed"
 done
+
+# -- CSE-SFP re-measured (issue 13 section 3): one-thread runs, two per call (one per core), records after each ------
+for pair in "untrained PromptEOL,untrained CSE-SFP template (Rep2):0" "cse_sfp-lora,simcse_prompt-lora:49" \
+            "cse_sfp-lora,simcse_prompt-lora:50" "cse_sfp-lora,simcse_prompt-lora:51" \
+            "cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" "cse_sfp-lora-200:50,51"; do
+  rows=${pair%:*} seeds=${pair##*:}
+  run $E experiment experiments/cse_sfp_full.yaml --db $DB --only "$rows" --seeds "$seeds" --cpus 2 --no-progress ||
+    exit 1
+  MSG="Issue 13: cse_sfp_full rows $rows seeds $seeds (records, items, table)" \
+    commit docs/results/cse_sfp_full.json docs/results/cse_sfp_full-items docs/cse_sfp_full_table.md
+done
