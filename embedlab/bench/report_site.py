@@ -541,8 +541,9 @@ def _provenance(jobs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
             "machine": " / ".join(str(prov[k]) + (" CPUs" if k == "cpus" else "") for k in ("machine", "host", "cpus")
                                   if prov.get(k) is not None) or "not recorded",
             "data": _data(mine, spec.get("tasks") or ()), "wall": _seconds(wall), "wall_s": wall,
-            "output_dir": folder or "-", "folder_missing": (bool(folder) and j["status"] != "queued"  # a queued job has no folder yet
-                               and not Path(folder).is_dir()),
+            # a queued job has no folder yet: not missing
+            "output_dir": folder or "-",
+            "folder_missing": bool(folder) and j["status"] != "queued" and not Path(folder).is_dir(),
             "finished": _when(j.get("finished_at")), "imported": bool(timings.get("imported")),
         })
     groups: dict[tuple, list] = {}
