@@ -7,7 +7,8 @@
 #   bash experiments/queue.sh            # from the repository root, after `make setup`; logs to stdout
 #   COMMIT=1 bash experiments/queue.sh   # also `git commit` each results file as it changes (a maintainer's run)
 #
-# Runs two one-thread Med-VQA jobs side by side, then the CoDiEmb rows one at a time (each trains on 2 threads).
+# Runs issue 13's rows first (CoDiEmb rows one at a time, each training on 2 threads; the fusion; CSE-SFP), then the
+# Med-VQA matrix's remaining jobs, two one-thread jobs side by side.
 # Stop it with Ctrl-C or SIGTERM (to this script: it passes the signal on): running jobs go back to the queue; the
 # same command continues them.
 set -uo pipefail
@@ -47,47 +48,18 @@ commit() {  # commit the named paths only (never the whole tree); a concurrent g
   done
 }
 
-# -- Med-VQA (issue 15): the matrix (+ mevf-san at its own lr), with an exporter that writes the rows after every finished job ---------------
+# -- the committed rows, imported first so that their jobs count as done -------------------------------------------
 [ -f docs/results/medvqa.json ] && $E results-import docs/results/medvqa.json --db $DB
 $E results-import docs/results/medvqa_baselines.json --db $DB
-export_medvqa() {
-  $E results --experiment medvqa_models --format json --db $DB --out docs/results/medvqa.json >/dev/null &&
-    MSG="Issue 15: leaderboard rows so far ($1 jobs of experiments/medvqa_models.yaml and medvqa_bf16.yaml done)" \
-      commit docs/results/medvqa.json
-}
-done_jobs() {
-  .venv/bin/python - "$DB" <<'PY'
-import sqlite3, sys
-print(sqlite3.connect(sys.argv[1]).execute(
-    "select count(*) from jobs where experiment='medvqa_models' and status='done'").fetchone()[0])
-PY
-}
-(
-  last=-1
-  while sleep 60; do
-    n=$(done_jobs 2>/dev/null || echo 0)
-    if [ "$n" != "$last" ] && [ "$n" -gt 0 ] && export_medvqa "$n"; then last=$n; fi
-  done
-) &
-EXPORTER=$!
-OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
-OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_lr.yaml --db $DB --cpus 2 --no-progress || exit 1
-# bf16 rows only where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower than
-# fp32, and the rows' training times would say nothing about bf16.
-if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
-  OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_bf16.yaml --db $DB --cpus 2 --no-progress || exit 1
-else
-  echo "queue.sh: this CPU has no native bf16 (avx512_bf16/amx_bf16): experiments/medvqa_bf16.yaml skipped"
-fi
-kill $EXPORTER 2>/dev/null
-export_medvqa "$(done_jobs)"
 
+# Issue 13 first (the open issue), then the Med-VQA matrix's remaining jobs (issue 15, resolved: refinements).
 # -- CoDiEmb at full size (issue 13): one (row, seed) per call, so the records file is written after each ----------
 # Its protocol trains and evaluates with bf16 autocast (part of every row's configuration): emulated, it would take
 # many times the ~25 min a row takes on a CPU with native bf16.
+issue13() {
 if ! grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   echo "queue.sh: this CPU has no native bf16: experiments/codiemb_full.yaml (bf16 protocol) not run here"
-  exit 0
+  return 0
 fi
 if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
   run $E convert --out runs/train-data || exit 1
@@ -133,3 +105,38 @@ for pair in "untrained PromptEOL,untrained CSE-SFP template (Rep2):0" "cse_sfp-l
   MSG="Issue 13: cse_sfp_full rows $rows seeds $seeds (records, items, table)" \
     commit docs/results/cse_sfp_full.json docs/results/cse_sfp_full-items docs/cse_sfp_full_table.md
 done
+}
+issue13
+
+# -- Med-VQA (issue 15): the rest of the matrix (+ the lr and bf16 arms), exported after every finished job ------
+export_medvqa() {
+  $E results --experiment medvqa_models --format json --db $DB --out docs/results/medvqa.json >/dev/null &&
+    MSG="Issue 15: leaderboard rows so far ($1 jobs of experiments/medvqa_models.yaml and medvqa_bf16.yaml done)" \
+      commit docs/results/medvqa.json
+}
+done_jobs() {
+  .venv/bin/python - "$DB" <<'PY'
+import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute(
+    "select count(*) from jobs where experiment='medvqa_models' and status='done'").fetchone()[0])
+PY
+}
+(
+  last=-1
+  while sleep 60; do
+    n=$(done_jobs 2>/dev/null || echo 0)
+    if [ "$n" != "$last" ] && [ "$n" -gt 0 ] && export_medvqa "$n"; then last=$n; fi
+  done
+) &
+EXPORTER=$!
+OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_models.yaml --db $DB --cpus 2 --no-progress || exit 1
+OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_lr.yaml --db $DB --cpus 2 --no-progress || exit 1
+# bf16 rows only where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower than
+# fp32, and the rows' training times would say nothing about bf16.
+if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  OMP_NUM_THREADS=1 run $E jobs submit experiments/medvqa_bf16.yaml --db $DB --cpus 2 --no-progress || exit 1
+else
+  echo "queue.sh: this CPU has no native bf16 (avx512_bf16/amx_bf16): experiments/medvqa_bf16.yaml skipped"
+fi
+kill $EXPORTER 2>/dev/null
+export_medvqa "$(done_jobs)"

@@ -37,6 +37,26 @@ def test_export_then_import_reproduces_the_rows_once(tmp_path):
     assert dst.query(experiment="another") == []
 
 
+def test_a_runs_shared_columns_are_written_once_and_the_old_format_still_reads(tmp_path):
+    src = ResultsStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    src.add_run(_rows("mevf-ban", 0, 0.5))
+    path = tmp_path / "exp.json"
+    export_rows(src, "exp", path)
+    data = json.loads(path.read_text())
+    assert data["format"] == 2 and len(data["runs"]) == 1 and path.read_text().count('"counts"') == 1
+    run = data["runs"][0]
+    assert run["shared"]["extra"] == {"counts": {"n": 359}}
+    assert [set(r) for g in run["groups"] for r in g["rows"]] == [{"metric", "value"}] * 2
+    # format 1: every column in every row (the files committed before format 2)
+    old = tmp_path / "old.json"
+    flat = [{**run["shared"], **g["shared"], **r} for g in run["groups"] for r in g["rows"]]
+    old.write_text(json.dumps({"experiment": "exp", "format": 1, "rows": flat}))
+    dst = ResultsStore(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    assert import_rows(dst, old) == 2
+    strip = [{k: v for k, v in r.items() if k != "id"} for r in src.query(experiment="exp")]
+    assert [{k: v for k, v in r.items() if k != "id"} for r in dst.query(experiment="exp")] == strip
+
+
 def test_bad_row_files_are_refused_naming_file_and_row(tmp_path):
     store = ResultsStore(f"sqlite:///{tmp_path / 's.sqlite'}")
     bad = tmp_path / "bad.json"
@@ -47,6 +67,13 @@ def test_bad_row_files_are_refused_naming_file_and_row(tmp_path):
         import_rows(store, bad)
     bad.write_text(json.dumps({"experiment": "e", "format": 1, "rows": [{"model": "m"}]}))
     with pytest.raises(ConfigError, match=r"bad\.json: rows\[0\]: missing column"):
+        import_rows(store, bad)
+    group = {"shared": {}, "rows": [{"model": "m"}]}
+    bad.write_text(json.dumps({"experiment": "e", "format": 2, "runs": [{"shared": {}, "groups": [group]}]}))
+    with pytest.raises(ConfigError, match=r"bad\.json: rows\[0\]: missing column"):
+        import_rows(store, bad)
+    bad.write_text(json.dumps({"experiment": "e", "format": 2, "runs": [{"shared": {}, "rows": []}]}))
+    with pytest.raises(ConfigError, match=r"bad\.json: runs\[0\]: expected"):
         import_rows(store, bad)
     with pytest.raises(ConfigError, match="no rows of experiment"):
         export_rows(store, "nothing", tmp_path / "x.json")
