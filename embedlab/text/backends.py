@@ -367,7 +367,7 @@ class ExportedRunner:
     def __init__(self, backend: str, precision: str, path: Path, names: list[str], streams: int = 1):
         check_backend(backend, precision, streams)
         self.backend, self.precision, self.path, self.names = backend, precision, Path(path), names
-        self.streams = streams  # openvino: batches run concurrently (THROUGHPUT mode, an async infer queue)
+        self.streams = streams  # openvino: batches run concurrently (THROUGHPUT mode, a window of infer requests)
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -380,24 +380,30 @@ class ExportedRunner:
 
     def map(self, batches: Sequence[dict[str, torch.Tensor]], num_threads: int | None = None) -> list[torch.Tensor]:
         """Last hidden states of several batches, in order: one after the other, or with ``streams`` > 1 (openvino)
-        that many in flight at once on an async infer queue sharing the threads."""
+        that many in flight at once (a window of infer requests) sharing the threads."""
         if self.streams == 1 or len(batches) == 1:
             return [self(b, num_threads) for b in batches]
         compiled = self._session(num_threads)
-        import openvino as ov
-
-        results: list[Any] = [None] * len(batches)
-
-        def done(request, index):
-            results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-        queue = ov.AsyncInferQueue(compiled, self.streams)
-        queue.set_callback(done)
+        # A rolling window of plain infer requests, read in submission order, and no Python callback: an
+        # AsyncInferQueue's callback holds a Python function inside OpenVINO's stream threads, and a compiled model
+        # destroyed (with the GIL held) while one of those threads still needs the GIL to release it deadlocks (seen
+        # as a test hanging at teardown under load).
+        requests = [compiled.create_infer_request() for _ in range(min(self.streams, len(batches)))]
+        results: list[torch.Tensor] = []
+        in_flight: list[Any] = []
         for i, b in enumerate(batches):
-            queue.start_async({n: b[n].detach().cpu().numpy().astype(np.int64, copy=False) for n in self.names},
-                              userdata=i)
-        queue.wait_all()
-        return [torch.from_numpy(r) for r in results]
+            if len(in_flight) == len(requests):  # every request busy: collect the oldest, then reuse it
+                results.append(self._collect(in_flight.pop(0)))
+            request = requests[i % len(requests)]
+            request.start_async({n: b[n].detach().cpu().numpy().astype(np.int64, copy=False) for n in self.names})
+            in_flight.append(request)
+        results += [self._collect(r) for r in in_flight]
+        return results
+
+    @staticmethod
+    def _collect(request: Any) -> torch.Tensor:
+        request.wait()
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
 
     def _open(self, threads: int) -> Any:
         if self.backend == "onnx":
