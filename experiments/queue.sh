@@ -73,25 +73,26 @@ codiemb_row() {  # $1 = row:seed
   MSG="Issue 13: codiemb_full row ${1%%:*} seed ${1##*:} (records, items, table)" \
     commit docs/results/codiemb_full.json docs/results/codiemb_full-items docs/codiemb_full_table.md
 }
-for row_seed in codiemb:50 ir_only-283:49 sts_only-242:49; do codiemb_row "$row_seed"; done
+for row_seed in codiemb:51 ir_only-283:50 sts_only-242:50; do codiemb_row "$row_seed"; done
 
 # -- Fusion re-measured (issue 13 section 3) on those three checkpoints, one row per call ---------------------------
 W=runs/experiments/codiemb_full
-if [ -d $W/codiemb-s50/final ] && [ -d $W/ir_only-283-s49/final ] &&
-   [ -d $W/sts_only-242-s49/final ]; then
-  for row in "linear (uniform soup)" delta_guided task_arithmetic ties "delta_guided per element" dare_linear \
-             dare_ties greedy_soup "single: codiemb-s50" "single: ir_only-283-s49" "single: sts_only-242-s49"; do
+if [ -d $W/codiemb-s51/final ] && [ -d $W/ir_only-283-s50/final ] &&
+   [ -d $W/sts_only-242-s50/final ]; then
+  for row in "linear (uniform soup)" delta_guided "single: codiemb-s51" "single: ir_only-283-s50" \
+             "single: sts_only-242-s50" task_arithmetic ties "delta_guided per element" dare_linear dare_ties \
+             greedy_soup; do
     run $E experiment experiments/fusion_full.yaml --db $DB --only "$row" --no-progress || exit 1
     MSG="Issue 13: fusion_full row $row (records, items, table)" \
       commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
   done
 else
-  echo "queue.sh: the fusion inputs (codiemb-s50, ir_only-283-s49, sts_only-242-s49 under $W) are not all on this" \
+  echo "queue.sh: the fusion inputs (codiemb-s51, ir_only-283-s50, sts_only-242-s50 under $W) are not all on this" \
        "machine (their records came from a results file): experiments/fusion_full.yaml not run"
 fi
 
-for row_seed in naive:50 st_peer:50 cosent:49 arm-losses:50 arm-sampler:50 codiemb:51 naive:51 st_peer:51 \
-                ir_only-283:50 sts_only-242:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
+for row_seed in naive:50 st_peer:50 naive:51 st_peer:51 ir_only-283:49 sts_only-242:49 cosent:49 arm-losses:50 \
+                arm-sampler:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
   codiemb_row "$row_seed"
 done
 
