@@ -91,7 +91,7 @@ else
        "machine (their records came from a results file): experiments/fusion_full.yaml not run"
 fi
 
-for row_seed in naive:50 st_peer:50 naive:51 st_peer:51 codiemb-tau0.05:49 cosent:49 arm-losses:50 \
+for row_seed in codiemb-tau0.05:49 naive:50 st_peer:50 naive:51 st_peer:51 cosent:49 arm-losses:50 \
                 arm-sampler:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50 \
                 ir_only-283:49 sts_only-242:49; do  # the last two: done already where their records are in
   codiemb_row "$row_seed"
