@@ -67,33 +67,35 @@ if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
     --corpus "$EMBEDLAB_DATA/retrieval/scifact/corpus.jsonl" --seed 0 || exit 1
 fi
 # Rows in this order: first the three checkpoints experiments/fusion_full.yaml fuses (checkpoints are not committed,
-# so the fusion must run on the machine that trained them, right after them), then the fusion, then the rest.
+# so the fusion must run on the machine that trained them: a fresh machine retrains them, deterministic per seed),
+# then the fusion, then the rest.
 codiemb_row() {  # $1 = row:seed
   run $E experiment experiments/codiemb_full.yaml --db $DB --only "${1%%:*}" --seeds "${1##*:}" --no-progress || exit 1
   MSG="Issue 13: codiemb_full row ${1%%:*} seed ${1##*:} (records, items, table)" \
     commit docs/results/codiemb_full.json docs/results/codiemb_full-items docs/codiemb_full_table.md
 }
-for row_seed in codiemb:51 ir_only-283:50 sts_only-242:50; do codiemb_row "$row_seed"; done
+# (sts_only-242:49 first: its evaluation was cut by the end of a session; the other two are done.)
+for row_seed in sts_only-242:49 codiemb:50 ir_only-283:49; do codiemb_row "$row_seed"; done
 
 # -- Fusion re-measured (issue 13 section 3) on those three checkpoints, one row per call ---------------------------
 W=runs/experiments/codiemb_full
-if [ -d $W/codiemb-s51/final ] && [ -d $W/ir_only-283-s50/final ] &&
-   [ -d $W/sts_only-242-s50/final ]; then
-  for row in "linear (uniform soup)" delta_guided "single: codiemb-s51" "single: ir_only-283-s50" \
-             "single: sts_only-242-s50" task_arithmetic ties "delta_guided per element" dare_linear dare_ties \
+if [ -d $W/codiemb-s50/final ] && [ -d $W/ir_only-283-s49/final ] &&
+   [ -d $W/sts_only-242-s49/final ]; then
+  for row in "linear (uniform soup)" delta_guided "single: codiemb-s50" "single: ir_only-283-s49" \
+             "single: sts_only-242-s49" task_arithmetic ties "delta_guided per element" dare_linear dare_ties \
              greedy_soup; do
     run $E experiment experiments/fusion_full.yaml --db $DB --only "$row" --no-progress || exit 1
     MSG="Issue 13: fusion_full row $row (records, items, table)" \
       commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
   done
 else
-  echo "queue.sh: the fusion inputs (codiemb-s51, ir_only-283-s50, sts_only-242-s50 under $W) are not all on this" \
+  echo "queue.sh: the fusion inputs (codiemb-s50, ir_only-283-s49, sts_only-242-s49 under $W) are not all on this" \
        "machine (their records came from a results file): experiments/fusion_full.yaml not run"
 fi
 
-for row_seed in codiemb-tau0.05:49 naive:50 st_peer:50 naive:51 st_peer:51 cosent:49 arm-losses:50 \
-                arm-sampler:50 cosent:50 ir_only-525:49 sts_only-525:49 ir_only-525:50 sts_only-525:50 \
-                ir_only-283:49 sts_only-242:49; do  # the last two: done already where their records are in
+for row_seed in codiemb-tau0.05:49 codiemb:51 naive:50 st_peer:50 naive:51 st_peer:51 sts_only-242:50 \
+                ir_only-283:50 cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 sts_only-525:49 \
+                ir_only-525:50 sts_only-525:50; do
   codiemb_row "$row_seed"
 done
 
