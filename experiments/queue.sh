@@ -93,21 +93,27 @@ else
        "machine (their records came from a results file): experiments/fusion_full.yaml not run"
 fi
 
-for row_seed in codiemb-tau0.05:49 codiemb:51 naive:50 st_peer:50 naive:51 st_peer:51 sts_only-242:50 \
-                ir_only-283:50 cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 sts_only-525:49 \
-                ir_only-525:50 sts_only-525:50; do
-  codiemb_row "$row_seed"
-done
-
 # -- CSE-SFP re-measured (issue 13 section 3): one-thread runs, two per call (one per core), records after each ------
-for pair in "untrained PromptEOL,untrained CSE-SFP template (Rep2):0" "cse_sfp-lora,simcse_prompt-lora:49" \
-            "cse_sfp-lora,simcse_prompt-lora:50" "cse_sfp-lora,simcse_prompt-lora:51" \
-            "cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" "cse_sfp-lora-200:50,51"; do
-  rows=${pair%:*} seeds=${pair##*:}
+cse_sfp_pair() {  # $1 = "row[,row]:seeds"
+  local rows=${1%:*} seeds=${1##*:}
   run $E experiment experiments/cse_sfp_full.yaml --db $DB --only "$rows" --seeds "$seeds" --cpus 2 --no-progress ||
     exit 1
   MSG="Issue 13: cse_sfp_full rows $rows seeds $seeds (records, items, table)" \
     commit docs/results/cse_sfp_full.json docs/results/cse_sfp_full-items docs/cse_sfp_full_table.md
+}
+# The first CSE-SFP seed before the remaining CoDiEmb seeds, so that each claim has a first re-measured answer early;
+# then the CoDiEmb rows and the CSE-SFP seeds interleaved.
+cse_sfp_pair "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
+cse_sfp_pair "cse_sfp-lora,simcse_prompt-lora:49"
+for row_seed in codiemb-tau0.05:49 codiemb:51 cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
+                cse:"cse_sfp-lora,simcse_prompt-lora:51" naive:51 st_peer:51 \
+                cse:"cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" sts_only-242:50 ir_only-283:50 \
+                cse:"cse_sfp-lora-200:50,51" cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 \
+                sts_only-525:49 ir_only-525:50 sts_only-525:50; do
+  case "$row_seed" in
+    cse:*) cse_sfp_pair "${row_seed#cse:}" ;;
+    *) codiemb_row "$row_seed" ;;
+  esac
 done
 }
 issue13
