@@ -66,9 +66,10 @@ if [ ! -f runs/train-data/scifact-mined.jsonl ]; then
   run $E mine runs/train-data/scifact-train.jsonl --out runs/train-data/scifact-mined.jsonl \
     --corpus "$EMBEDLAB_DATA/retrieval/scifact/corpus.jsonl" --seed 0 || exit 1
 fi
-# Rows in this order: first the three checkpoints experiments/fusion_full.yaml fuses (checkpoints are not committed,
-# so the fusion must run on the machine that trained them: a fresh machine retrains them, deterministic per seed),
-# then the fusion, then the rest.
+# Rows in this order: first the three checkpoints experiments/fusion_full.yaml's "specialists" batch fuses, then
+# that fusion, then the rest (the "trajectories" batch right after its last input, codiemb:51). Checkpoints are not
+# committed: a fusion batch runs only on the machine that trained its inputs (a fresh machine imports the inputs'
+# records, counts those jobs done, and skips the batch with a message).
 codiemb_row() {  # $1 = row:seed
   run $E experiment experiments/codiemb_full.yaml --db $DB --only "${1%%:*}" --seeds "${1##*:}" --no-progress || exit 1
   MSG="Issue 13: codiemb_full row ${1%%:*} seed ${1##*:} (records, items, table)" \
@@ -77,21 +78,34 @@ codiemb_row() {  # $1 = row:seed
 # (sts_only-242:49 first: its evaluation was cut by the end of a session; the other two are done.)
 for row_seed in sts_only-242:49 codiemb:50 ir_only-283:49; do codiemb_row "$row_seed"; done
 
-# -- Fusion re-measured (issue 13 section 3) on those three checkpoints, one row per call ---------------------------
+# -- Fusion re-measured (issue 13 section 3), one row per call --------------------------------------------------------
 W=runs/experiments/codiemb_full
-if [ -d $W/codiemb-s50/final ] && [ -d $W/ir_only-283-s49/final ] &&
-   [ -d $W/sts_only-242-s49/final ]; then
-  for row in "linear (uniform soup)" delta_guided "single: codiemb-s50" "single: ir_only-283-s49" \
-             "single: sts_only-242-s49" task_arithmetic ties "delta_guided per element" dare_linear dare_ties \
-             greedy_soup; do
+fusion_batch() {  # $1 = the input folders under $W (space-separated); the rest: the rows of experiments/fusion_full.yaml
+  local inputs=$1 d row
+  shift
+  for d in $inputs; do
+    if [ ! -d "$W/$d/final" ]; then
+      echo "queue.sh: the fusion inputs ($inputs under $W) are not all on this machine (their records came from a" \
+           "results file): fusion rows $* not run"
+      return 0
+    fi
+  done
+  for row in "$@"; do
     run $E experiment experiments/fusion_full.yaml --db $DB --only "$row" --no-progress || exit 1
     MSG="Issue 13: fusion_full row $row (records, items, table)" \
       commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
   done
-else
-  echo "queue.sh: the fusion inputs (codiemb-s50, ir_only-283-s49, sts_only-242-s49 under $W) are not all on this" \
-       "machine (their records came from a results file): experiments/fusion_full.yaml not run"
-fi
+}
+fusion_batch "codiemb-s50 ir_only-283-s49 sts_only-242-s49" \
+  "linear (uniform soup)" delta_guided "single: codiemb-s50" "single: ir_only-283-s49" "single: sts_only-242-s49" \
+  task_arithmetic ties "delta_guided per element" dare_linear dare_ties greedy_soup
+fusion_trajectories() {  # the paper's setting: trajectories of one method (two seeds and a temperature setting)
+  fusion_batch "codiemb-s50 codiemb-s51 codiemb-tau0.05-s49" \
+    "trajectories: linear (uniform soup)" "trajectories: delta_guided" "trajectories: single codiemb-s51" \
+    "trajectories: single codiemb-tau0.05-s49" "trajectories: single codiemb-s50" \
+    "trajectories: delta_guided per element" "trajectories: task_arithmetic" "trajectories: ties" \
+    "trajectories: dare_linear" "trajectories: greedy_soup" "trajectories: dare_ties"
+}
 
 # -- CSE-SFP re-measured (issue 13 section 3): one-thread runs, two per call (one per core), records after each ------
 cse_sfp_pair() {  # $1 = "row[,row]:seeds"
@@ -105,13 +119,14 @@ cse_sfp_pair() {  # $1 = "row[,row]:seeds"
 # then the CoDiEmb rows and the CSE-SFP seeds interleaved.
 cse_sfp_pair "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
 cse_sfp_pair "cse_sfp-lora,simcse_prompt-lora:49"
-for row_seed in codiemb-tau0.05:49 codiemb:51 cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
+for row_seed in codiemb-tau0.05:49 codiemb:51 fusion:trajectories cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
                 cse:"cse_sfp-lora,simcse_prompt-lora:51" naive:51 st_peer:51 \
                 cse:"cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" sts_only-242:50 ir_only-283:50 \
                 cse:"cse_sfp-lora-200:50,51" cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 \
                 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
   case "$row_seed" in
     cse:*) cse_sfp_pair "${row_seed#cse:}" ;;
+    fusion:trajectories) fusion_trajectories ;;
     *) codiemb_row "$row_seed" ;;
   esac
 done

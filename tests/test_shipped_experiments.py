@@ -67,7 +67,7 @@ def test_queue_names_rows_and_seeds_its_experiments_have():
 
     row_seeds = _for_lists(text, "row_seed")
     pairs = _calls(text, "cse_sfp_pair") + [w[len("cse:"):] for w in row_seeds if w.startswith("cse:")]
-    codiemb_rows = [w for w in row_seeds if not w.startswith("cse:")]
+    codiemb_rows = [w for w in row_seeds if not w.startswith(("cse:", "fusion:"))]
     assert len(codiemb_rows) >= 3 and len(pairs) >= 3, "the queue's lists were not found: update this test"
     for item in codiemb_rows:
         name, seed = item.split(":")
@@ -78,16 +78,28 @@ def test_queue_names_rows_and_seeds_its_experiments_have():
         for name in rows.split(","):
             assert name in cse, f"queue.sh names cse_sfp_full row {name!r}, not in experiments/cse_sfp_full.yaml"
             assert set(_seeds(seeds)) <= set(cse[name].seeds), f"queue.sh runs {name} seeds {seeds}"
-    fusion_rows = _for_lists(text, "row")
+    fusion_rows = [row for _, rows in _fusion_batches(text) for row in rows]
     assert fusion_rows and set(fusion_rows) <= fusion, set(fusion_rows) - fusion
     assert set(fusion_rows) == fusion, f"fusion rows the queue never runs: {fusion - set(fusion_rows)}"
+    assert "fusion:trajectories" in row_seeds and "fusion_trajectories ;;" in text
+
+
+def _fusion_batches(text: str) -> list[tuple[set[str], list[str]]]:
+    """(input folders, rows) of every ``fusion_batch "INPUTS" ROW...`` call of the script."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    calls = [shlex.split(m.group(1)) for m in re.finditer(r"^\s*fusion_batch (\".*)$", text, re.M)]
+    return [(set(words[0].split()), words[1:]) for words in calls]
 
 
 def test_queue_checks_the_fusion_inputs_the_fusion_reads():
     """The queue runs the fusion only when its input checkpoints exist: the folders it checks must be the ones
     experiments/fusion_full.yaml fuses."""
-    text = QUEUE.read_text(encoding="utf-8")
-    checked = set(re.findall(r"\$W/([\w.-]+)/final", text))
     spec = load_experiment(EXPERIMENTS / "fusion_full.yaml")
-    fused = {Path(m).parent.name for run in spec.runs if run.fuse is not None for m in run.fuse.models}
-    assert fused and checked == fused
+    runs = {run.name: run for run in spec.runs}
+    batches = _fusion_batches(QUEUE.read_text(encoding="utf-8"))
+    assert len(batches) == 2
+    for inputs, rows in batches:
+        fused = {Path(m).parent.name for row in rows if runs[row].fuse is not None for m in runs[row].fuse.models}
+        singles = {Path(runs[row].model).parent.name for row in rows if runs[row].fuse is None}
+        assert fused == inputs, f"queue.sh checks {inputs}, the rows {rows} fuse {fused}"
+        assert singles == inputs, f"the batch's single rows score {singles}, not its inputs {inputs}"
