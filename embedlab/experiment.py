@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .atomic import write_json, write_text
 from .configfile import load_config
@@ -106,12 +106,31 @@ class ExperimentSpec(BaseModel):
     # instructions. Recorded in every record.
     instructions: bool = True
     reference: str | None = None  # a main run repeated at the top of every other group's table (its same seeds)
+    # A group that is its own comparison (e.g. a second fusion batch on other inputs): its rows are compared with
+    # this run of the group rather than with ``reference``, and ``reference`` is not repeated in its table.
+    group_references: dict[str, str] = Field(default_factory=dict)
     # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
     extra_metrics: dict[str, list[str]] = Field(default_factory=dict)
     # Dev tasks (dev splits only) scored for every row besides the test tasks: the table gets a "dev" column (mean
     # main score over them, x100), so a choice made among rows (a default, a variant) is visibly made on dev data.
     dev_tasks: list[str] = Field(default_factory=list)
     runs: list[RunSpec]
+
+    @model_validator(mode="after")
+    def _references_are_runs(self) -> ExperimentSpec:
+        group_of = {run.name: run.group for run in self.runs}
+        if self.reference is not None and self.reference not in group_of:
+            raise ValueError(f"reference {self.reference!r} is not one of the runs")
+        for group, name in self.group_references.items():
+            if group_of.get(name) != group:
+                raise ValueError(f"group_references.{group}: {name!r} is not a run of group {group!r} "
+                                 f"(runs of that group: {sorted(n for n, g in group_of.items() if g == group)})")
+        return self
+
+    def reference_of(self, name: str) -> str | None:
+        """The run that ``name``'s row is compared with: its group's reference, else the experiment's."""
+        group = next((run.group for run in self.runs if run.name == name), "main")
+        return self.group_references.get(group, self.reference)
 
     @field_validator("dev_tasks")
     @classmethod
@@ -458,7 +477,7 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
         members = [n for n in names if group_of.get(n, "main") == group]
         rows_of = {n: [r for r in records if r["name"] == n] for n in members}
         if group != "main" and spec.reference and spec.reference not in members \
-                and not _other_model(spec, members):
+                and group not in spec.group_references and not _other_model(spec, members):
             seeds = {r["seed"] for n in members for r in rows_of[n]}
             ref_rows = [r for r in records if r["name"] == spec.reference and r["seed"] in seeds]
             if ref_rows:
@@ -477,8 +496,9 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
             cells = [_fmt([r["value"] for r in extra if r["name"] == name and (r["task"], r["metric"]) == c], 3)
                      for c in columns]
             out.append(f"| {name} | " + " | ".join(cells) + " |")
-    if items and spec.reference and spec.averages:
-        out += _comparisons(spec, records, items)
+    if items and spec.averages:
+        for ref in dict.fromkeys(filter(None, [spec.reference, *spec.group_references.values()])):
+            out += _comparisons(spec, records, items, ref)
     if other:
         out += ["", f"({len(other)} records scored under another protocol — evaluation length or instruction setting "
                 f"— are not shown; running the experiment re-evaluates them under this one.)"]
@@ -486,9 +506,10 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
 
 
 def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
-                 items: dict[tuple[str, int, str], dict]) -> list[str]:
-    """Reference − row on each average, with paired bootstrap intervals over the items of every member task (the
-    seeds each run has items for; a row lacking a member task's items gets "-")."""
+                 items: dict[tuple[str, int, str], dict], ref: str) -> list[str]:
+    """``ref`` − row on each average for every row compared with ``ref`` (ExperimentSpec.reference_of), with paired
+    bootstrap intervals over the items of every member task (the seeds each run has items for; a row lacking a
+    member task's items gets "-")."""
     from .bench.stats import paired_difference
 
     seeds_of: dict[str, list[int]] = {}
@@ -497,10 +518,9 @@ def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
             seeds_of.setdefault(r["name"], [])
             if r["seed"] not in seeds_of[r["name"]]:
                 seeds_of[r["name"]].append(r["seed"])
-    ref = spec.reference
     if ref not in seeds_of:
         return []
-    others = [n for n in seeds_of if n != ref]
+    others = [n for n in seeds_of if n != ref and spec.reference_of(n) == ref]
     if not others:
         return []
     lines = ["", f"**{ref} − row: difference of the seed means, paired bootstrap 95 % interval over items "

@@ -275,3 +275,37 @@ def test_a_damaged_items_file_is_one_line(tmp_path):
     path.write_text('{"gold": [1, ')
     with pytest.raises(ConfigError, match="unreadable per-item file"):
         load_items(spec)
+
+
+def test_a_group_with_its_own_reference_is_compared_with_it():
+    """A second fusion batch (another set of inputs) compares its rows with its own reference, not the main one, and
+    the main reference is not repeated in its table."""
+    import numpy as np
+    import pytest
+
+    from embedlab.experiment import ExperimentSpec, render_table
+
+    base = {"name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb"], "reference": "dg",
+            "averages": {"STS avg": ["stsb"]},
+            "runs": [{"name": "dg", "model": "m", "seeds": [0]}, {"name": "soup", "model": "m", "seeds": [0]},
+                     {"name": "t: dg", "model": "m", "group": "t", "seeds": [0]},
+                     {"name": "t: soup", "model": "m", "group": "t", "seeds": [0]}]}
+    spec = ExperimentSpec.model_validate({**base, "group_references": {"t": "t: dg"}})
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 200)
+    items, records = {}, []
+    for name, noise in (("dg", 0.5), ("soup", 0.5), ("t: dg", 0.3), ("t: soup", 3.0)):
+        items[(name, 0, "stsb")] = {"gold": gold.tolist(), "pred": (gold + rng.normal(0, noise, 200)).tolist()}
+        records.append({"name": name, "seed": 0, "task": "stsb", "value": 50.0})
+    table = render_table(spec, records, items)
+    t_table = table.split("**t**")[1].split("**dg − row")[0]
+    assert "| dg |" not in t_table and "| t: dg |" in t_table
+    main_cmp = table.split("**dg − row")[1].split("**t: dg − row")[0]
+    t_cmp = table.split("**t: dg − row")[1]
+    assert "| soup |" in main_cmp and "t: soup" not in main_cmp
+    assert "| t: soup |" in t_cmp and "| soup |" not in t_cmp
+    assert next(x for x in t_cmp.splitlines() if x.startswith("| t: soup |")).endswith("* |")
+    with pytest.raises(ValueError, match="group_references.t: 'dg' is not a run of group 't'"):
+        ExperimentSpec.model_validate({**base, "group_references": {"t": "dg"}})
+    with pytest.raises(ValueError, match="reference 'nope' is not one of the runs"):
+        ExperimentSpec.model_validate({**base, "reference": "nope"})
