@@ -119,7 +119,8 @@ cse_sfp_pair() {  # $1 = "row[,row]:seeds"
 # then the CoDiEmb rows and the CSE-SFP seeds interleaved.
 cse_sfp_pair "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
 cse_sfp_pair "cse_sfp-lora,simcse_prompt-lora:49"
-for row_seed in codiemb-tau0.05:49 codiemb:51 fusion:trajectories cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
+for row_seed in codiemb-tau0.05:49 codiemb:51 fusion:trajectories \
+                cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
                 cse:"cse_sfp-lora,simcse_prompt-lora:51" naive:51 st_peer:51 \
                 cse:"cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" sts_only-242:50 ir_only-283:50 \
                 cse:"cse_sfp-lora-200:50,51" cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 \
