@@ -273,9 +273,17 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             continue
         ids = queue.submit([j for _, j, _ in batch], [f for _, _, f in batch], requeue_failed=True)
 
+        by_id = {job_id: job for (_, job, _), job_id in zip(batch, ids)}
+        done_before = {job_id for job_id in ids if queue.get(job_id)["status"] == "done"}
+
         def said(job: dict) -> None:
             log.info("job %s %s seed %s: %s%s", job["id"][:8], job["name"], job["seed"], job["status"],
                      f" ({job['error'].splitlines()[-1]})" if job["status"] == "failed" and job["error"] else "")
+            if job["status"] == "done" and job["id"] in by_id and job["id"] not in done_before:
+                # Each job that finishes is exported at once (records, items, table), so a call of many hours that
+                # is stopped half-way has written every row it finished, not none.
+                _copy_items(spec, queue.get(job["id"]), by_id[job["id"]])
+                write_text(Path(spec.table), render_table(spec, export_records(spec, store), load_items(spec)))
 
         states = ex.run(ids, on_change=said)
         for (run, job, folder), job_id in zip(batch, ids):

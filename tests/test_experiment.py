@@ -275,3 +275,38 @@ def test_a_misspelt_extra_metric_is_an_error_not_an_empty_column(train_root, dat
     (tmp / "xm.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"task stsb-dev has no score 'cosine_pearsn' \(it has: .*cosine_pearson"):
         run_experiment(tmp / "xm.yaml", show_progress=False, executor="inline")
+
+
+def test_each_finished_job_is_exported_before_the_call_ends(train_root, data_root, monkeypatch):
+    """A call of many jobs that is stopped half-way (Ctrl-C, the machine going away) has already written the records
+    and table of every job it finished: the export follows each job, not only the end of the call."""
+    import embedlab.bench.executors as executors
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    spec = {"name": "stopped", "workdir": str(tmp / "work"), "results": str(tmp / "stopped.json"),
+            "table": str(tmp / "stopped.md"), "tasks": ["stsb-dev"], "eval_max_length": 64,
+            "runs": [{"name": "first", "model": str(tmp / "tiny-model")},
+                     {"name": "second", "model": str(tmp / "tiny-model"), "pooling": "cls"}]}
+    (tmp / "stopped.yaml").write_text(yaml.safe_dump(spec))
+    real = executors.make_executor
+
+    def stopping_executor(*args, **kwargs):
+        ex = real(*args, **kwargs)
+        run = ex.run
+
+        def run_then_stop(ids, on_change=None):
+            def changed(job):
+                on_change(job)
+                if job["status"] == "done":  # the user presses Ctrl-C right after the first job finishes
+                    raise KeyboardInterrupt
+            return run(ids, on_change=changed)
+        ex.run = run_then_stop
+        return ex
+
+    monkeypatch.setattr(executors, "make_executor", stopping_executor)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tmp / "stopped.yaml", show_progress=False, executor="inline")
+    records = json.loads((tmp / "stopped.json").read_text())["records"]
+    assert [(r["name"], r["task"]) for r in records] == [("first", "stsb-dev")]
+    assert "| first |" in (tmp / "stopped.md").read_text() and "| second |" not in (tmp / "stopped.md").read_text()
