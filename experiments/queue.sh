@@ -7,8 +7,8 @@
 #   bash experiments/queue.sh            # from the repository root, after `make setup`; logs to stdout
 #   COMMIT=1 bash experiments/queue.sh   # also `git commit` each results file as it changes (a maintainer's run)
 #
-# Runs issue 13's rows first (CoDiEmb rows one at a time, each training on 2 threads; the fusion; CSE-SFP), then the
-# Med-VQA matrix's remaining jobs, two one-thread jobs side by side.
+# Runs issue 13's rows first (CoDiEmb rows one at a time, each training on 2 threads; the fusion; CSE-SFP's one-thread
+# runs two at a time), then the Med-VQA matrix's remaining jobs, two one-thread jobs side by side.
 # Stop it with Ctrl-C or SIGTERM (to this script: it passes the signal on): running jobs go back to the queue; the
 # same command continues them.
 set -uo pipefail
@@ -53,7 +53,7 @@ commit() {  # commit the named paths only (never the whole tree); a concurrent g
 $E results-import docs/results/medvqa_baselines.json --db $DB
 
 # Issue 13 first (the open issue), then the Med-VQA matrix's remaining jobs (issue 15, resolved: refinements).
-# -- CoDiEmb at full size (issue 13): one (row, seed) per call, so the records file is written after each ----------
+# -- CoDiEmb at full size (issue 13): one (row, seed) per call, committed after each -------------------------------
 # Its protocol trains and evaluates with bf16 autocast (part of every row's configuration): emulated, it would take
 # many times the ~25 min a row takes on a CPU with native bf16.
 issue13() {
@@ -90,11 +90,12 @@ fusion_batch() {  # $1 = the input folders under $W (space-separated); the rest:
       return 0
     fi
   done
-  for row in "$@"; do
-    run $E experiment experiments/fusion_full.yaml --db $DB --only "$row" --no-progress || exit 1
-    MSG="Issue 13: fusion_full row $row (records, items, table)" \
-      commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
-  done
+  local rows
+  rows=$(IFS=,; echo "$*")
+  # One call for the batch (one start-up, not one per row); the runner exports each row as it finishes.
+  run $E experiment experiments/fusion_full.yaml --db $DB --only "$rows" --no-progress || exit 1
+  MSG="Issue 13: fusion_full rows $rows (records, items, table)" \
+    commit docs/results/fusion_full.json docs/results/fusion_full-items docs/fusion_full_table.md
 }
 fusion_batch "codiemb-s50 ir_only-283-s49 sts_only-242-s49" \
   "linear (uniform soup)" delta_guided "single: codiemb-s50" "single: ir_only-283-s49" "single: sts_only-242-s49" \
@@ -107,26 +108,24 @@ fusion_trajectories() {  # the paper's setting: trajectories of one method (two 
     "trajectories: dare_linear" "trajectories: greedy_soup" "trajectories: dare_ties"
 }
 
-# -- CSE-SFP re-measured (issue 13 section 3): one-thread runs, two per call (one per core), records after each ------
-cse_sfp_pair() {  # $1 = "row[,row]:seeds"
-  local rows=${1%:*} seeds=${1##*:}
-  run $E experiment experiments/cse_sfp_full.yaml --db $DB --only "$rows" --seeds "$seeds" --cpus 2 --no-progress ||
+# -- CSE-SFP re-measured (issue 13 section 3): one-thread runs, as many at once as there are cores (2 here) --------
+cse_sfp_rows() {  # $1 = "row[,row]:seeds" or "row[,row]" (each row's own seeds); one call, rows exported as they end
+  local rows=${1%:*} seeds=() what=$1
+  [[ $1 == *:* ]] && seeds=(--seeds "${1##*:}") || rows=$1
+  run $E experiment experiments/cse_sfp_full.yaml --db $DB --only "$rows" "${seeds[@]}" --cpus 2 --no-progress ||
     exit 1
-  MSG="Issue 13: cse_sfp_full rows $rows seeds $seeds (records, items, table)" \
+  MSG="Issue 13: cse_sfp_full rows $what (records, items, table)" \
     commit docs/results/cse_sfp_full.json docs/results/cse_sfp_full-items docs/cse_sfp_full_table.md
 }
-# The first CSE-SFP seed before the remaining CoDiEmb seeds, so that each claim has a first re-measured answer early;
-# then the CoDiEmb rows and the CSE-SFP seeds interleaved.
-cse_sfp_pair "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
-cse_sfp_pair "cse_sfp-lora,simcse_prompt-lora:49"
-for row_seed in codiemb-tau0.05:49 codiemb:51 fusion:trajectories \
-                cse:"cse_sfp-lora,simcse_prompt-lora:50" naive:50 st_peer:50 \
-                cse:"cse_sfp-lora,simcse_prompt-lora:51" naive:51 st_peer:51 \
-                cse:"cse_sfp-lora-200,simcse_prompt-lora-nonoise:49" sts_only-242:50 ir_only-283:50 \
-                cse:"cse_sfp-lora-200:50,51" cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 \
+# CSE-SFP's claim first (equal steps, 3 seeds; then equal time, 3 seeds, with the no-noise control), then the
+# remaining CoDiEmb rows, the trajectories fusion right after its last input (codiemb:51).
+cse_sfp_rows "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
+cse_sfp_rows "cse_sfp-lora,simcse_prompt-lora:49,50,51"
+cse_sfp_rows "cse_sfp-lora-200,simcse_prompt-lora-nonoise"
+for row_seed in codiemb-tau0.05:49 codiemb:51 fusion:trajectories naive:50 st_peer:50 naive:51 st_peer:51 \
+                sts_only-242:50 ir_only-283:50 cosent:49 arm-losses:50 arm-sampler:50 cosent:50 ir_only-525:49 \
                 sts_only-525:49 ir_only-525:50 sts_only-525:50; do
   case "$row_seed" in
-    cse:*) cse_sfp_pair "${row_seed#cse:}" ;;
     fusion:trajectories) fusion_trajectories ;;
     *) codiemb_row "$row_seed" ;;
   esac

@@ -66,18 +66,18 @@ def test_queue_names_rows_and_seeds_its_experiments_have():
     fusion = {r.name for r in load_experiment(EXPERIMENTS / "fusion_full.yaml").runs}
 
     row_seeds = _for_lists(text, "row_seed")
-    pairs = _calls(text, "cse_sfp_pair") + [w[len("cse:"):] for w in row_seeds if w.startswith("cse:")]
-    codiemb_rows = [w for w in row_seeds if not w.startswith(("cse:", "fusion:"))]
+    pairs = _calls(text, "cse_sfp_rows")
+    codiemb_rows = [w for w in row_seeds if not w.startswith("fusion:")]
     assert len(codiemb_rows) >= 3 and len(pairs) >= 3, "the queue's lists were not found: update this test"
     for item in codiemb_rows:
         name, seed = item.split(":")
         assert name in codiemb, f"queue.sh names codiemb_full row {name!r}, not in experiments/codiemb_full.yaml"
         assert int(seed) in codiemb[name].seeds, f"queue.sh runs {name} seed {seed}, not among its seeds"
     for pair in pairs:
-        rows, seeds = pair.rsplit(":", 1)
+        rows, seeds = pair.rsplit(":", 1) if ":" in pair else (pair, None)  # no seeds: each row's own
         for name in rows.split(","):
             assert name in cse, f"queue.sh names cse_sfp_full row {name!r}, not in experiments/cse_sfp_full.yaml"
-            assert set(_seeds(seeds)) <= set(cse[name].seeds), f"queue.sh runs {name} seeds {seeds}"
+            assert seeds is None or set(_seeds(seeds)) <= set(cse[name].seeds), f"queue.sh runs {name} seeds {seeds}"
     fusion_rows = [row for _, rows in _fusion_batches(text) for row in rows]
     assert fusion_rows and set(fusion_rows) <= fusion, set(fusion_rows) - fusion
     assert set(fusion_rows) == fusion, f"fusion rows the queue never runs: {fusion - set(fusion_rows)}"
