@@ -222,6 +222,9 @@ def _threads(spec: ExperimentSpec, run: RunSpec, config: dict[str, Any]) -> int:
 
 
 def _check_spec_paths(spec: ExperimentSpec, spec_path: str | Path, only: list[str] | None) -> Path:
+    if only is not None and not [name for name in only if name]:
+        raise ConfigError(f"{spec_path}: --only names no run (an empty value); runs: "
+                          f"{', '.join(run.name for run in spec.runs)}")
     unknown = sorted(set(only or []) - {run.name for run in spec.runs})
     if unknown:  # a typo (or a name split at its comma) must not silently run nothing
         raise ConfigError(f"{spec_path}: no run named {', '.join(map(repr, unknown))}; runs: "
@@ -240,6 +243,24 @@ def _check_spec_paths(spec: ExperimentSpec, spec_path: str | Path, only: list[st
     return workdir
 
 
+def _check_seeds(spec: ExperimentSpec, spec_path: str | Path, only: list[str] | None,
+                 seeds: list[int] | None) -> None:
+    """``--seeds`` picks among each run's own seeds: a seed that no selected run has, or a named run that has none of
+    them, would silently run nothing (a typo, or a row whose seeds list lacks it)."""
+    if not seeds:
+        return
+    runs = [run for run in spec.runs if not only or run.name in only]
+    where = "; ".join(f"{run.name}: {', '.join(map(str, run.seeds))}" for run in runs)
+    missing = sorted(set(seeds) - {seed for run in runs for seed in run.seeds})
+    if missing:
+        raise ConfigError(f"{spec_path}: --seeds {', '.join(map(str, missing))}: no selected run has "
+                          f"{'this seed' if len(missing) == 1 else 'these seeds'} (the runs' seeds: {where})")
+    for run in runs if only else []:
+        if not set(seeds) & set(run.seeds):
+            raise ConfigError(f"{spec_path}: run {run.name!r} has none of --seeds {', '.join(map(str, seeds))} "
+                              f"(its seeds: {', '.join(map(str, run.seeds))})")
+
+
 def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
                    seeds: list[int] | None = None, db: str | None = None, executor: str = "local",
                    cpus: int | None = None, address: str | None = None) -> Path:
@@ -255,6 +276,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
 
     spec = load_experiment(spec_path)
     workdir = _check_spec_paths(spec, spec_path, only)
+    _check_seeds(spec, spec_path, only, seeds)
     for run in spec.runs:  # ``evaluate: best`` needs the trainer's dev selection: say so before anything runs
         if run.evaluate == "best" and run.recipe is None:
             raise ConfigError(f"{spec_path}: run {run.name!r}: evaluate: best needs a recipe")

@@ -192,6 +192,20 @@ def test_only_with_an_unknown_name_fails_instead_of_running_nothing(tmp_path):
         load_experiment(path)
 
 
+def test_seeds_or_only_that_select_nothing_fail_instead_of_running_nothing(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "results": str(tmp_path / "r.json"), "table": str(tmp_path / "t.md"),
+                                    "tasks": ["stsb-dev"], "runs": [{"name": "a", "model": "m", "seeds": [1, 2]},
+                                                                    {"name": "b", "model": "m", "seeds": [3]}]}))
+    with pytest.raises(ConfigError, match=r"--seeds 7: no selected run has this seed \(the runs' seeds: a: 1, 2; b: 3"):
+        run_experiment(path, seeds=[1, 7], show_progress=False)
+    with pytest.raises(ConfigError, match=r"run 'b' has none of --seeds 1 \(its seeds: 3\)"):
+        run_experiment(path, only=["a", "b"], seeds=[1], show_progress=False)
+    with pytest.raises(ConfigError, match="--only names no run"):  # e.g. --only "$UNSET_VARIABLE"
+        run_experiment(path, only=[""], show_progress=False)
+    assert not (tmp_path / "r.json").exists()  # nothing ran, nothing was written
+
+
 def test_the_job_runner_gives_the_numbers_of_a_direct_train_and_evaluate(train_root, data_root, monkeypatch):
     """Today's experiment YAMLs through the new runner (jobs in worker processes, rows in the store, JSON exported)
     give the same numbers as training and evaluating by hand."""

@@ -41,6 +41,7 @@ def experiment(
         raise typer.BadParameter(f"--seeds must be integers >= 0, got {seeds!r}")
     _on_interrupt("interrupted: finished jobs are stored, running ones went back to the queue; the same command "
                   "resumes")
-    path = run_experiment(spec, only=only.split(",") if only else None, show_progress=_progress_bars(progress),
-                          seeds=seed_list, db=db, executor=executor, cpus=cpus, address=address)
+    path = run_experiment(spec, only=only.split(",") if only is not None else None,
+                          show_progress=_progress_bars(progress), seeds=seed_list, db=db, executor=executor,
+                          cpus=cpus, address=address)
     _say(f"records: {path}")
