@@ -109,6 +109,9 @@ class ExperimentSpec(BaseModel):
     # A group that is its own comparison (e.g. a second fusion batch on other inputs): its rows are compared with
     # this run of the group rather than with ``reference``, and ``reference`` is not repeated in its table.
     group_references: dict[str, str] = Field(default_factory=dict)
+    # Further comparisons, each [reference, row], rendered like the others (reference − row with its interval): a
+    # pair that no reference gives, e.g. a method at equal training time against a baseline of another group.
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
     # Scores besides the main score to record and tabulate, per task: e.g. {geometry: [uniformity, anisotropy]}
     extra_metrics: dict[str, list[str]] = Field(default_factory=dict)
     # Dev tasks (dev splits only) scored for every row besides the test tasks: the table gets a "dev" column (mean
@@ -125,6 +128,12 @@ class ExperimentSpec(BaseModel):
             if group_of.get(name) != group:
                 raise ValueError(f"group_references.{group}: {name!r} is not a run of group {group!r} "
                                  f"(runs of that group: {sorted(n for n, g in group_of.items() if g == group)})")
+        for i, pair in enumerate(self.comparisons):
+            for name in pair:
+                if name not in group_of:
+                    raise ValueError(f"comparisons.{i}: {name!r} is not one of the runs")
+            if pair[0] == pair[1]:
+                raise ValueError(f"comparisons.{i}: a run compared with itself ({pair[0]!r})")
         return self
 
     def reference_of(self, name: str) -> str | None:
@@ -528,29 +537,38 @@ def render_table(spec: ExperimentSpec, records: list[dict[str, Any]],
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     if items and spec.averages:
         for ref in dict.fromkeys(filter(None, [spec.reference, *spec.group_references.values()])):
-            out += _comparisons(spec, records, items, ref)
+            out += _comparisons(spec, records, items, ref, [n for n in _seeds_of(spec, records)
+                                                            if n != ref and spec.reference_of(n) == ref])
+        for ref in dict.fromkeys(ref for ref, _ in spec.comparisons):
+            out += _comparisons(spec, records, items, ref, [n for r, n in spec.comparisons if r == ref])
     if other:
         out += ["", f"({len(other)} records scored under another protocol — evaluation length or instruction setting "
                 f"— are not shown; running the experiment re-evaluates them under this one.)"]
     return "\n".join(out) + "\n"
 
 
-def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
-                 items: dict[tuple[str, int, str], dict], ref: str) -> list[str]:
-    """``ref`` − row on each average for every row compared with ``ref`` (ExperimentSpec.reference_of), with paired
-    bootstrap intervals over the items of every member task (the seeds each run has items for; a row lacking a
-    member task's items gets "-")."""
-    from .bench.stats import paired_difference
-
+def _seeds_of(spec: ExperimentSpec, records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Each recorded run's seeds (those with a test-task record), in record order."""
     seeds_of: dict[str, list[int]] = {}
     for r in records:
         if r["task"] in spec.tasks:
             seeds_of.setdefault(r["name"], [])
             if r["seed"] not in seeds_of[r["name"]]:
                 seeds_of[r["name"]].append(r["seed"])
+    return seeds_of
+
+
+def _comparisons(spec: ExperimentSpec, records: list[dict[str, Any]],
+                 items: dict[tuple[str, int, str], dict], ref: str, names: list[str]) -> list[str]:
+    """``ref`` − row on each average for each of ``names`` that has records, with paired bootstrap intervals over
+    the items of every member task (the seeds each run has items for; a row lacking a member task's items gets
+    "-"). Nothing while ``ref`` has no records."""
+    from .bench.stats import paired_difference
+
+    seeds_of = _seeds_of(spec, records)
     if ref not in seeds_of:
         return []
-    others = [n for n in seeds_of if n != ref and spec.reference_of(n) == ref]
+    others = [n for n in names if n in seeds_of]
     if not others:
         return []
     lines = ["", f"**{ref} − row: difference of the seed means, paired bootstrap 95 % interval over items "

@@ -309,3 +309,35 @@ def test_a_group_with_its_own_reference_is_compared_with_it():
         ExperimentSpec.model_validate({**base, "group_references": {"t": "dg"}})
     with pytest.raises(ValueError, match="reference 'nope' is not one of the runs"):
         ExperimentSpec.model_validate({**base, "reference": "nope"})
+
+
+def test_a_further_comparison_pairs_runs_of_different_groups():
+    """``comparisons: [[a, b]]`` adds "a − b" with its interval (e.g. CSE-SFP at equal training time against the
+    two-pass baseline of the main group); the usual comparisons stay; a pair naming no run is refused."""
+    import numpy as np
+    import pytest
+
+    from embedlab.experiment import ExperimentSpec, render_table
+
+    base = {"name": "x", "results": "r.json", "table": "t.md", "tasks": ["stsb"], "reference": "sfp",
+            "averages": {"STS avg": ["stsb"]},
+            "runs": [{"name": "sfp", "model": "m", "seeds": [0]}, {"name": "two-pass", "model": "m", "seeds": [0]},
+                     {"name": "sfp-200", "model": "m", "group": "equal time", "seeds": [0]}]}
+    spec = ExperimentSpec.model_validate({**base, "comparisons": [["sfp-200", "two-pass"]]})
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 300)
+    items, records = {}, []
+    for name, noise in (("sfp", 0.5), ("two-pass", 3.0), ("sfp-200", 0.4)):
+        items[(name, 0, "stsb")] = {"gold": gold.tolist(), "pred": (gold + rng.normal(0, noise, 300)).tolist()}
+        records.append({"name": name, "seed": 0, "task": "stsb", "value": 50.0})
+    table = render_table(spec, records, items)
+    main_cmp = table.split("**sfp − row")[1].split("**sfp-200 − row")[0]
+    assert "| two-pass |" in main_cmp and "| sfp-200 |" in main_cmp
+    extra = table.split("**sfp-200 − row")[1]
+    rows = [x for x in extra.splitlines() if x.startswith("| ") and not x.startswith("| row")]
+    assert len(rows) == 1 and rows[0].startswith("| two-pass | +") and rows[0].endswith("* |")
+    assert "**sfp-200 − row" not in render_table(ExperimentSpec.model_validate(base), records, items)
+    with pytest.raises(ValueError, match="comparisons.0: 'nope' is not one of the runs"):
+        ExperimentSpec.model_validate({**base, "comparisons": [["sfp", "nope"]]})
+    with pytest.raises(ValueError, match="compared with itself"):
+        ExperimentSpec.model_validate({**base, "comparisons": [["sfp", "sfp"]]})
