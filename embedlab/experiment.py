@@ -303,6 +303,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
         if not batch:
             continue
         ids = queue.submit([j for _, j, _ in batch], [f for _, _, f in batch], requeue_failed=True)
+        _refuse_stale_trained_jobs(spec_path, queue, batch, ids)
 
         by_id = {job_id: job for (_, job, _), job_id in zip(batch, ids)}
         done_before = {job_id for job_id in ids if queue.get(job_id)["status"] == "done"}
@@ -343,6 +344,37 @@ def refresh(spec_path: str | Path, db: str | None = None) -> Path:
         import_records(spec, JobQueue(store), experiment_jobs(spec, workdir))
         records = export_records(spec, store)
     return write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
+
+
+def _refuse_stale_trained_jobs(spec_path: str | Path, queue, batch: list[tuple[RunSpec, JobSpec, Path]],
+                               ids: list[str]) -> None:
+    """A job is keyed by its recipe's path and overrides, not the recipe's contents: a recipe file edited after a
+    row trained would leave that row's records standing for a recipe that no longer says what trained it. Compare
+    each done training job's saved recipe (``<folder>/recipe.json``) with what its recipe resolves to today and
+    stop, naming the differences, before anything runs. (Rows whose folders are not on this machine — imported
+    records — cannot be checked here; their records carry the recipe path and overrides.)"""
+    from .config import load_recipe, recipe_to_dict
+    from .text_jobs import train_overrides
+    from .train.run_folder import recipe_differences
+
+    stale = []
+    for (run, job, folder), job_id in zip(batch, ids):
+        saved_path = Path(folder) / "recipe.json"
+        if job.kind != "train+evaluate" or not saved_path.is_file() or queue.get(job_id)["status"] != "done":
+            continue
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a recipe embedlab wrote completely: the trainer refuses such a folder when it runs
+        current = recipe_to_dict(load_recipe(job.config["recipe"], train_overrides(job, Path(folder))))
+        diffs = recipe_differences(saved, current) if isinstance(saved, dict) else []
+        if diffs:
+            shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+            stale.append(f"{run.name} seed {job.seed} ({shown})")
+    if stale:
+        raise ConfigError(f"{spec_path}: {len(stale)} finished row(s) were trained by a recipe that has changed "
+                          f"since: {'; '.join(stale)}. Their records are of the old recipe: restore the recipe, "
+                          f"or give the changed recipe a run of its own (a new name) so that both rows stay true")
 
 
 def _copy_items(spec: ExperimentSpec, job: dict[str, Any], jobspec: JobSpec) -> None:

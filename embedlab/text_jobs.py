@@ -125,6 +125,14 @@ def run_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     return _evaluate(spec, ctx, spec.model or DEFAULT_MODEL, {"steps": 0, "train_seconds": 0.0})
 
 
+def train_overrides(spec: JobSpec, output_dir: Path) -> list[str]:
+    """The overrides a ``train+evaluate`` job applies to its recipe: the spec's, then its seed, folder and model."""
+    overrides = [*spec.config.get("overrides", []), f"seed={spec.seed}", f"output_dir={output_dir}"]
+    if spec.model:
+        overrides.append(f"model.name={spec.model}")
+    return overrides
+
+
 def run_train_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     """Train ``config.recipe`` (with ``config.overrides``, the job's seed, output_dir = the job's folder), then score
     its final (or dev-selected best) model. A finished run folder of the same recipe is reused; a partial one
@@ -134,9 +142,7 @@ def run_train_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     from .train.run_folder import finished_model
 
     out = ctx.output_dir
-    overrides = [*spec.config.get("overrides", []), f"seed={spec.seed}", f"output_dir={out}"]
-    if spec.model:
-        overrides.append(f"model.name={spec.model}")
+    overrides = train_overrides(spec, out)
     recipe = load_recipe(spec.config["recipe"], overrides)
     if finished_model(out, recipe) is None:  # a final model of another recipe is refused, not reused
         ctx.progress(0.0, "training")

@@ -324,3 +324,26 @@ def test_each_finished_job_is_exported_before_the_call_ends(train_root, data_roo
     records = json.loads((tmp / "stopped.json").read_text())["records"]
     assert [(r["name"], r["task"]) for r in records] == [("first", "stsb-dev")]
     assert "| first |" in (tmp / "stopped.md").read_text() and "| second |" not in (tmp / "stopped.md").read_text()
+
+
+def test_a_recipe_edited_after_its_row_trained_is_refused_not_taken_as_done(train_root, data_root, monkeypatch):
+    """Jobs are keyed by recipe path and overrides: an edited recipe file would leave the old row's records standing
+    for it. The runner compares each finished row's saved recipe with today's and stops, naming what changed."""
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    recipe = recipe_file(tmp)
+    spec = {"name": "edited", "workdir": str(tmp / "work"), "results": str(tmp / "edited.json"),
+            "table": str(tmp / "edited.md"), "tasks": ["stsb-dev"], "eval_max_length": 64,
+            "common_overrides": ["train.max_steps=2", "train.save_every=null"],
+            "runs": [{"name": "trained", "recipe": recipe, "seeds": [1]}]}
+    (tmp / "edited.yaml").write_text(yaml.safe_dump(spec))
+    run_experiment(tmp / "edited.yaml", show_progress=False, executor="inline")
+    before = (tmp / "edited.json").read_text()
+    run_experiment(tmp / "edited.yaml", show_progress=False, executor="inline")  # unchanged: nothing to say
+    with open(recipe) as f:
+        text = f.read()
+    with open(recipe, "w") as f:
+        f.write(text.replace("lr: 1.0e-3", "lr: 5.0e-4"))
+    with pytest.raises(ConfigError, match=r"trained seed 1 \(train.lr: 0.001 -> 0.0005\).*run of its own"):
+        run_experiment(tmp / "edited.yaml", show_progress=False, executor="inline")
+    assert (tmp / "edited.json").read_text() == before  # the old records are left as they were
