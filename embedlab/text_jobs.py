@@ -133,6 +133,20 @@ def train_overrides(spec: JobSpec, output_dir: Path) -> list[str]:
     return overrides
 
 
+def train_settings(recipe) -> dict[str, Any]:
+    """The resolved settings a reader of a results record asks about first (the recipe path and overrides say the
+    rest, and the run folder's recipe.json all of it): model, length, dropout, LoRA, objective, sampler, batch, lr,
+    steps, precision, instructions."""
+    m, t = recipe.model, recipe.train
+    lora = m.lora.model_dump() if m.lora is not None else None
+    return {"model": m.name, "max_length": m.max_length, "model_dropout": m.dropout,
+            "lora": {k: lora[k] for k in ("r", "alpha", "dropout")} if lora else None,
+            "objective": recipe.objective.kind, "sampler": f"{recipe.sampler.kind}/{recipe.sampler.policy}",
+            "batch_size": dict(recipe.sampler.batch_size), "lr": t.lr, "max_steps": t.max_steps,
+            "epochs": t.epochs, "warmup_ratio": t.warmup_ratio, "mixed_precision": t.mixed_precision,
+            "instructions": recipe.data.instructions}
+
+
 def run_train_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     """Train ``config.recipe`` (with ``config.overrides``, the job's seed, output_dir = the job's folder), then score
     its final (or dev-selected best) model. A finished run folder of the same recipe is reused; a partial one
@@ -162,7 +176,7 @@ def run_train_evaluate(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     timing = json.loads((out / "train_time.json").read_text()) if (out / "train_time.json").is_file() else {}
     info = {"steps": timing.get("steps"), "train_seconds": timing.get("seconds"),
             "resumed_from": timing.get("resumed_from"), "recipe": spec.config["recipe"],
-            "overrides": overrides}
+            "overrides": overrides, "train_settings": train_settings(recipe)}
     which = spec.config.get("evaluate", "final")
     if which == "best":
         if not (out / "best" / "modules.json").is_file():

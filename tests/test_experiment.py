@@ -339,6 +339,11 @@ def test_a_recipe_edited_after_its_row_trained_is_refused_not_taken_as_done(trai
     (tmp / "edited.yaml").write_text(yaml.safe_dump(spec))
     run_experiment(tmp / "edited.yaml", show_progress=False, executor="inline")
     before = (tmp / "edited.json").read_text()
+    # each trained record says what trained it, resolved (the overrides applied), not only the recipe's path
+    settings = [r["train_settings"] for r in json.loads(before)["records"]]
+    assert settings and all(s == settings[0] for s in settings)
+    assert {k: settings[0][k] for k in ("lr", "max_steps", "max_length", "objective")} == {
+        "lr": 1.0e-3, "max_steps": 2, "max_length": 32, "objective": "codiemb"}
     run_experiment(tmp / "edited.yaml", show_progress=False, executor="inline")  # unchanged: nothing to say
     with open(recipe) as f:
         text = f.read()
