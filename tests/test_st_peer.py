@@ -96,3 +96,17 @@ def test_a_given_batch_sampler_replaces_ours(train_root):
 
     train_st_peer(recipe, show_progress=False, batch_sampler=make)
     assert sorted(map(tuple, seen)) == [(3, 1, 2, 0), (5, 4, 7, 6)]  # one step of each, from our batches only
+
+
+def test_peer_reports_the_steps_an_epoch_took(train_root):
+    # With epochs instead of max_steps the recipe does not say how many steps ran: the run records ST's own count
+    # (one per full batch of each task: drop_last), and a reused finished run reports it again.
+    recipe = load_recipe(_recipe_file(train_root, objective="mnrl_cosent"),
+                         ["train.max_steps=null", "train.epochs=1", "train.save_every=null",
+                          f"output_dir={train_root / 'peer-epoch'}"])
+    datasets, tasks = _datasets(recipe, load_recipe_sources(recipe))
+    expected = sum(len(ds) // recipe.sampler.batch_size[name] for name, ds in datasets.items())
+    assert expected > 0
+    final, steps = train_recipe(recipe, show_progress=False)
+    assert steps == expected
+    assert train_recipe(recipe, show_progress=False) == (final, expected)

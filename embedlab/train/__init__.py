@@ -13,7 +13,7 @@ def train_recipe(recipe, resume: bool = True, show_progress: bool = True, stop_a
     objective by embedlab's trainer. ``on_step(step, total_steps)`` is called after every optimizer step of
     embedlab's trainer (the job runner's progress); the peer reports no steps."""
     if recipe.objective.kind == "mnrl_cosent":
-        from .st_peer import train_st_peer
+        from .st_peer import peer_steps, train_st_peer
 
         if stop_after is not None or not resume:
             from ..errors import ConfigError
@@ -21,7 +21,7 @@ def train_recipe(recipe, resume: bool = True, show_progress: bool = True, stop_a
             raise ConfigError("the sentence-transformers peer always resumes and runs to the end (no --no-resume / "
                               "stop_after)")
         final: Path | None = train_st_peer(recipe, show_progress=show_progress)
-        return final, recipe.train.max_steps
+        return final, peer_steps(recipe.resolved_output_dir())
     from .trainer import Trainer
 
     trainer = Trainer(recipe, resume=resume, show_progress=show_progress, on_step=on_step)

@@ -35,6 +35,8 @@ RESUME_SAFE = ("name", "output_dir", "train.log_every", "train.keep", "train.sav
 RUN_ENTRIES = ("checkpoints", "final", "best", "best.json", "recipe.json", "train_log.jsonl", "dev_log.jsonl",
                "st-checkpoints")
 PREVIOUS = "previous"
+# Keys a run writes into its recipe.json next to the recipe (who trained it, how many steps the peer ran).
+NOT_RECIPE = ("embedlab", "trainer", "trained_steps")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,7 +54,7 @@ def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     a, b = _flatten(saved), _flatten(current)
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in ("embedlab", "trainer") or any(key == s or key.startswith(s + ".") for s in RESUME_SAFE):
+        if key in NOT_RECIPE or any(key == s or key.startswith(s + ".") for s in RESUME_SAFE):
             continue
         va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
         if isinstance(va, tuple):

@@ -171,10 +171,21 @@ def train_st_peer(recipe: Recipe, show_progress: bool = True, callbacks: list | 
     resume = any((out / "st-checkpoints").glob("checkpoint-*")) if (out / "st-checkpoints").is_dir() else False
     trainer.train(resume_from_checkpoint=True if resume else None)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "recipe.json", {"trainer": "sentence-transformers", **recipe_to_dict(recipe)})
+    # trained_steps: the optimizer steps ST ran (with epochs instead of max_steps the recipe does not say how many)
+    write_json(out / "recipe.json", {"trainer": "sentence-transformers", "trained_steps": trainer.state.global_step,
+                                     **recipe_to_dict(recipe)})
     from .trainer import task_prompts
 
     model.prompts = task_prompts(recipe, sources)  # the instructions its training texts carried
     model.default_prompt_name = None
     model.save(str(final))
     return final
+
+
+def peer_steps(output_dir: Path) -> int | None:
+    """The optimizer steps a finished peer run took (``trained_steps`` in its recipe.json); None for a run written
+    before embedlab recorded them."""
+    try:
+        return json.loads((Path(output_dir) / "recipe.json").read_text(encoding="utf-8")).get("trained_steps")
+    except (OSError, ValueError):
+        return None
