@@ -104,3 +104,4 @@ train: {{lr: 2.0e-3, max_steps: 40, eval_every: 20, select_on: [stsb-dev], log_e
     assert after > before + 0.05, (before, after)
     dev = [json.loads(line) for line in open(tmp_path / "out" / "dev_log.jsonl")]
     assert [d["step"] for d in dev] == [20, 40]
+    assert all(d["seconds"] > 0 for d in dev)  # dev scoring's share of the wall time, for equal-time comparisons

@@ -438,12 +438,15 @@ class Trainer:
         from ..evaluate.runner import evaluate
 
         was_training = self.model.training
+        t0 = time.perf_counter()
         results = evaluate(self.model, self.recipe.train.select_on, cache=EmbeddingCache(enabled=False))
         self.model.train(was_training)
         scores = {r.task.name: r.display() for r in results}
         mean = sum(scores.values()) / len(scores)
+        # seconds: what dev scoring added to the run's wall time (equal-time comparisons subtract it)
         with open(self.output_dir / "dev_log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": self.step, "mean": mean, **scores}) + "\n")
+            f.write(json.dumps({"step": self.step, "mean": mean, **scores,
+                                "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
         improved = self.best is None or mean > self.best["mean"]
         if improved:
             self.best = {"step": self.step, "mean": mean, "scores": scores, "checkpoint": None}
