@@ -34,8 +34,11 @@ def summary(folder: Path) -> dict | None:
     log = [r for r in _jsonl(folder / "train_log.jsonl") if r.get("examples_per_s")]
     if not log:
         return None
-    recipe = json.loads((folder / "recipe.json").read_text(encoding="utf-8"))
-    per_step = sum(recipe["sampler"]["batch_size"].values()) / max(len(recipe["sampler"]["batch_size"]), 1)
+    try:
+        sizes = json.loads((folder / "recipe.json").read_text(encoding="utf-8"))["sampler"]["batch_size"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{folder / 'recipe.json'}: expected a run's recipe with sampler.batch_size ({e!r})")
+    per_step = sum(sizes.values()) / max(len(sizes), 1)
     steps = log[-1]["step"]
     rate = statistics.median(r["examples_per_s"] for r in log)
     timing = json.loads((folder / "train_time.json").read_text()) if (folder / "train_time.json").is_file() else {}
