@@ -67,7 +67,10 @@ def test_queue_names_rows_and_seeds_its_experiments_have():
 
     row_seeds = _for_lists(text, "row_seed")
     pairs = _calls(text, "cse_sfp_rows")
-    codiemb_rows = [w for w in row_seeds if not w.startswith("fusion:")]
+    codiemb_rows = [w for w in row_seeds if not w.startswith(("fusion:", "cse:"))]
+    for item in row_seeds:  # "cse:X" items of the list run cse_sfp_full rows from a case branch of their own
+        if item.startswith("cse:"):
+            assert re.search(rf"^\s*{re.escape(item)}\)", text, re.M), f"queue.sh lists {item} without a branch"
     assert len(codiemb_rows) >= 3 and len(pairs) >= 3, "the queue's lists were not found: update this test"
     for item in codiemb_rows:
         name, seed = item.split(":")
