@@ -19,6 +19,7 @@ from embedlab.bench.jobspec import expand, load_job_matrix
 from embedlab.errors import ConfigError
 from embedlab.jobkinds import JobSpec
 
+from terminal import sigint_as_at_a_terminal
 from tiny_training import recipe_file, steps_logged, train_job, wait_for
 
 
@@ -264,7 +265,8 @@ def test_ctrl_c_on_the_cli_puts_the_running_job_back_in_the_queue(tmp_path, trai
     env = {**os.environ, "EMBEDLAB_HEARTBEAT_S": "0.3", "OMP_NUM_THREADS": "1"}
     cli = [sys.executable, "-m", "embedlab"]
     proc = subprocess.Popen([*cli, "jobs", "submit", str(spec), "--db", db], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
     folder = tmp_path / "w" / "t-s3"
     wait_for(lambda: len(steps_logged(folder)) >= 12)
     proc.send_signal(signal.SIGINT)

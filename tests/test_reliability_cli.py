@@ -24,6 +24,7 @@ import embedlab
 from embedlab.bench.store import ResultsStore
 from embedlab.errors import ConfigError
 
+from terminal import sigint_as_at_a_terminal
 from tiny_training import make_train_root, recipe_file
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -71,7 +72,7 @@ def _interrupt(cmd: list, cwd: Path, env: dict, ready, what: str) -> tuple[int, 
     out_file, err_file = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(out_file, "w") as out, open(err_file, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "embedlab", *map(str, cmd)], stdout=out, stderr=err, cwd=cwd,
-                                env=env)
+                                env=env, preexec_fn=sigint_as_at_a_terminal)
         try:
             _wait_for(lambda: ready(err_file.read_text()), 240, proc, what)
             proc.send_signal(signal.SIGINT)

@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
+from terminal import sigint_as_at_a_terminal
 from web_server import SECRET, api_token, csrf_from, fast_hasher, login, make_app, signed_in
 
 from embedlab.errors import ConfigError
@@ -697,7 +698,7 @@ def test_embedlab_serve_runs_as_a_process_and_stops_on_ctrl_c(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "embedlab", "serve", "--port", str(port), "--db",
                              str(tmp_path / "r.sqlite"), "--web-dir", str(tmp_path / "web"), "--executor", "local"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 90
         while True:
