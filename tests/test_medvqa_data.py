@@ -339,6 +339,16 @@ def test_shipped_splits_are_reproduced_by_their_generators(rad_train):
         assert doc == carved.shipped_split(kind), kind
 
 
+def test_the_regenerate_command_checks_the_shipped_files_and_writes_nothing(rad_train, capsys):
+    from embedlab.medvqa import regenerate_splits
+
+    before = {p.name: p.stat().st_mtime_ns for p in carved.SPLITS_DIR.iterdir()}
+    assert regenerate_splits.main(["--check"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: matches" in out for name in carved.SPLIT_FILES.values()), out
+    assert {p.name: p.stat().st_mtime_ns for p in carved.SPLITS_DIR.iterdir()} == before
+
+
 def test_validation_split_properties(rad_train):
     val, train = load_dataset("vqa-rad", "val"), load_dataset("vqa-rad", "val-train")
     doc = carved.shipped_split("val")

@@ -20,19 +20,18 @@ generators here (a test checks it):
 
 Each file records the method, seed, fraction, the three qid lists and the measured properties (counts, closed/open,
 fraction of validation answers unseen in the training part, fraction of (image, answer) pairs seen). Regenerate with
-``python -m embedlab.medvqa.splits`` (only needed if the method changes; ``--check`` compares without writing).
+``python -m embedlab.medvqa.regenerate_splits`` (only needed if the method changes; ``--check`` compares without
+writing).
 
-It does not read data files itself beyond that command (datasets.py loads ``trainset.json`` and calls
-``apply_split``), and it does not split other datasets (they ship their own validation splits).
+It does not read data files (datasets.py loads ``trainset.json`` and calls ``apply_split``; regenerate_splits.py
+reads it for the generators), and it does not split other datasets (they ship their own validation splits).
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -194,29 +193,3 @@ def apply_split(records: list[VQARecord], split: str, *, source: str | Path | No
     keep = set(doc[part])
     return [replace(r, split=split) for r in records if r.qid in keep]
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Regenerate (or ``--check``) the shipped split files from the data root's VQA-RAD trainset.json."""
-    from ..atomic import write_json
-    from .datasets import dataset_folder, read_mevf_json
-
-    parser = argparse.ArgumentParser(prog="python -m embedlab.medvqa.splits", description=main.__doc__)
-    parser.add_argument("--check", action="store_true", help="compare with the shipped files, write nothing")
-    args = parser.parse_args(argv)
-    records = read_mevf_json(dataset_folder("vqa-rad") / "trainset.json", check_images=False)
-    status = 0
-    for kind, doc in generate(records).items():
-        path = SPLITS_DIR / SPLIT_FILES[kind]
-        if args.check:
-            same = path.is_file() and json.loads(path.read_text(encoding="utf-8")) == doc
-            print(f"{path.name}: {'matches' if same else 'DIFFERS'}")
-            status |= 0 if same else 1
-        else:
-            write_json(path, doc)
-            print(f"wrote {path}")
-        print(json.dumps(doc["properties"], indent=1))
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
