@@ -349,6 +349,15 @@ def test_the_regenerate_command_checks_the_shipped_files_and_writes_nothing(rad_
     assert {p.name: p.stat().st_mtime_ns for p in carved.SPLITS_DIR.iterdir()} == before
 
 
+def test_the_regenerate_command_names_a_missing_trainset(tmp_path, monkeypatch, capsys):
+    from embedlab.medvqa import regenerate_splits
+
+    monkeypatch.setenv("EMBEDLAB_DATA", str(tmp_path))
+    assert regenerate_splits.main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "vqa-rad/trainset.json" in err and "Traceback" not in err
+
+
 def test_validation_split_properties(rad_train):
     val, train = load_dataset("vqa-rad", "val"), load_dataset("vqa-rad", "val-train")
     doc = carved.shipped_split("val")

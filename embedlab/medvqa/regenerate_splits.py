@@ -14,6 +14,7 @@ import json
 import sys
 
 from ..atomic import write_json
+from ..errors import EmbedlabError
 from .datasets import dataset_folder, read_mevf_json
 from .splits import SPLIT_FILES, SPLITS_DIR, generate
 
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedlab.medvqa.regenerate_splits", description=main.__doc__)
     parser.add_argument("--check", action="store_true", help="compare with the shipped files, write nothing")
     args = parser.parse_args(argv)
-    records = read_mevf_json(dataset_folder("vqa-rad") / "trainset.json", check_images=False)
+    try:
+        records = read_mevf_json(dataset_folder("vqa-rad") / "trainset.json", check_images=False)
+    except EmbedlabError as e:  # a missing or damaged trainset.json: one line naming it, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     status = 0
     for kind, doc in generate(records).items():
         path = SPLITS_DIR / SPLIT_FILES[kind]
