@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..config import Recipe
@@ -78,15 +79,31 @@ def _draw(items: Sequence[str], k: int, gen: torch.Generator) -> list[str]:
 SLOTS = "slots"  # a ``layers`` value: return (first slot, last slot) of the template from one forward pass
 
 
+# The fixed cost of one more forward + backward call, in padded tokens: a group of texts is split off only when the
+# padding it saves outweighs it (benchmarks/train_step.py --length-groups measures the effect).
+LENGTH_GROUP_OVERHEAD_TOKENS = 4096
+
+
 def _embed(ctx: StepContext, texts: list[str], prompt: str = "", layers: Sequence[int] | str | None = None):
-    features = ctx.model.tokenize(texts, prompt=prompt, max_length=ctx.recipe.model.max_length)
-    if layers is None:
-        return ctx.model(features)
+    """Embeddings of ``texts`` with gradients. Texts of very different lengths (a mixed batch's few 256-token
+    documents among short sentences) are embedded in groups of similar length and put back in order: the same
+    embeddings (padding is masked) for far fewer padded tokens."""
+    max_length = ctx.recipe.model.max_length
     if layers == SLOTS:
-        reps = ctx.model.forward_slots(features)
+        reps = ctx.model.forward_slots(ctx.model.tokenize(texts, prompt=prompt, max_length=max_length))
         slots = ctx.model.template.slots
         return reps[slots[0]], reps[slots[-1]]
-    return ctx.model.forward_layers(features, layers)
+    groups = ctx.model.tokenize_groups(texts, prompt=prompt, max_length=max_length,
+                                       overhead_tokens=LENGTH_GROUP_OVERHEAD_TOKENS)
+    outs = [ctx.model(f) if layers is None else ctx.model.forward_layers(f, layers) for _, f in groups]
+    if len(groups) == 1:
+        return outs[0]
+    order = torch.from_numpy(np.concatenate([g for g, _ in groups]))
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    if layers is None:
+        return torch.cat(outs)[inverse.to(outs[0].device)]
+    return [torch.cat([o[k] for o in outs])[inverse.to(outs[0][k].device)] for k in range(len(outs[0]))]
 
 
 Spec = tuple  # (texts, prompt, layers or None): one group of texts embedded the same way
