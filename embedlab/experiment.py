@@ -390,10 +390,8 @@ def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpe
     """Records of the experiment's JSON that the store lacks become store rows (so a fresh checkout's store holds
     what the committed JSON holds). A (run, seed) whose every task is recorded under this experiment's protocol,
     with its per-item files, by the same recipe and overrides as today's job, is adopted as that job, done: it is
-    not run again. Returns the number of rows imported."""
-    from .evaluate.tasks import TASKS
-    from .results import make_rows
-
+    not run again — also when its rows reached the store earlier without the job (imported before its per-item
+    files were committed). Returns the number of rows imported."""
     records = _load_records(Path(spec.results))
     if not records:
         return 0
@@ -404,35 +402,49 @@ def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpe
 
     have = {key(r["model"], r["seed"], r["task"], r["metric"], r["value"])
             for r in queue.store.query(experiment=spec.name)}
-    todo = [r for r in records
-            if key(r["name"], r["seed"], r["task"], r.get("metric", "main_score"), r.get("value")) not in have]
-    if not todo:
-        return 0
     by_run: dict[tuple[str, int], list[dict]] = {}
-    for r in todo:
+    for r in records:
         by_run.setdefault((r["name"], r["seed"]), []).append(r)
     jobs_by_key = {(job.name, job.seed): (job, folder) for _, job, folder in jobs}
     n = 0
     for (name, seed), recs in by_run.items():
-        rows = []
-        for r in recs:
-            if r["task"] not in TASKS:
-                raise ConfigError(f"{spec.results}: record of unknown task {r['task']!r}")
-            task = TASKS.get(r["task"])
-            extra = {k: v for k, v in r.items() if k not in _BASE_KEYS}
-            extra["record_keys"] = sorted(extra)
-            rows += [{**row, "value": r["value"]} for row in make_rows(
-                domain="text", model=name, task=task.name, task_type=task.type, dataset=task.dataset,
-                split=r["split"], scores={r.get("metric", "main_score"): 0.0}, extra=extra, experiment=spec.name,
-                seed=seed)]
+        todo = [r for r in recs
+                if key(name, seed, r["task"], r.get("metric", "main_score"), r.get("value")) not in have]
         job, folder = jobs_by_key.get((name, seed), (None, None))
-        if job is not None and _adoptable(spec, job, folder, recs):
+        unknown_job = job is not None and queue.find(job) is None
+        if not todo and not unknown_job:
+            continue
+        adopt = job is not None and unknown_job and _adoptable(spec, job, folder, recs)
+        if not todo and not adopt:
+            continue
+        rows = _record_rows(spec, name, seed, recs if adopt else todo)
+        if adopt:
             queue.adopt(job, folder, rows)
         else:
             queue.store.add_run(rows)
-        n += len(rows)
-    log.info("%s: imported %d record(s) from %s into %s", spec.name, n, spec.results, queue.store.display_url)
+        n += len(todo)
+    if n:
+        log.info("%s: imported %d record(s) from %s into %s", spec.name, n, spec.results, queue.store.display_url)
     return n
+
+
+def _record_rows(spec: ExperimentSpec, name: str, seed: int, recs: list[dict]) -> list[dict[str, Any]]:
+    """Store rows for records of one (run, seed) of the experiment's JSON."""
+    from .evaluate.tasks import TASKS
+    from .results import make_rows
+
+    rows = []
+    for r in recs:
+        if r["task"] not in TASKS:
+            raise ConfigError(f"{spec.results}: record of unknown task {r['task']!r}")
+        task = TASKS.get(r["task"])
+        extra = {k: v for k, v in r.items() if k not in _BASE_KEYS}
+        extra["record_keys"] = sorted(extra)
+        rows += [{**row, "value": r["value"]} for row in make_rows(
+            domain="text", model=name, task=task.name, task_type=task.type, dataset=task.dataset,
+            split=r["split"], scores={r.get("metric", "main_score"): 0.0}, extra=extra, experiment=spec.name,
+            seed=seed)]
+    return rows
 
 
 def _adoptable(spec: ExperimentSpec, job: JobSpec, folder: Path, recs: list[dict]) -> bool:

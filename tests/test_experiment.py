@@ -280,6 +280,41 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     assert json.loads((tmp / "old.json").read_text())["records"] == records
 
 
+def test_records_imported_before_their_items_existed_are_adopted_once_the_items_are_there(train_root, data_root,
+                                                                                         monkeypatch):
+    """A store that took a run's records as plain rows (its per-item files were not committed yet, so it could not
+    be adopted) adopts the job on a later import once they are: the run is not trained or evaluated again."""
+    from embedlab.bench.jobs import JobQueue
+    from embedlab.bench.store import ResultsStore
+    from embedlab.experiment import experiment_jobs, items_path, refresh
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    spec = {"name": "old", "workdir": str(tmp / "work"), "results": str(tmp / "old.json"),
+            "table": str(tmp / "old.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
+    (tmp / "old.yaml").write_text(yaml.safe_dump(spec))
+    records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 12.5, "eval_bf16": False, "eval_max_length": 64, "instructions": False,
+                "instruction_tokens_pooled": True, "steps": 0, "train_seconds": 0.0}]
+    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+    db = str(tmp / "store.sqlite")
+    refresh(tmp / "old.yaml", db=db)  # no per-item file yet: the rows are imported, the job is not adopted
+    loaded = load_experiment(tmp / "old.yaml")
+    ((_, job, _),) = experiment_jobs(loaded, tmp / "work")
+    with ResultsStore(db) as store:
+        assert JobQueue(store).find(job) is None
+    items = items_path(loaded, "untrained", 49, "stsb-dev")
+    items.parent.mkdir(parents=True)
+    items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    refresh(tmp / "old.yaml", db=db)
+    with ResultsStore(db) as store:
+        assert JobQueue(store).find(job)["status"] == "done"
+    run_experiment(tmp / "old.yaml", show_progress=False, db=db)
+    assert not (tmp / "work").exists()  # not evaluated again: 12.5 is not a score the tiny model computes
+    assert json.loads((tmp / "old.json").read_text())["records"] == records
+
+
 def test_a_misspelt_extra_metric_is_an_error_not_an_empty_column(train_root, data_root, monkeypatch):
     tmp = train_root
     monkeypatch.chdir(tmp)

@@ -193,6 +193,13 @@ class JobQueue:
         return job_id
 
     # -- reading ------------------------------------------------------------------------------------------------
+    def find(self, spec: JobSpec) -> dict[str, Any] | None:
+        """The job of this configuration and seed, as a dict, or None when the table does not know it."""
+        with Session(self.engine) as session:
+            job = session.scalars(select(Job).where(Job.config_hash == spec.config_hash(),
+                                                    Job.seed == spec.seed)).first()
+            return None if job is None else job.to_dict()
+
     def get(self, job_id: str) -> dict[str, Any]:
         """The job with this id (or unique id prefix, as ``embedlab jobs`` shows them), as a dict."""
         with Session(self.engine) as session:
