@@ -224,6 +224,22 @@ def test_paired_bootstrap_interval():
         paired_difference([[{"qids": qids, "main": a.tolist()}]], [[{"qids": qids[::-1], "main": b.tolist()}]])
 
 
+def test_resample_ranks_equal_scipys_rankdata_with_ties():
+    """The bootstrap's counting ranks (embedlab.bench.stats.resample_ranks) are scipy's tie-averaged ranks of each
+    resample, exactly."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from embedlab.bench.stats import resample_ranks
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 9, 300):
+        values = np.round(rng.uniform(0, 5, n), 0 if n < 50 else 1)  # many ties
+        for shape in ((50, n), (2, 3, n)):
+            idx = rng.integers(0, n, shape)
+            assert np.array_equal(resample_ranks(values, idx), rankdata(values[idx], axis=-1))
+
+
 def test_the_table_compares_the_reference_with_intervals():
     import numpy as np
 

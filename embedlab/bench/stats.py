@@ -37,14 +37,31 @@ class Difference:
         return f"{self.diff:+.2f} [{self.low:+.2f}, {self.high:+.2f}]" + (" *" if self.real else "")
 
 
+def resample_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(values[idx], axis=-1)`` (ties averaged) without sorting each resample: ``values`` is
+    sorted once; a resample's rank of a value is the number of its draws below that value plus the mean position
+    among its equal draws, both read off per-resample counts of each distinct value. Exact (ranks are multiples of
+    1/2), and O(n) per resample instead of O(n log n): the bootstrap of a Spearman score spent 90 % of its time in
+    argsort."""
+    values = np.asarray(values)
+    idx = np.asarray(idx, dtype=np.int64)
+    distinct, group = np.unique(values, return_inverse=True)  # group[j]: the rank order of value j among distinct
+    k = len(distinct)
+    lead = idx.shape[:-1]
+    flat = group[idx].reshape(-1, idx.shape[-1])
+    rows = flat.shape[0]
+    counts = np.bincount((flat + (np.arange(rows) * k)[:, None]).ravel(), minlength=rows * k).reshape(rows, k)
+    below = np.cumsum(counts, axis=1) - counts
+    rank_of_group = below + (counts + 1) / 2.0
+    return np.take_along_axis(rank_of_group, flat, axis=1).reshape(*lead, idx.shape[-1])
+
+
 def _score(items: Mapping, idx: np.ndarray) -> np.ndarray:
     """The row's display-scale score on each resample: ``idx`` is [..., n] item indices (vectorised over leading
     dimensions, as scipy.stats.bootstrap calls it)."""
     if "gold" in items:
-        from scipy.stats import rankdata
-
-        gold, pred = np.asarray(items["gold"])[idx], np.asarray(items["pred"])[idx]
-        rg, rp = rankdata(gold, axis=-1), rankdata(pred, axis=-1)  # Spearman = Pearson of the (tie-averaged) ranks
+        # Spearman = Pearson of the (tie-averaged) ranks
+        rg, rp = resample_ranks(items["gold"], idx), resample_ranks(items["pred"], idx)
         rg = rg - rg.mean(-1, keepdims=True)
         rp = rp - rp.mean(-1, keepdims=True)
         return 100.0 * (rg * rp).sum(-1) / np.sqrt((rg * rg).sum(-1) * (rp * rp).sum(-1))
