@@ -7,7 +7,8 @@ and STS sentences used to pad every text of the group to 256, and CoDiEmb's sing
 already similar. The same batches run both ways, interleaved (grouped, then one padded batch, per batch), in one
 process: forward, loss and backward (no optimizer step), in train mode, fp32 and bf16 autocast. Reported per
 (objective, precision): median seconds per step each way, the ratio, padded tokens per step each way; and the
-largest loss difference between the two ways in eval mode (no dropout; only float rounding may differ).
+largest loss difference between the two ways in eval mode on the first two measured batches (no dropout; only
+float rounding may differ).
 
     .venv/bin/python benchmarks/length_groups.py [--steps 8] [--threads 2] [--out docs/results/length_groups.json]
 

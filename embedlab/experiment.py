@@ -411,10 +411,7 @@ def import_records(spec: ExperimentSpec, queue, jobs: list[tuple[RunSpec, JobSpe
         todo = [r for r in recs
                 if key(name, seed, r["task"], r.get("metric", "main_score"), r.get("value")) not in have]
         job, folder = jobs_by_key.get((name, seed), (None, None))
-        unknown_job = job is not None and queue.find(job) is None
-        if not todo and not unknown_job:
-            continue
-        adopt = job is not None and unknown_job and _adoptable(spec, job, folder, recs)
+        adopt = job is not None and queue.find(job) is None and _adoptable(spec, job, folder, recs)
         if not todo and not adopt:
             continue
         rows = _record_rows(spec, name, seed, recs if adopt else todo)

@@ -244,6 +244,15 @@ def test_the_job_runner_gives_the_numbers_of_a_direct_train_and_evaluate(train_r
     assert {r["model"] for r in rows} == {"untrained", "trained"} and all(r["job_id"] for r in rows)
 
 
+def _old_experiment(tmp, records) -> None:
+    """An experiment file "old" with one untrained row on stsb-dev, and its records JSON holding ``records``."""
+    spec = {"name": "old", "workdir": str(tmp / "work"), "results": str(tmp / "old.json"),
+            "table": str(tmp / "old.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
+            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
+    (tmp / "old.yaml").write_text(yaml.safe_dump(spec))
+    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+
+
 def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, data_root, monkeypatch):
     """A fresh checkout has the records JSON (and per-item files) but no store: the records are imported, the runs
     they cover are adopted as done jobs (nothing is trained or evaluated again), and the export reproduces them."""
@@ -251,16 +260,12 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
 
     tmp = train_root
     monkeypatch.chdir(tmp)
-    spec = {"name": "old", "workdir": str(tmp / "work"), "results": str(tmp / "old.json"),
-            "table": str(tmp / "old.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
-            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
-    (tmp / "old.yaml").write_text(yaml.safe_dump(spec))
     protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True}
     records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
                 "value": 12.5, **protocol, "steps": 0, "train_seconds": 0.0},
                {"name": "gone", "seed": 1, "task": "stsb-dev", "split": "dev", "metric": "main_score",
                 "value": 7.0, "eval_bf16": False, "eval_max_length": 128, "steps": 5, "train_seconds": 3.0}]
-    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+    _old_experiment(tmp, records)
     items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
     items.parent.mkdir(parents=True)
     items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
@@ -290,14 +295,10 @@ def test_records_imported_before_their_items_existed_are_adopted_once_the_items_
 
     tmp = train_root
     monkeypatch.chdir(tmp)
-    spec = {"name": "old", "workdir": str(tmp / "work"), "results": str(tmp / "old.json"),
-            "table": str(tmp / "old.md"), "tasks": ["stsb-dev"], "eval_max_length": 64, "instructions": False,
-            "runs": [{"name": "untrained", "model": str(tmp / "tiny-model")}]}
-    (tmp / "old.yaml").write_text(yaml.safe_dump(spec))
     records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
                 "value": 12.5, "eval_bf16": False, "eval_max_length": 64, "instructions": False,
                 "instruction_tokens_pooled": True, "steps": 0, "train_seconds": 0.0}]
-    (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
+    _old_experiment(tmp, records)
     db = str(tmp / "store.sqlite")
     refresh(tmp / "old.yaml", db=db)  # no per-item file yet: the rows are imported, the job is not adopted
     loaded = load_experiment(tmp / "old.yaml")

@@ -80,7 +80,7 @@ SLOTS = "slots"  # a ``layers`` value: return (first slot, last slot) of the tem
 
 
 # The fixed cost of one more forward + backward call, in padded tokens: a group of texts is split off only when the
-# padding it saves outweighs it (benchmarks/train_step.py --length-groups measures the effect).
+# padding it saves outweighs it (benchmarks/length_groups.py measures the effect).
 LENGTH_GROUP_OVERHEAD_TOKENS = 4096
 
 
