@@ -299,6 +299,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                        **({"cpus": cpus} if cpus and executor in ("local", "ray") else {}),
                        **({"address": address} if address and executor == "ray" else {}))
     failed = []
+    ran = False  # did any job of this call run here (or was every one done before it)?
     for stage in (False, True):  # models first, then the rows that fuse them
         batch = [(run, job, folder) for run, job, folder in jobs if (job.kind == "fuse+evaluate") == stage]
         if not batch:
@@ -318,6 +319,7 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
                 _copy_items(spec, queue.get(job["id"]), by_id[job["id"]])
                 write_text(Path(spec.table), render_table(spec, export_records(spec, store), load_items(spec)))
 
+        ran = ran or len(done_before) < len(ids)
         states = ex.run(ids, on_change=said)
         for (run, job, folder), job_id in zip(batch, ids):
             if states[job_id] == "done":
@@ -325,8 +327,14 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             else:
                 last = (queue.get(job_id)["error"] or "").strip().splitlines()[-1:]
                 failed.append(f"{run.name} seed {job.seed}: {states[job_id]}" + (f" ({last[0]})" if last else ""))
-    records = export_records(spec, store)
-    write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
+    if ran or not (Path(spec.results).exists() and Path(spec.table).exists()):
+        records = export_records(spec, store)
+        write_text(Path(spec.table), render_table(spec, records, load_items(spec)))
+    else:
+        # Every job was done before this call: the records file and the table were written when each finished (or
+        # came with the checkout). Rendering the table again costs ~15 s of bootstrap on a large experiment, which a
+        # script replaying its finished rows paid once per row; `--table-only` re-renders on purpose.
+        log.info("every job of this call was done before it: %s and %s left as they are", spec.results, spec.table)
     if failed:
         raise ConfigError(f"{len(failed)} job(s) did not finish: " + "; ".join(failed)
                           + f" — `embedlab jobs list --experiment {spec.name}` shows them; `embedlab jobs retry ID`")

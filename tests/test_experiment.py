@@ -129,10 +129,18 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     assert "| trained | 2 |" in (tmp / "table.md").read_text()
     # Run again: nothing is retrained or re-evaluated (the records are unchanged, the models untouched).
     stamp = (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns
+    written = {p: (tmp / p).stat().st_mtime_ns for p in ("res.json", "table.md")}
     run_experiment(tmp / "e.yaml", show_progress=False)
     assert [r for r in json.loads((tmp / "res.json").read_text())["records"]
             if r["metric"] == "main_score" and r["task"] == "stsb-dev"] == records
     assert (tmp / "work" / "trained-s1" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    # Nothing ran, so the records file and the table (written as each job finished) are not rewritten either ...
+    assert {p: (tmp / p).stat().st_mtime_ns for p in written} == written
+    # ... unless one of them is missing: then both are written from the store again.
+    table = (tmp / "table.md").read_text()
+    (tmp / "table.md").unlink()
+    run_experiment(tmp / "e.yaml", show_progress=False)
+    assert (tmp / "table.md").read_text() == table
 
 
 def test_fused_row_reads_models_beside_a_workdir_not_yet_created(train_root, data_root, monkeypatch):
