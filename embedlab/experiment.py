@@ -175,7 +175,7 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
 RECORD_KEYS = ("eval_bf16", "eval_backend", "eval_precision", "eval_max_length", "instructions",
                "instruction_tokens_pooled", "steps", "train_seconds", "resumed_from", "recipe", "overrides", "best",
                "train_settings", "train_settings_source", "fusion", "models", "params", "sweep", "update",
-               "greedy_soup")
+               "greedy_soup", "software")
 _BASE_KEYS = ("name", "seed", "task", "split", "metric", "value")
 
 

@@ -122,6 +122,12 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
+def software() -> dict[str, Any]:
+    """What computed a number, compactly: the git commit and the versions of the packages that decide numbers
+    (an experiment record carries it: a checkout on a new machine may get newer releases than the last one)."""
+    return {"git_commit": current_git_commit(), **_package_versions()}
+
+
 def provenance() -> dict[str, Any]:
     """Where a number was computed: embedlab version and git commit, package versions, Python, machine."""
     from . import __version__

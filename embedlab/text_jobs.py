@@ -29,6 +29,7 @@ from .atomic import write_json
 from .errors import ConfigError
 from .evaluate import tasks as _tasks  # noqa: F401 - registers the text task types when the domain is loaded
 from .jobkinds import JOB_KINDS, JobContext, JobKind, JobOutcome, JobSpec
+from .results import software
 
 log = logging.getLogger("embedlab.jobs.text")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -114,7 +115,8 @@ def _evaluate(spec: JobSpec, ctx: JobContext, model_path: str, info: dict[str, A
             path = ctx.output_dir / "items" / f"{task}.json"
             write_json(path, result.items)
             items[task] = str(path)
-        rows += result_rows(model, spec.row_label, result, settings, extra={**protocol, **info})
+        rows += result_rows(model, spec.row_label, result, settings,
+                            extra={**protocol, **info, "software": software()})
         log.info("%s seed %s %s: %.2f", spec.name, spec.seed, task, result.display())
     ctx.progress(1.0, "done")
     return JobOutcome(rows=rows, info={**info, "items": items, "protocol": protocol})

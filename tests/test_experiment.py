@@ -102,6 +102,11 @@ def test_tiny_experiment_trains_evaluates_and_resumes(train_root, data_root, mon
     records = json.loads((tmp / "res.json").read_text())["records"]
     pearson = [r for r in records if r["metric"] == "cosine_pearson"]
     assert len(pearson) == 5 and all(-100 <= r["value"] <= 100 for r in pearson)  # display scale, like the store
+    # every record says what computed it (a new machine may install newer releases than the last)
+    import torch
+    import transformers
+    assert all(r["software"]["torch"] == torch.__version__ and r["software"]["transformers"] == transformers.__version__
+               for r in records)
     records = [r for r in records if r["metric"] == "main_score"]
     dev = [r for r in records if r["task"] == "sickr-dev"]
     records = [r for r in records if r["task"] == "stsb-dev"]
