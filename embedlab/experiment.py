@@ -453,11 +453,17 @@ def _record_rows(spec: ExperimentSpec, name: str, seed: int, recs: list[dict]) -
 
 
 def _adoptable(spec: ExperimentSpec, job: JobSpec, folder: Path, recs: list[dict]) -> bool:
+    from .evaluate.tasks import TASKS
+    from .results import UNRANKED_TYPES
+
     main = {r["task"]: r for r in recs if r.get("metric", "main_score") == "main_score" and same_protocol(spec, r)
             and r.get("eval_bf16") == spec.eval_bf16}
     if set(main) != set(job.tasks):
         return False
-    if any(not items_path(spec, job.name, job.seed, t).is_file() for t in spec.tasks):
+    # Per-item files (the table's paired bootstrap reads them) exist for the ranked task types (STS, retrieval);
+    # geometry scores have none, so they are not asked for.
+    if any(not items_path(spec, job.name, job.seed, t).is_file() for t in spec.tasks
+           if TASKS.get(t).type not in UNRANKED_TYPES):
         return False
     if job.kind == "train+evaluate":
         want = [*job.config["overrides"], f"seed={job.seed}"] + ([f"model.name={job.model}"] if job.model else [])

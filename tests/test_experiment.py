@@ -298,6 +298,31 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     assert json.loads((tmp / "old.json").read_text())["records"] == records
 
 
+def test_a_run_with_a_geometry_task_is_adopted_without_per_item_files_for_it(train_root, data_root, monkeypatch):
+    """Geometry scores have no per-item outputs: requiring a per-item file for every task left every CSE-SFP row of
+    a fresh checkout unadoptable (their experiment scores geometry), so each was trained and evaluated again."""
+    from embedlab.experiment import items_path, load_experiment
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True,
+                "steps": 0, "train_seconds": 0.0}
+    records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 12.5, **protocol},
+               {"name": "untrained", "seed": 49, "task": "geometry", "split": "test", "metric": "main_score",
+                "value": 0.75, **protocol}]
+    _old_experiment(tmp, records)
+    spec = yaml.safe_load((tmp / "old.yaml").read_text())
+    (tmp / "old.yaml").write_text(yaml.safe_dump({**spec, "tasks": ["stsb-dev", "geometry"]}))
+    items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
+    items.parent.mkdir(parents=True)
+    items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    run_experiment(tmp / "old.yaml", show_progress=False)
+    assert not (tmp / "work").exists()  # adopted: not evaluated again
+    assert json.loads((tmp / "old.json").read_text())["records"] == records
+    # (A ranked task without its per-item file still blocks adoption: the test below.)
+
+
 def test_records_imported_before_their_items_existed_are_adopted_once_the_items_are_there(train_root, data_root,
                                                                                          monkeypatch):
     """A store that took a run's records as plain rows (its per-item files were not committed yet, so it could not
