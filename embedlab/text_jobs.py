@@ -103,6 +103,7 @@ def _evaluate(spec: JobSpec, ctx: JobContext, model_path: str, info: dict[str, A
                             backend=cfg.get("backend"), precision=cfg.get("precision"))
     model = _load_for_eval(model_path, cfg)
     rows, items = [], {}
+    made_by = software()  # once per job: it asks git for the commit
     protocol = {"eval_bf16": bool(cfg.get("bf16")), "eval_max_length": cfg.get("max_length"),
                 "instructions": cfg.get("instructions"),
                 "instruction_tokens_pooled": not cfg.get("instructions")}
@@ -116,7 +117,7 @@ def _evaluate(spec: JobSpec, ctx: JobContext, model_path: str, info: dict[str, A
             write_json(path, result.items)
             items[task] = str(path)
         rows += result_rows(model, spec.row_label, result, settings,
-                            extra={**protocol, **info, "software": software()})
+                            extra={**protocol, **info, "software": made_by})
         log.info("%s seed %s %s: %.2f", spec.name, spec.seed, task, result.display())
     ctx.progress(1.0, "done")
     return JobOutcome(rows=rows, info={**info, "items": items, "protocol": protocol})
