@@ -128,8 +128,8 @@ cse_sfp_rows "cse_sfp-lora,simcse_prompt-lora:49,50,51"
 cse_sfp_rows "cse_sfp-lora-200,simcse_prompt-lora-nonoise"
 for row_seed in codiemb-tau0.05:49 codiemb:51 codiemb-tau0.05:50 codiemb-tau0.05:51 naive:50 naive:51 naive-tau0.05:49 \
                 st_peer:50 st_peer:51 sts_only-242:50 arm-losses:50 sts_only-525:49 cosent:49 arm-sampler:50 cosent:50 \
-                ir_only-283:50 ir_only-283-tau0.05:49 ir_only-525:49 fusion:trajectories cse:nodropout \
-                ir_only-283-tau0.05:50 ir_only-525:50 sts_only-525:50 \
+                ir_only-283:50 ir_only-525:49 sts_only-525:50 ir_only-283-tau0.05:49 fusion:trajectories cse:nodropout \
+                ir_only-283-tau0.05:50 ir_only-525:50 \
                 codiemb-tau0.05-3ep:49 st_peer-3ep:49; do
   case "$row_seed" in
     fusion:trajectories) fusion_trajectories ;;
