@@ -122,14 +122,15 @@ cse_sfp_rows() {  # $1 = "row[,row]:seeds" or "row[,row]" (each row's own seeds)
 # peer), the temperature group's baseline, then the rows the issue asks for at two seeds (CoSENT, the specialists, the
 # arms; short ones first: a machine that goes away between sessions loses the checkpoints of a half-trained row),
 # the specialists at matched total steps, the tau 0.05 IR specialist, the trajectories fusion (only where its
-# inputs' checkpoints are on the machine) and CSE-SFP without model dropout (2 seeds), then the 3-epoch pair.
+# inputs' checkpoints are on the machine) and CSE-SFP without model dropout (2 seeds), naive at tau 0.05's seeds 50
+# and 51 (the one-factor baseline of CoDiEmb at 0.05), then the 3-epoch pair.
 cse_sfp_rows "untrained PromptEOL,untrained CSE-SFP template (Rep2):0"
 cse_sfp_rows "cse_sfp-lora,simcse_prompt-lora:49,50,51"
 cse_sfp_rows "cse_sfp-lora-200,simcse_prompt-lora-nonoise"
 for row_seed in codiemb-tau0.05:49 codiemb:51 codiemb-tau0.05:50 codiemb-tau0.05:51 naive:50 naive:51 naive-tau0.05:49 \
                 st_peer:50 st_peer:51 sts_only-242:50 arm-losses:50 sts_only-525:49 cosent:49 arm-sampler:50 cosent:50 \
                 ir_only-283:50 ir_only-525:49 sts_only-525:50 ir_only-283-tau0.05:49 fusion:trajectories cse:nodropout \
-                ir_only-283-tau0.05:50 ir_only-525:50 \
+                ir_only-283-tau0.05:50 naive-tau0.05:50 naive-tau0.05:51 ir_only-525:50 \
                 codiemb-tau0.05-3ep:49 st_peer-3ep:49; do
   case "$row_seed" in
     fusion:trajectories) fusion_trajectories ;;
