@@ -273,9 +273,10 @@ def _check_seeds(spec: ExperimentSpec, spec_path: str | Path, only: list[str] | 
 
 def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_progress: bool = True,
                    seeds: list[int] | None = None, db: str | None = None, executor: str = "local",
-                   cpus: int | None = None, address: str | None = None) -> Path:
+                   cpus: int | None = None, address: str | None = None, rerun: bool = False) -> Path:
     """Run (or finish) the experiment's runs — only those named in ``only`` and the ``seeds`` given, if set — as
     jobs on ``executor``, their results in the store at ``db``; then export the records JSON and the table.
+    ``rerun`` runs the selected rows again even where they are done (it needs ``only``): see ``JobQueue.rerun``.
 
     Submit-and-wait: jobs already done (same configuration and seed) are not run again; records of the committed
     JSON that the store lacks are imported first (a fresh checkout continues where the JSON left off). Fused rows
@@ -285,6 +286,11 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
     from .bench.store import ResultsStore
 
     spec = load_experiment(spec_path)
+    if rerun and not only:
+        # Running every row of an experiment again is hours of work and replaces every committed number: the rows
+        # to run again are named, never implied.
+        raise ConfigError(f"{spec_path}: --rerun needs --only: name the runs to run again (and --seeds to narrow "
+                          "them to some seeds)")
     workdir = _check_spec_paths(spec, spec_path, only)
     _check_seeds(spec, spec_path, only, seeds)
     for run in spec.runs:  # ``evaluate: best`` needs the trainer's dev selection: say so before anything runs
@@ -306,6 +312,12 @@ def run_experiment(spec_path: str | Path, only: list[str] | None = None, show_pr
             continue
         ids = queue.submit([j for _, j, _ in batch], [f for _, _, f in batch], requeue_failed=True)
         _refuse_stale_trained_jobs(spec_path, queue, batch, ids)
+        if rerun:
+            for (run, job, _), job_id in zip(batch, ids):
+                if queue.get(job_id)["status"] == "done":
+                    queue.rerun(job_id)
+                    log.info("job %s %s seed %s: done before; queued to run again (--rerun)", job_id[:8],
+                             run.name, job.seed)
 
         by_id = {job_id: job for (_, job, _), job_id in zip(batch, ids)}
         done_before = {job_id for job_id in ids if queue.get(job_id)["status"] == "done"}

@@ -298,6 +298,39 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     assert json.loads((tmp / "old.json").read_text())["records"] == records
 
 
+def test_rerun_runs_an_adopted_row_again_and_its_new_records_replace_the_old(train_root, data_root, monkeypatch):
+    """A row adopted from committed records has no model on this machine (its folder was on another); ``rerun``
+    with ``only`` queues it again: it is really evaluated, and its new record replaces the committed one in the
+    export while the rows not named keep theirs. Without ``only`` it is refused before anything runs."""
+    from embedlab.experiment import items_path, load_experiment
+
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True}
+    records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 12.5, **protocol, "steps": 0, "train_seconds": 0.0},
+               {"name": "gone", "seed": 1, "task": "stsb-dev", "split": "dev", "metric": "main_score",
+                "value": 7.0, "eval_bf16": False, "eval_max_length": 128, "steps": 5, "train_seconds": 3.0}]
+    _old_experiment(tmp, records)
+    items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
+    items.parent.mkdir(parents=True)
+    items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    db = str(tmp / "store.sqlite")
+    run_experiment(tmp / "old.yaml", show_progress=False, db=db)  # adopted, not run
+    assert json.loads((tmp / "old.json").read_text())["records"] == records
+    with pytest.raises(ConfigError, match="--rerun needs --only"):
+        run_experiment(tmp / "old.yaml", show_progress=False, db=db, rerun=True)
+    run_experiment(tmp / "old.yaml", show_progress=False, db=db, only=["untrained"], rerun=True)
+    out = {r["name"]: r for r in json.loads((tmp / "old.json").read_text())["records"]}
+    assert out["gone"] == records[1]  # not named: untouched
+    assert out["untrained"]["value"] != 12.5 and -100 <= out["untrained"]["value"] <= 100  # computed this time
+    assert json.loads(items.read_text())["gold"] != [1, 2, 3]  # the per-item file is the new run's
+    # Done again now: a plain call runs nothing and changes nothing.
+    again = json.loads((tmp / "old.json").read_text())["records"]
+    run_experiment(tmp / "old.yaml", show_progress=False, db=db)
+    assert json.loads((tmp / "old.json").read_text())["records"] == again
+
+
 def test_a_run_with_a_geometry_task_is_adopted_without_per_item_files_for_it(train_root, data_root, monkeypatch):
     """Geometry scores have no per-item outputs: requiring a per-item file for every task left every CSE-SFP row of
     a fresh checkout unadoptable (their experiment scores geometry), so each was trained and evaluated again."""

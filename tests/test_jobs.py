@@ -124,6 +124,30 @@ def test_a_job_whose_rows_were_imported_into_a_fresh_store_is_recorded_done_not_
     assert len(fresh.store.query(experiment="e")) == 1
 
 
+def test_only_a_done_job_is_rerun_and_it_gets_attempts_to_spare(tmp_path):
+    """``rerun`` (``embedlab experiment --rerun``) puts a done job back in the queue — also one adopted from stored
+    rows, which was made with no attempts at all — and refuses a job in any other state."""
+    q = JobQueue(f"sqlite:///{tmp_path / 's.sqlite'}")
+    a, = q.submit([_job()], [tmp_path / "a"])
+    with pytest.raises(ConfigError, match="only done jobs"):
+        q.rerun(a)  # queued
+    q.claim(a, "w", "test")
+    with pytest.raises(ConfigError, match="is running"):
+        q.rerun(a)
+    q.finish(a, "w", [], {})
+    assert q.rerun(a[:8]) == "queued"
+    job = q.get(a)
+    assert (job["status"], job["attempts"], job["finished_at"], job["progress"]) == ("queued", 0, None, None)
+    assert q.claim(a, "w2", "test")["attempts"] == 1  # and a worker takes it as any queued job
+    q.fail(a, "boom", retry=False, worker="w2")
+    with pytest.raises(ConfigError, match="is failed.*jobs retry"):
+        q.rerun(a)
+    adopted = q.adopt(_job(name="imported", seed=7), tmp_path / "imp", [])
+    assert q.get(adopted)["max_attempts"] == 0
+    q.rerun(adopted)
+    assert q.get(adopted)["max_attempts"] == 2  # a failure of the rerun can be retried once, as any job
+
+
 def test_submit_on_the_command_line_says_which_jobs_were_done_already(tmp_path):
     from typer.testing import CliRunner
 

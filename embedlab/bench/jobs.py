@@ -312,6 +312,21 @@ class JobQueue:
             raise ConfigError(f"job {job['id'][:8]} is {job['status']}; only failed or cancelled jobs are retried")
         return "queued"
 
+    def rerun(self, job_id: str) -> str:
+        """done -> queued with fresh attempts: the job runs again (``embedlab experiment --rerun``). Its folder is
+        kept: a training job reuses a finished model of the same recipe and resumes a partial one, so a model is
+        retrained only where its folder lacks it (a job adopted from committed records on another machine). The
+        rows it stores then are newer than its old ones, which the experiment's export replaces with them."""
+        job = self.get(job_id)
+        # A job adopted from records was made with max_attempts 0 (it was never to run): give it the usual two.
+        attempts = case((Job.max_attempts < 2, 2), else_=Job.max_attempts)
+        if not self._update(job["id"], (Job.status == "done",), status="queued", attempts=0, max_attempts=attempts,
+                            progress=None, progress_text=None, cancel_requested=False, error=None, finished_at=None,
+                            worker=None):
+            raise ConfigError(f"job {job['id'][:8]} is {job['status']}; only done jobs are run again "
+                              "(`embedlab jobs retry` puts back failed or cancelled ones)")
+        return "queued"
+
     def reap(self, stale_after: float = STALE_AFTER_S, worker: str | None = None) -> list[str]:
         """Running jobs whose worker is gone — heartbeat older than ``stale_after`` seconds, or (``worker`` given)
         claimed by that worker — go back to the queue (or fail when attempts are used up). Returns their ids."""

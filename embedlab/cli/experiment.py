@@ -24,12 +24,18 @@ def experiment(
     executor: str = typer.Option("local", "--executor", help="local | ray | inline"),
     cpus: Optional[int] = typer.Option(None, "--cpus", min=1, help="local executor: cores to fill (default: all)"),
     address: Optional[str] = typer.Option(None, "--address", help="ray executor: cluster address (or RAY_ADDRESS)"),
+    rerun: bool = typer.Option(False, "--rerun",
+                               help="run the --only rows again even where they are done (a finished model in the "
+                                    "row's folder is re-evaluated, a missing one trained); their new records "
+                                    "replace the old"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run every (run, seed) of an experiment as a job (resumable: done jobs are not rerun), store the scores,
     export the records JSON and render the table."""
     from ..experiment import refresh, run_experiment
 
+    if table_only and rerun:
+        raise typer.BadParameter("--table-only runs nothing; --rerun runs rows again: give one of them")
     if table_only:
         _say(f"table: {refresh(spec, db)}")
         return
@@ -43,5 +49,5 @@ def experiment(
                   "resumes")
     path = run_experiment(spec, only=only.split(",") if only is not None else None,
                           show_progress=_progress_bars(progress), seeds=seed_list, db=db, executor=executor,
-                          cpus=cpus, address=address)
+                          cpus=cpus, address=address, rerun=rerun)
     _say(f"records: {path}")
