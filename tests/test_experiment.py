@@ -266,13 +266,12 @@ def _old_experiment(tmp, records) -> None:
     (tmp / "old.json").write_text(json.dumps({"experiment": "old", "tasks": ["stsb-dev"], "records": records}))
 
 
-def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, data_root, monkeypatch):
-    """A fresh checkout has the records JSON (and per-item files) but no store: the records are imported, the runs
-    they cover are adopted as done jobs (nothing is trained or evaluated again), and the export reproduces them."""
+def _committed_records(tmp):
+    """``_old_experiment`` as a fresh checkout has it: an untrained row whose records (with a value no model
+    computed, 12.5) and per-item file cover it, and a row "gone" under another protocol. Returns (records, the
+    untrained row's per-item file)."""
     from embedlab.experiment import items_path, load_experiment
 
-    tmp = train_root
-    monkeypatch.chdir(tmp)
     protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True}
     records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
                 "value": 12.5, **protocol, "steps": 0, "train_seconds": 0.0},
@@ -282,6 +281,15 @@ def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, 
     items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
     items.parent.mkdir(parents=True)
     items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    return records, items
+
+
+def test_committed_records_are_imported_and_finished_jobs_not_rerun(train_root, data_root, monkeypatch):
+    """A fresh checkout has the records JSON (and per-item files) but no store: the records are imported, the runs
+    they cover are adopted as done jobs (nothing is trained or evaluated again), and the export reproduces them."""
+    tmp = train_root
+    monkeypatch.chdir(tmp)
+    records, items = _committed_records(tmp)
     run_experiment(tmp / "old.yaml", show_progress=False)
     out = json.loads((tmp / "old.json").read_text())["records"]
     assert out == records  # 12.5 is not a score a model computed: the untrained job was adopted, not rerun
@@ -302,19 +310,9 @@ def test_rerun_runs_an_adopted_row_again_and_its_new_records_replace_the_old(tra
     """A row adopted from committed records has no model on this machine (its folder was on another); ``rerun``
     with ``only`` queues it again: it is really evaluated, and its new record replaces the committed one in the
     export while the rows not named keep theirs. Without ``only`` it is refused before anything runs."""
-    from embedlab.experiment import items_path, load_experiment
-
     tmp = train_root
     monkeypatch.chdir(tmp)
-    protocol = {"eval_bf16": False, "eval_max_length": 64, "instructions": False, "instruction_tokens_pooled": True}
-    records = [{"name": "untrained", "seed": 49, "task": "stsb-dev", "split": "dev", "metric": "main_score",
-                "value": 12.5, **protocol, "steps": 0, "train_seconds": 0.0},
-               {"name": "gone", "seed": 1, "task": "stsb-dev", "split": "dev", "metric": "main_score",
-                "value": 7.0, "eval_bf16": False, "eval_max_length": 128, "steps": 5, "train_seconds": 3.0}]
-    _old_experiment(tmp, records)
-    items = items_path(load_experiment(tmp / "old.yaml"), "untrained", 49, "stsb-dev")
-    items.parent.mkdir(parents=True)
-    items.write_text(json.dumps({"gold": [1, 2, 3], "pred": [0.1, 0.3, 0.2]}))
+    records, items = _committed_records(tmp)
     db = str(tmp / "store.sqlite")
     run_experiment(tmp / "old.yaml", show_progress=False, db=db)  # adopted, not run
     assert json.loads((tmp / "old.json").read_text())["records"] == records
